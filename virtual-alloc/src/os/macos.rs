@@ -1,0 +1,123 @@
+//! macOS: `mmap(MAP_JIT)` regions switched per thread, `sys_icache_invalidate`, and the
+//! page size from the OS (16 KiB on Apple Silicon). MAP_JIT is never combined with
+//! `MAP_FIXED` or `MAP_SHARED`, and MAP_JIT pages are never `mprotect`ed: this layer
+//! turns protect calls on them into counted no-ops before they get here.
+
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+use crate::os::{Os, SharedMemory, unix};
+use crate::protection::Protection;
+use crate::strategy::WxStrategy;
+
+/// The real macOS operating system.
+#[derive(Debug, Clone, Copy)]
+pub struct MacOs {
+    page_size: usize,
+}
+
+impl MacOs {
+    /// The running kernel, with its page size read from `sysconf`.
+    pub fn new() -> MacOs {
+        MacOs {
+            page_size: unix::page_size(),
+        }
+    }
+}
+
+impl Default for MacOs {
+    fn default() -> Self {
+        MacOs::new()
+    }
+}
+
+const PRIVATE_ANON: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANON;
+
+fn no_shared_memory() -> Error {
+    Error::StrategyUnavailable {
+        strategy: WxStrategy::DualMap,
+        reason: "macOS has no memfd; Apple Silicon uses MAP_JIT",
+    }
+}
+
+// SAFETY: every method forwards to the kernel, which hands out fresh ranges, and touches
+// only the bytes it is given.
+unsafe impl Os for MacOs {
+    fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    fn arch(&self) -> Arch {
+        Arch::host()
+    }
+
+    fn has_map_jit(&self) -> bool {
+        true
+    }
+
+    fn map_reserve(&self, len: usize) -> Result<usize> {
+        // SAFETY: no MAP_FIXED: the kernel picks a free range.
+        unsafe { unix::mmap(None, len, Protection::NoAccess, PRIVATE_ANON, -1, 0) }
+    }
+
+    fn map_jit(&self, len: usize) -> Result<usize> {
+        let flags = PRIVATE_ANON | libc::MAP_JIT;
+        // SAFETY: no MAP_FIXED: the kernel picks a free range.
+        let mapped = unsafe { unix::mmap(None, len, Protection::ExecuteReadWrite, flags, -1, 0) };
+        mapped.map_err(|err| match err {
+            Error::Os { errno, .. } => Error::MapJitRefused { errno },
+            other => other,
+        })
+    }
+
+    fn create_shared(&self, _len: usize) -> Result<SharedMemory> {
+        Err(no_shared_memory())
+    }
+
+    unsafe fn map_shared(
+        &self,
+        _shared: &SharedMemory,
+        _offset: usize,
+        _len: usize,
+        _protection: Protection,
+        _at: Option<usize>,
+    ) -> Result<usize> {
+        Err(no_shared_memory())
+    }
+
+    unsafe fn unmap(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { unix::munmap(addr, len) }
+    }
+
+    unsafe fn protect(&self, addr: usize, len: usize, protection: Protection) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { unix::mprotect(addr, len, protection) }
+    }
+
+    unsafe fn decommit_private(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: the caller owns the range (never MAP_JIT) and gives up its contents.
+        unsafe { unix::mmap(Some(addr), len, Protection::NoAccess, PRIVATE_ANON, -1, 0) }.map(drop)
+    }
+
+    unsafe fn decommit_jit(&self, addr: usize, len: usize) -> Result<()> {
+        // What JavaScriptCore does with JIT memory it no longer needs: the pages stay mapped
+        // (MAP_JIT cannot be re-mapped in place) and the kernel may take their memory.
+        // SAFETY: forwarded to the caller.
+        unsafe { unix::madvise(addr, len, libc::MADV_FREE_REUSABLE) }
+    }
+
+    unsafe fn recommit_jit(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { unix::madvise(addr, len, libc::MADV_FREE_REUSE) }
+    }
+
+    fn discard_shared(&self, _shared: &SharedMemory, _offset: usize, _len: usize) -> Result<()> {
+        Err(no_shared_memory())
+    }
+
+    fn close_shared(&self, shared: SharedMemory) -> Result<()> {
+        unix::close(shared.fd())
+    }
+
+    unix::direct_memory_access!();
+}

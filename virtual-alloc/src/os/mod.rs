@@ -1,0 +1,242 @@
+//! The narrow interface between codeheap and an operating system.
+//!
+//! Each method is one primitive the strategies are built from; none of them keeps state
+//! about regions (that is [`VirtualAlloc`](crate::VirtualAlloc)'s job). Three
+//! implementations exist: Linux and macOS ([`NativeOs`] on each) and the simulated OS
+//! ([`SimOs`](crate::sim::SimOs)).
+//!
+//! Memory is reached through the trait too (`write`, `fill`, `read`, `call`): on a real OS
+//! these are plain loads, stores and calls; on the simulator they are checked against the
+//! page table and the calling thread's mode, which is how the simulator catches a write in
+//! execute mode or a run of stale instructions.
+
+use crate::arch::Arch;
+use crate::error::Result;
+use crate::protection::Protection;
+
+mod icache;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod unix;
+
+#[cfg(target_os = "linux")]
+pub use linux::LinuxOs as NativeOs;
+#[cfg(target_os = "macos")]
+pub use macos::MacOs as NativeOs;
+
+/// The system calls an [`Os`] makes, named in errors and counted by the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SysCall {
+    /// `mmap`
+    Mmap,
+    /// `munmap`
+    Munmap,
+    /// `mprotect`
+    Mprotect,
+    /// `madvise`
+    Madvise,
+    /// `memfd_create`
+    MemfdCreate,
+    /// `ftruncate`
+    Ftruncate,
+    /// `fallocate`
+    Fallocate,
+    /// `close`
+    Close,
+}
+
+impl SysCall {
+    /// Every system call, for tables.
+    pub const ALL: [SysCall; 8] = [
+        SysCall::Mmap,
+        SysCall::Munmap,
+        SysCall::Mprotect,
+        SysCall::Madvise,
+        SysCall::MemfdCreate,
+        SysCall::Ftruncate,
+        SysCall::Fallocate,
+        SysCall::Close,
+    ];
+
+    /// The C name of the call.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SysCall::Mmap => "mmap",
+            SysCall::Munmap => "munmap",
+            SysCall::Mprotect => "mprotect",
+            SysCall::Madvise => "madvise",
+            SysCall::MemfdCreate => "memfd_create",
+            SysCall::Ftruncate => "ftruncate",
+            SysCall::Fallocate => "fallocate",
+            SysCall::Close => "close",
+        }
+    }
+}
+
+impl core::fmt::Display for SysCall {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A shared-memory object (a memfd) that backs a dual-mapped region.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SharedMemory {
+    fd: i32,
+    len: usize,
+}
+
+impl SharedMemory {
+    /// Wraps a descriptor of `len` bytes. Only an [`Os`] implementation creates these.
+    pub const fn new(fd: i32, len: usize) -> SharedMemory {
+        SharedMemory { fd, len }
+    }
+
+    /// The file descriptor.
+    pub const fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// The object's size in bytes.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the object has no bytes (never true for objects codeheap creates).
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The operating system primitives codeheap is built from.
+///
+/// Addresses are plain `usize`s: on a real OS they are process addresses, on the simulator
+/// they are addresses in its own address space and mean nothing to the process.
+///
+/// # Safety
+/// Implementations must behave as the documentation of each method says; the safe API of
+/// [`VirtualAlloc`](crate::VirtualAlloc) relies on it for memory safety. In particular the
+/// `map_*` methods must return ranges that overlap no live mapping, and `write`, `fill`,
+/// `read` and `call` must touch only the bytes they are given.
+pub unsafe trait Os: Send + Sync {
+    /// The page size (4 KiB on most Linux machines, 16 KiB on Apple Silicon).
+    fn page_size(&self) -> usize;
+
+    /// The instruction set code runs as.
+    fn arch(&self) -> Arch;
+
+    /// Whether `map_jit` can work here (macOS).
+    fn has_map_jit(&self) -> bool;
+
+    /// Maps `len` bytes (a multiple of the page size) of inaccessible private memory
+    /// anywhere: a reservation.
+    fn map_reserve(&self, len: usize) -> Result<usize>;
+
+    /// Maps `len` bytes of `MAP_JIT` memory anywhere, readable, writable and executable as
+    /// far as the page tables go; each thread's mode decides. Never `MAP_FIXED`, never
+    /// `MAP_SHARED`.
+    fn map_jit(&self, len: usize) -> Result<usize>;
+
+    /// Creates a shared-memory object of `len` bytes (a memfd).
+    fn create_shared(&self, len: usize) -> Result<SharedMemory>;
+
+    /// Maps `len` bytes of `shared` from `offset` with `protection`, at `at` (replacing
+    /// what is there) or anywhere if `at` is `None`. Returns the address.
+    ///
+    /// # Safety
+    /// If `at` is given, the range must be a reservation the caller owns.
+    unsafe fn map_shared(
+        &self,
+        shared: &SharedMemory,
+        offset: usize,
+        len: usize,
+        protection: Protection,
+        at: Option<usize>,
+    ) -> Result<usize>;
+
+    /// Unmaps a range.
+    ///
+    /// # Safety
+    /// The caller owns the range and nothing uses it any more.
+    unsafe fn unmap(&self, addr: usize, len: usize) -> Result<()>;
+
+    /// Changes the protection of a range (`mprotect`).
+    ///
+    /// # Safety
+    /// The caller owns the range; no reference into it outlives a protection that forbids
+    /// its use.
+    unsafe fn protect(&self, addr: usize, len: usize, protection: Protection) -> Result<()>;
+
+    /// Replaces private pages with fresh inaccessible ones, giving their memory back.
+    ///
+    /// # Safety
+    /// The caller owns the range and nothing uses its contents any more.
+    unsafe fn decommit_private(&self, addr: usize, len: usize) -> Result<()>;
+
+    /// Gives the memory of `MAP_JIT` pages back, keeping the mapping.
+    ///
+    /// # Safety
+    /// The caller owns the range and nothing uses its contents any more.
+    unsafe fn decommit_jit(&self, addr: usize, len: usize) -> Result<()>;
+
+    /// Takes back `MAP_JIT` pages given back by `decommit_jit`.
+    ///
+    /// # Safety
+    /// The caller owns the range.
+    unsafe fn recommit_jit(&self, addr: usize, len: usize) -> Result<()>;
+
+    /// Drops the contents of `len` bytes of `shared` from `offset`; they read as zero after.
+    fn discard_shared(&self, shared: &SharedMemory, offset: usize, len: usize) -> Result<()>;
+
+    /// Closes a shared-memory object. Its memory lives on while it is still mapped.
+    fn close_shared(&self, shared: SharedMemory) -> Result<()>;
+
+    /// Makes instructions written to the range visible to instruction fetch.
+    ///
+    /// # Safety
+    /// The range must be mapped and readable.
+    unsafe fn flush_icache(&self, addr: usize, len: usize) -> Result<()>;
+
+    /// Copies `bytes` to `addr`.
+    ///
+    /// # Safety
+    /// The range must be mapped writable for the calling thread and not aliased by a
+    /// Rust reference.
+    unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()>;
+
+    /// Fills `len` bytes at `addr` with `pattern` repeated; a last partial repetition is
+    /// zero-filled instead.
+    ///
+    /// # Safety
+    /// As for [`write`](Os::write).
+    unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()>;
+
+    /// Copies bytes at `addr` into `buf`.
+    ///
+    /// # Safety
+    /// The range must be mapped readable.
+    unsafe fn read(&self, addr: usize, buf: &mut [u8]) -> Result<()>;
+
+    /// Calls the function at `entry` as `extern "C" fn() -> u32`.
+    ///
+    /// # Safety
+    /// `entry` must be the start of a complete function with that signature, in memory
+    /// executable by the calling thread, its instructions made visible by `flush_icache`.
+    unsafe fn call(&self, entry: usize) -> Result<u32>;
+}
+
+/// Fills `buf` with `pattern` repeated, zeroing a last partial repetition.
+pub(crate) fn fill_pattern(buf: &mut [u8], pattern: &[u8]) {
+    if pattern.is_empty() {
+        buf.fill(0);
+        return;
+    }
+    let mut chunks = buf.chunks_exact_mut(pattern.len());
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(pattern);
+    }
+    chunks.into_remainder().fill(0);
+}

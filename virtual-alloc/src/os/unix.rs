@@ -1,0 +1,173 @@
+//! The POSIX calls Linux and macOS share, each returning codeheap's error with errno kept.
+
+use core::ptr;
+
+use crate::error::{Error, Result};
+use crate::os::SysCall;
+use crate::protection::Protection;
+
+pub(super) fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub(super) fn last_error(call: SysCall) -> Error {
+    Error::from_errno(call, errno())
+}
+
+pub(super) fn prot_flags(protection: Protection) -> libc::c_int {
+    match protection {
+        Protection::NoAccess => libc::PROT_NONE,
+        Protection::ReadOnly => libc::PROT_READ,
+        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Protection::ExecuteRead => libc::PROT_READ | libc::PROT_EXEC,
+        Protection::ExecuteReadWrite => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+    }
+}
+
+pub(super) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// `mmap`; `at` adds `MAP_FIXED`.
+///
+/// # Safety
+/// With `at`, the range must be owned by the caller: it is replaced.
+pub(super) unsafe fn mmap(
+    at: Option<usize>,
+    len: usize,
+    protection: Protection,
+    flags: libc::c_int,
+    fd: libc::c_int,
+    offset: usize,
+) -> Result<usize> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| Error::SizeOverflow { size: offset })?;
+    let (hint, flags) = match at {
+        Some(addr) => (addr as *mut libc::c_void, flags | libc::MAP_FIXED),
+        None => (ptr::null_mut(), flags),
+    };
+    // SAFETY: without MAP_FIXED the kernel picks a free range; with it the caller promised
+    // the range is theirs to replace.
+    let addr = unsafe { libc::mmap(hint, len, prot_flags(protection), flags, fd, offset) };
+    if addr == libc::MAP_FAILED {
+        Err(last_error(SysCall::Mmap))
+    } else {
+        Ok(addr as usize)
+    }
+}
+
+/// # Safety
+/// The caller owns the range and nothing uses it.
+pub(super) unsafe fn munmap(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: forwarded to the caller.
+    let rc = unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(last_error(SysCall::Munmap))
+    }
+}
+
+/// # Safety
+/// The caller owns the range.
+pub(super) unsafe fn mprotect(addr: usize, len: usize, protection: Protection) -> Result<()> {
+    // SAFETY: forwarded to the caller.
+    let rc = unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot_flags(protection)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(last_error(SysCall::Mprotect))
+    }
+}
+
+/// # Safety
+/// The caller owns the range and may lose its contents.
+#[cfg(target_os = "macos")]
+pub(super) unsafe fn madvise(addr: usize, len: usize, advice: libc::c_int) -> Result<()> {
+    loop {
+        // SAFETY: forwarded to the caller.
+        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) };
+        if rc == 0 {
+            return Ok(());
+        }
+        if errno() != libc::EAGAIN {
+            return Err(last_error(SysCall::Madvise));
+        }
+    }
+}
+
+pub(super) fn close(fd: libc::c_int) -> Result<()> {
+    // SAFETY: closing a descriptor this crate created and owns.
+    let rc = unsafe { libc::close(fd) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(last_error(SysCall::Close))
+    }
+}
+
+/// # Safety
+/// `addr..addr+bytes.len()` is mapped writable and not aliased by a reference.
+pub(super) unsafe fn write(addr: usize, bytes: &[u8]) {
+    // SAFETY: forwarded to the caller; `bytes` cannot overlap code memory the caller owns.
+    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+}
+
+/// # Safety
+/// `addr..addr+len` is mapped writable and not aliased by a reference.
+pub(super) unsafe fn fill(addr: usize, len: usize, pattern: &[u8]) {
+    // SAFETY: forwarded to the caller: the range is writable and unaliased for its length.
+    let buf = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) };
+    super::fill_pattern(buf, pattern);
+}
+
+/// # Safety
+/// `addr..addr+buf.len()` is mapped readable.
+pub(super) unsafe fn read(addr: usize, buf: &mut [u8]) {
+    // SAFETY: forwarded to the caller.
+    unsafe { ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+}
+
+/// # Safety
+/// `entry` starts a complete `extern "C" fn() -> u32` the calling thread may run.
+pub(super) unsafe fn call(entry: usize) -> u32 {
+    // SAFETY: forwarded to the caller.
+    let function: extern "C" fn() -> u32 = unsafe { core::mem::transmute(entry) };
+    function()
+}
+
+/// The `Os` methods that reach memory directly: the same on every real OS.
+macro_rules! direct_memory_access {
+    () => {
+        unsafe fn flush_icache(&self, addr: usize, len: usize) -> Result<()> {
+            // SAFETY: forwarded to the caller: the range is mapped and readable.
+            unsafe { crate::os::icache::flush(addr, len) };
+            Ok(())
+        }
+
+        unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()> {
+            // SAFETY: forwarded to the caller.
+            unsafe { crate::os::unix::write(addr, bytes) };
+            Ok(())
+        }
+
+        unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
+            // SAFETY: forwarded to the caller.
+            unsafe { crate::os::unix::fill(addr, len, pattern) };
+            Ok(())
+        }
+
+        unsafe fn read(&self, addr: usize, buf: &mut [u8]) -> Result<()> {
+            // SAFETY: forwarded to the caller.
+            unsafe { crate::os::unix::read(addr, buf) };
+            Ok(())
+        }
+
+        unsafe fn call(&self, entry: usize) -> Result<u32> {
+            // SAFETY: forwarded to the caller.
+            Ok(unsafe { crate::os::unix::call(entry) })
+        }
+    };
+}
+pub(super) use direct_memory_access;

@@ -1,0 +1,518 @@
+//! The simulator's page table and the system calls that change it.
+//!
+//! Every call is applied whole or not at all: arguments and every page are checked before
+//! anything changes, as a failed system call changes nothing.
+
+use std::collections::BTreeMap;
+
+use super::fault::{Fault, FaultKind};
+use super::memory::{FrameId, Frames, SharedObject};
+use super::rules::{MapJitSupport, SimRules};
+use crate::error::{Access, Error, Result};
+use crate::os::SysCall;
+use crate::protection::Protection;
+use crate::write_mode::{ThreadMode, current_mode};
+
+/// Where the simulator starts handing out addresses: page-aligned but deliberately not
+/// 64 KiB-aligned, so callers that need granularity must over-allocate and trim.
+const FIRST_ADDRESS: usize = 0x10_0000_0000 + 0x4000;
+/// One past the highest address the simulator hands out (a 47-bit user address space).
+const ADDRESS_LIMIT: usize = 1 << 47;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backing {
+    /// Anonymous memory; `None` until first written (reads as zero).
+    Private(Option<FrameId>),
+    /// Page `page` of shared object `fd`.
+    Shared { fd: i32, page: usize },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pte {
+    pub(super) protection: Protection,
+    pub(super) jit: bool,
+    pub(super) backing: Backing,
+}
+
+/// A failure planned by a test: the next matching system call fails with `errno`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PlannedFailure {
+    AfterCalls { remaining: u64, errno: i32 },
+    NextOf { call: SysCall, errno: i32 },
+}
+
+#[derive(Debug)]
+pub(super) struct SimState {
+    pub(super) rules: SimRules,
+    next_addr: usize,
+    pub(super) pages: BTreeMap<usize, Pte>,
+    pub(super) frames: Frames,
+    pub(super) shared: BTreeMap<i32, SharedObject>,
+    next_fd: i32,
+    pub(super) calls: [u64; SysCall::ALL.len()],
+    pub(super) planned: Vec<PlannedFailure>,
+    pub(super) icache_flushes: u64,
+}
+
+fn einval(call: SysCall) -> Error {
+    Error::from_errno(call, libc::EINVAL)
+}
+
+impl SimState {
+    pub(super) fn new(rules: SimRules) -> SimState {
+        SimState {
+            rules,
+            next_addr: FIRST_ADDRESS,
+            pages: BTreeMap::new(),
+            frames: Frames::new(rules.page_size),
+            shared: BTreeMap::new(),
+            next_fd: 3,
+            calls: [0; SysCall::ALL.len()],
+            planned: Vec::new(),
+            icache_flushes: 0,
+        }
+    }
+
+    fn page_size(&self) -> usize {
+        self.rules.page_size
+    }
+
+    /// Counts a system call and fails it if a test planned so.
+    pub(super) fn syscall(&mut self, call: SysCall) -> Result<()> {
+        self.calls[call as usize] += 1;
+        let mut failure = None;
+        self.planned.retain_mut(|plan| match plan {
+            PlannedFailure::AfterCalls {
+                remaining: 0,
+                errno,
+            } if failure.is_none() => {
+                failure = Some(*errno);
+                false
+            }
+            PlannedFailure::AfterCalls { remaining, .. } => {
+                *remaining -= 1;
+                true
+            }
+            PlannedFailure::NextOf {
+                call: planned,
+                errno,
+            } if *planned == call && failure.is_none() => {
+                failure = Some(*errno);
+                false
+            }
+            PlannedFailure::NextOf { .. } => true,
+        });
+        match failure {
+            Some(errno) => Err(Error::from_errno(call, errno)),
+            None => Ok(()),
+        }
+    }
+
+    /// The pages `addr..addr+len` covers, after checking alignment and length as `mmap`
+    /// and friends do.
+    fn page_span(&self, call: SysCall, addr: usize, len: usize) -> Result<core::ops::Range<usize>> {
+        let size = self.page_size();
+        if len == 0 || !addr.is_multiple_of(size) {
+            return Err(einval(call));
+        }
+        let end = addr.checked_add(len).ok_or_else(|| einval(call))?;
+        Ok(addr / size..end.div_ceil(size))
+    }
+
+    fn require_mapped(&self, call: SysCall, pages: &core::ops::Range<usize>) -> Result<()> {
+        if pages.clone().all(|vpn| self.pages.contains_key(&vpn)) {
+            Ok(())
+        } else {
+            Err(Error::from_errno(call, libc::ENOMEM))
+        }
+    }
+
+    fn fresh_range(&mut self, len: usize) -> Result<usize> {
+        let addr = self.next_addr;
+        let next = addr
+            .checked_add(len)
+            .and_then(|end| end.checked_add(self.page_size()))
+            .filter(|&next| next <= ADDRESS_LIMIT)
+            .ok_or(Error::OutOfMemory {
+                call: SysCall::Mmap,
+            })?;
+        // A page of gap after each mapping, so neighbours never look contiguous.
+        self.next_addr = next;
+        Ok(addr)
+    }
+
+    fn drop_backing(&mut self, backing: Backing) {
+        match backing {
+            Backing::Private(Some(frame)) => self.frames.release(frame),
+            Backing::Private(None) => {}
+            Backing::Shared { fd, .. } => {
+                let object = self.shared.get_mut(&fd).expect("mapped objects exist");
+                object.mapped_pages -= 1;
+                if object.is_dead() {
+                    self.free_object(fd);
+                }
+            }
+        }
+    }
+
+    fn free_object(&mut self, fd: i32) {
+        if let Some(object) = self.shared.remove(&fd) {
+            for frame in object.frames.into_iter().flatten() {
+                self.frames.release(frame);
+            }
+        }
+    }
+
+    fn install(&mut self, vpn: usize, pte: Pte) {
+        if let Some(old) = self.pages.insert(vpn, pte) {
+            self.drop_backing(old.backing);
+        }
+    }
+
+    fn map_private(&mut self, len: usize, protection: Protection, jit: bool) -> Result<usize> {
+        let pages = self.page_span(SysCall::Mmap, 0, len)?;
+        let addr = self.fresh_range(len)?;
+        let first = addr / self.page_size();
+        for vpn in first..first + pages.len() {
+            let pte = Pte {
+                protection,
+                jit,
+                backing: Backing::Private(None),
+            };
+            self.pages.insert(vpn, pte);
+        }
+        Ok(addr)
+    }
+
+    pub(super) fn map_reserve(&mut self, len: usize) -> Result<usize> {
+        self.syscall(SysCall::Mmap)?;
+        self.map_private(len, Protection::NoAccess, false)
+    }
+
+    pub(super) fn map_jit(&mut self, len: usize) -> Result<usize> {
+        self.syscall(SysCall::Mmap)?;
+        match self.rules.map_jit {
+            MapJitSupport::Entitled => self.map_private(len, Protection::ExecuteReadWrite, true),
+            MapJitSupport::NotEntitled => Err(Error::MapJitRefused { errno: libc::EPERM }),
+            MapJitSupport::Unavailable => Err(einval(SysCall::Mmap)),
+        }
+    }
+
+    pub(super) fn create_shared(&mut self, len: usize) -> Result<(i32, usize)> {
+        self.syscall(SysCall::MemfdCreate)?;
+        if !self.rules.shared_memory {
+            return Err(Error::from_errno(SysCall::MemfdCreate, libc::ENOSYS));
+        }
+        let fd = self.next_fd;
+        self.next_fd += 1;
+        if let Err(err) = self.syscall(SysCall::Ftruncate) {
+            // The descriptor is closed again, as the real implementation does.
+            self.calls[SysCall::Close as usize] += 1;
+            return Err(err);
+        }
+        let pages = len.div_ceil(self.page_size());
+        self.shared.insert(fd, SharedObject::new(pages));
+        Ok((fd, len))
+    }
+
+    pub(super) fn map_shared(
+        &mut self,
+        fd: i32,
+        offset: usize,
+        len: usize,
+        protection: Protection,
+        at: Option<usize>,
+    ) -> Result<usize> {
+        self.syscall(SysCall::Mmap)?;
+        let size = self.page_size();
+        let object_pages = match self.shared.get(&fd) {
+            Some(object) if object.open => object.frames.len(),
+            _ => return Err(Error::from_errno(SysCall::Mmap, libc::EBADF)),
+        };
+        let count = self.page_span(SysCall::Mmap, offset, len)?.len();
+        if offset / size + count > object_pages {
+            return Err(einval(SysCall::Mmap));
+        }
+        if protection.is_executable() && self.rules.exec_requires_map_jit {
+            return Err(Error::from_errno(SysCall::Mmap, libc::EACCES));
+        }
+        let addr = match at {
+            Some(addr) => {
+                self.page_span(SysCall::Mmap, addr, len)?;
+                addr
+            }
+            None => self.fresh_range(len)?,
+        };
+        let first = addr / size;
+        for i in 0..count {
+            let backing = Backing::Shared {
+                fd,
+                page: offset / size + i,
+            };
+            self.shared
+                .get_mut(&fd)
+                .expect("checked above")
+                .mapped_pages += 1;
+            let pte = Pte {
+                protection,
+                jit: false,
+                backing,
+            };
+            self.install(first + i, pte);
+        }
+        Ok(addr)
+    }
+
+    pub(super) fn unmap(&mut self, addr: usize, len: usize) -> Result<()> {
+        self.syscall(SysCall::Munmap)?;
+        for vpn in self.page_span(SysCall::Munmap, addr, len)? {
+            if let Some(pte) = self.pages.remove(&vpn) {
+                self.drop_backing(pte.backing);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn protect(
+        &mut self,
+        addr: usize,
+        len: usize,
+        protection: Protection,
+    ) -> Result<()> {
+        self.syscall(SysCall::Mprotect)?;
+        let pages = self.page_span(SysCall::Mprotect, addr, len)?;
+        self.require_mapped(SysCall::Mprotect, &pages)?;
+        let ptes: Vec<Pte> = pages.clone().map(|vpn| self.pages[&vpn]).collect();
+        if ptes.iter().any(|pte| pte.jit) {
+            // Apple: MAP_JIT pages cannot be mprotected, not even to PROT_NONE.
+            return Err(Error::from_errno(SysCall::Mprotect, libc::EPERM));
+        }
+        if protection.is_executable() && self.rules.exec_requires_map_jit {
+            // The hardened runtime: only MAP_JIT memory may hold generated code.
+            return Err(Error::from_errno(SysCall::Mprotect, libc::EACCES));
+        }
+        for vpn in pages {
+            self.pages.get_mut(&vpn).expect("checked mapped").protection = protection;
+        }
+        Ok(())
+    }
+
+    pub(super) fn decommit_private(&mut self, addr: usize, len: usize) -> Result<()> {
+        self.syscall(SysCall::Mmap)?;
+        for vpn in self.page_span(SysCall::Mmap, addr, len)? {
+            let pte = Pte {
+                protection: Protection::NoAccess,
+                jit: false,
+                backing: Backing::Private(None),
+            };
+            self.install(vpn, pte);
+        }
+        Ok(())
+    }
+
+    fn jit_pages(&mut self, addr: usize, len: usize) -> Result<core::ops::Range<usize>> {
+        self.syscall(SysCall::Madvise)?;
+        let pages = self.page_span(SysCall::Madvise, addr, len)?;
+        self.require_mapped(SysCall::Madvise, &pages)?;
+        if pages.clone().all(|vpn| self.pages[&vpn].jit) {
+            Ok(pages)
+        } else {
+            Err(einval(SysCall::Madvise))
+        }
+    }
+
+    pub(super) fn decommit_jit(&mut self, addr: usize, len: usize) -> Result<()> {
+        for vpn in self.jit_pages(addr, len)? {
+            let pte = self.pages.get_mut(&vpn).expect("checked mapped");
+            let old = core::mem::replace(&mut pte.backing, Backing::Private(None));
+            self.drop_backing(old);
+        }
+        Ok(())
+    }
+
+    pub(super) fn recommit_jit(&mut self, addr: usize, len: usize) -> Result<()> {
+        self.jit_pages(addr, len).map(drop)
+    }
+
+    pub(super) fn discard_shared(&mut self, fd: i32, offset: usize, len: usize) -> Result<()> {
+        self.syscall(SysCall::Fallocate)?;
+        let pages = self.page_span(SysCall::Fallocate, offset, len)?;
+        let object = match self.shared.get_mut(&fd) {
+            Some(object) if object.open => object,
+            _ => return Err(Error::from_errno(SysCall::Fallocate, libc::EBADF)),
+        };
+        let end = pages.end.min(object.frames.len());
+        let dropped: Vec<FrameId> = object.frames[pages.start.min(end)..end]
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for frame in dropped {
+            self.frames.release(frame);
+        }
+        Ok(())
+    }
+
+    pub(super) fn close_shared(&mut self, fd: i32) -> Result<()> {
+        self.syscall(SysCall::Close)?;
+        match self.shared.get_mut(&fd) {
+            Some(object) if object.open => {
+                object.open = false;
+                if object.is_dead() {
+                    self.free_object(fd);
+                }
+                Ok(())
+            }
+            _ => Err(Error::from_errno(SysCall::Close, libc::EBADF)),
+        }
+    }
+
+    // ---- memory access -------------------------------------------------------------------
+
+    /// The frame holding page `vpn`, if it has one; with `allocate`, one is made.
+    fn frame_of(&mut self, vpn: usize, allocate: bool) -> Option<FrameId> {
+        let backing = self.pages.get(&vpn)?.backing;
+        match backing {
+            Backing::Private(Some(frame)) => Some(frame),
+            Backing::Private(None) if allocate => {
+                let frame = self.frames.alloc();
+                self.pages.get_mut(&vpn).expect("present").backing = Backing::Private(Some(frame));
+                Some(frame)
+            }
+            Backing::Private(None) => None,
+            Backing::Shared { fd, page } => {
+                let existing = self.shared.get(&fd).expect("mapped objects exist").frames[page];
+                match existing {
+                    Some(frame) => Some(frame),
+                    None if allocate => {
+                        let frame = self.frames.alloc();
+                        self.shared.get_mut(&fd).expect("present").frames[page] = Some(frame);
+                        Some(frame)
+                    }
+                    None => None,
+                }
+            }
+        }
+    }
+
+    /// Checks that the calling thread may make `access` to every byte of the range.
+    pub(super) fn check_access(
+        &self,
+        addr: usize,
+        len: usize,
+        access: Access,
+    ) -> Result<(), Fault> {
+        let size = self.page_size();
+        let end = addr.checked_add(len).ok_or(Fault {
+            addr,
+            kind: FaultKind::Unmapped,
+        })?;
+        let mode = current_mode();
+        let mut page_start = addr - addr % size;
+        while page_start < end {
+            let at = page_start.max(addr);
+            let pte = self.pages.get(&(page_start / size)).ok_or(Fault {
+                addr: at,
+                kind: FaultKind::Unmapped,
+            })?;
+            let kind = if pte.jit {
+                match (access, mode) {
+                    (Access::Write, ThreadMode::Execute) => Some(FaultKind::WriteInExecuteMode),
+                    (Access::Execute, ThreadMode::Write) => Some(FaultKind::ExecuteInWriteMode),
+                    _ => None,
+                }
+            } else if !pte.protection.allows(access) {
+                Some(FaultKind::ProtectionViolation(access))
+            } else {
+                None
+            };
+            if let Some(kind) = kind {
+                return Err(Fault { addr: at, kind });
+            }
+            page_start += size;
+        }
+        Ok(())
+    }
+
+    /// Applies `f(frame, offset_in_page, range_in_data)` to each page piece of the range.
+    fn for_each_piece(
+        &mut self,
+        addr: usize,
+        len: usize,
+        allocate: bool,
+        mut f: impl FnMut(&mut Frames, Option<FrameId>, usize, core::ops::Range<usize>),
+    ) {
+        let size = self.page_size();
+        let mut done = 0;
+        while done < len {
+            let at = addr + done;
+            let offset = at % size;
+            let piece = (size - offset).min(len - done);
+            let frame = self.frame_of(at / size, allocate);
+            f(&mut self.frames, frame, offset, done..done + piece);
+            done += piece;
+        }
+    }
+
+    pub(super) fn write(&mut self, addr: usize, bytes: &[u8]) -> Result<()> {
+        self.check_access(addr, bytes.len(), Access::Write)?;
+        self.for_each_piece(addr, bytes.len(), true, |frames, frame, offset, range| {
+            let frame = frames.get_mut(frame.expect("allocated"));
+            frame.bytes[offset..offset + range.len()].copy_from_slice(&bytes[range.clone()]);
+            frame.mark_stale(offset, range.len());
+        });
+        Ok(())
+    }
+
+    pub(super) fn fill(&mut self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
+        let mut bytes = vec![0; len];
+        crate::os::fill_pattern(&mut bytes, pattern);
+        self.write(addr, &bytes)
+    }
+
+    pub(super) fn read(&mut self, addr: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_access(addr, buf.len(), Access::Read)?;
+        self.for_each_piece(addr, buf.len(), false, |frames, frame, offset, range| {
+            let out = &mut buf[range];
+            match frame {
+                Some(frame) => {
+                    out.copy_from_slice(&frames.get(frame).bytes[offset..offset + out.len()])
+                }
+                None => out.fill(0),
+            }
+        });
+        Ok(())
+    }
+
+    pub(super) fn flush_icache(&mut self, addr: usize, len: usize) -> Result<()> {
+        self.check_access(addr, len, Access::Read)?;
+        self.icache_flushes += 1;
+        self.for_each_piece(addr, len, false, |frames, frame, offset, range| {
+            if let Some(frame) = frame {
+                frames.get_mut(frame).clear_stale(offset, range.len());
+            }
+        });
+        Ok(())
+    }
+
+    /// Fetches `len` instruction bytes at `addr` as the calling thread's CPU would.
+    pub(super) fn fetch(&mut self, addr: usize, len: usize) -> Result<Vec<u8>, Fault> {
+        self.check_access(addr, len, Access::Execute)?;
+        let mut bytes = vec![0; len];
+        let coherent = self.rules.icache_coherent;
+        let mut stale = false;
+        self.for_each_piece(addr, len, false, |frames, frame, offset, range| {
+            if let Some(frame) = frame {
+                let frame = frames.get(frame);
+                stale |= !coherent && frame.is_stale(offset, range.len());
+                bytes[range.clone()].copy_from_slice(&frame.bytes[offset..offset + range.len()]);
+            }
+        });
+        if stale {
+            return Err(Fault {
+                addr,
+                kind: FaultKind::StaleInstruction,
+            });
+        }
+        Ok(bytes)
+    }
+}
