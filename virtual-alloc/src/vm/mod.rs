@@ -209,6 +209,25 @@ impl<O: Os> VirtualAlloc<O> {
 
     /// Reserves with another strategy than the allocator's own.
     pub fn reserve_with(&self, size: usize, strategy: WxStrategy) -> Result<RegionInfo> {
+        let info = self.make_region(size, strategy)?;
+        Counters::bump(&self.counters.reserves);
+        Ok(info)
+    }
+
+    /// Reserves and commits in one call (`MEM_RESERVE | MEM_COMMIT`); nothing is left
+    /// reserved (or counted) if the commit fails.
+    pub fn reserve_and_commit(&self, size: usize, protection: Protection) -> Result<RegionInfo> {
+        let info = self.make_region(size, self.strategy)?;
+        if let Err(err) = self.commit(info.base, info.size, protection) {
+            let _ = self.unmake_region(info.base);
+            return Err(err);
+        }
+        Counters::bump(&self.counters.reserves);
+        Ok(info)
+    }
+
+    /// Maps and registers a region: a reserve without its counter.
+    fn make_region(&self, size: usize, strategy: WxStrategy) -> Result<RegionInfo> {
         let size = self.page_rounded(size)?;
         let (info, mut shared) = reserve::reserve(&self.os, strategy, size, self.granularity)?;
         let region = Arc::new(Region::new(info, self.page_size(), None));
@@ -222,21 +241,7 @@ impl<O: Os> VirtualAlloc<O> {
         }
         lock(&region.state).shared = shared;
         self.counters.reserved_bytes.fetch_add(size, Relaxed);
-        Counters::bump(&self.counters.reserves);
         Ok(info)
-    }
-
-    /// Reserves and commits in one call (`MEM_RESERVE | MEM_COMMIT`); nothing is left
-    /// reserved if the commit fails.
-    pub fn reserve_and_commit(&self, size: usize, protection: Protection) -> Result<RegionInfo> {
-        let info = self.reserve(size)?;
-        match self.commit(info.base, info.size, protection) {
-            Ok(()) => Ok(info),
-            Err(err) => {
-                let _ = self.release(info.base);
-                Err(err)
-            }
-        }
     }
 
     /// Commits the pages of `addr..addr + size` (`addr` page-aligned, `size` rounded up to
@@ -360,6 +365,13 @@ impl<O: Os> VirtualAlloc<O> {
     /// Releases the region whose base is `base` (`MEM_RELEASE`): all its pages, both views,
     /// its descriptor and its registration. `NotRegionBase` for an address inside a region.
     pub fn release(&self, base: usize) -> Result<()> {
+        self.unmake_region(base)?;
+        Counters::bump(&self.counters.releases);
+        Ok(())
+    }
+
+    /// Unmaps and unregisters a region: a release without its counter.
+    fn unmake_region(&self, base: usize) -> Result<()> {
         let (span, region) = self
             .regions
             .lookup(base)
@@ -384,7 +396,6 @@ impl<O: Os> VirtualAlloc<O> {
         self.counters
             .reserved_bytes
             .fetch_sub(region.info.size, Relaxed);
-        Counters::bump(&self.counters.releases);
         Ok(())
     }
 

@@ -1,0 +1,590 @@
+//! [`PageAllocator`]: ChakraCore's `HeapPageAllocator` over a [`VirtualAlloc`].
+
+use codeheap_virtual_alloc::sync::{Mutex, lock};
+use codeheap_virtual_alloc::{Os, PageState, Protection, VirtualAlloc, WxStrategy};
+
+use crate::bitmap::Bitmap;
+use crate::config::PageAllocatorConfig;
+use crate::error::{Error, Result};
+use crate::secondary::{SecondarySlot, SlotAllocator};
+use crate::segment::{LargeSegment, Segment, SegmentList};
+use crate::state::{Place, State};
+use crate::stats::{PageAllocatorStats, ProtectCounters, SegmentCounts};
+
+/// Pages handed out by [`PageAllocator::alloc_pages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageRun {
+    /// Address of the first page.
+    pub addr: usize,
+    /// Number of pages.
+    pub pages: usize,
+    /// Base of the segment (or large segment) holding them.
+    pub segment: usize,
+    /// Whether they have a dedicated large segment.
+    pub large: bool,
+}
+
+/// Hands out runs of code pages from segments, as ChakraCore's `HeapPageAllocator`.
+///
+/// * A segment is a 64 KiB-aligned reservation of `segment_pages` pages whose last
+///   `secondary_pages` hold unwind data. Code pages are committed on demand, read-write;
+///   the caller makes them executable with [`protect_pages`](Self::protect_pages).
+/// * Requests larger than a segment's code pages get a dedicated large segment.
+/// * Released pages beyond `max_free_pages` are decommitted at once (a code heap keeps
+///   none by default); a segment with nothing allocated, nothing committed and no slot in
+///   use goes back to the OS.
+/// * Segments sit on lists by state (partial, full, empty, decommitted); allocation takes
+///   free committed pages first, then commits decommitted ones, then reserves a segment,
+///   each time from the lowest address.
+///
+/// State is kept under one lock. `protect_pages` validates under it but makes its system
+/// call outside it, as ChakraCore does: an `mprotect` costs microseconds (more with other
+/// threads running, for the TLB shootdown) and would stall every other allocating thread;
+/// the OS layer's per-region lock keeps each protect atomic.
+#[derive(Debug)]
+pub struct PageAllocator<O: Os> {
+    vm: VirtualAlloc<O>,
+    config: PageAllocatorConfig,
+    page: usize,
+    state: Mutex<State>,
+    protects: ProtectCounters,
+}
+
+impl<O: Os> PageAllocator<O> {
+    /// A page allocator over `vm` with `config`; `InvalidConfig` if the geometry cannot work
+    /// with the OS page size.
+    pub fn new(vm: VirtualAlloc<O>, config: PageAllocatorConfig) -> Result<PageAllocator<O>> {
+        config.validate(vm.page_size())?;
+        Ok(PageAllocator {
+            page: vm.page_size(),
+            vm,
+            config,
+            state: Mutex::new(State::default()),
+            protects: ProtectCounters::default(),
+        })
+    }
+
+    /// The OS layer underneath: write code and secondary slots through it.
+    pub fn vm(&self) -> &VirtualAlloc<O> {
+        &self.vm
+    }
+
+    /// The geometry and policy in use.
+    pub fn config(&self) -> &PageAllocatorConfig {
+        &self.config
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> usize {
+        self.page
+    }
+
+    fn segment_bytes(&self) -> usize {
+        self.config.segment_pages * self.page
+    }
+
+    fn bytes(&self, pages: usize) -> Result<usize> {
+        if pages == 0 {
+            return Err(Error::ZeroPages);
+        }
+        pages
+            .checked_mul(self.page)
+            .filter(|bytes| {
+                bytes
+                    .checked_next_multiple_of(self.vm.allocation_granularity())
+                    .is_some()
+            })
+            .ok_or(Error::PageCountOverflow { pages })
+    }
+
+    fn check_aligned(&self, addr: usize) -> Result<()> {
+        if addr.is_multiple_of(self.page) {
+            Ok(())
+        } else {
+            Err(Error::Unaligned {
+                addr,
+                align: self.page,
+            })
+        }
+    }
+
+    fn new_slots(&self, secondary_base: usize) -> Option<SlotAllocator> {
+        (self.config.secondary_pages > 0).then(|| {
+            let area = self.config.secondary_pages * self.page;
+            SlotAllocator::new(secondary_base, area, self.config.secondary_slot_size)
+        })
+    }
+
+    // ---- allocation ---------------------------------------------------------------------
+
+    /// Hands out `pages` contiguous pages, committed read-write. Their contents are
+    /// unspecified (zero when freshly committed).
+    pub fn alloc_pages(&self, pages: usize) -> Result<PageRun> {
+        let bytes = self.bytes(pages)?;
+        let mut state = lock(&self.state);
+        if pages > self.config.code_pages() {
+            return self.alloc_large(&mut state, pages, bytes);
+        }
+        let run = match self.take_free(&mut state, pages)? {
+            Some(run) => run,
+            None => match self.take_decommitted(&mut state, pages)? {
+                Some(run) => run,
+                None => self.take_from_new_segment(&mut state, pages)?,
+            },
+        };
+        state.used_pages += pages;
+        Ok(run)
+    }
+
+    /// Pages already committed and free, if a segment has a run of them.
+    fn take_free(&self, state: &mut State, pages: usize) -> Result<Option<PageRun>> {
+        let found = [
+            SegmentList::Partial,
+            SegmentList::Decommitted,
+            SegmentList::Empty,
+        ]
+        .into_iter()
+        .flat_map(|list| state.lists[list as usize].iter())
+        .find_map(|base| Some((*base, state.segments[base].free.find_run(pages)?)));
+        let Some((base, first)) = found else {
+            return Ok(None);
+        };
+        let addr = base + first * self.page;
+        // Free pages keep whatever protection their last holder left; hand them out RW.
+        let info = self.vm.query(addr)?;
+        let already_rw = info.state == PageState::Committed(Protection::ReadWrite)
+            && info.size >= pages * self.page;
+        if !already_rw {
+            self.vm
+                .protect(addr, pages * self.page, Protection::ReadWrite)?;
+        }
+        let segment = state.segments.get_mut(&base).expect("found above");
+        segment.free.clear_range(first, pages);
+        state.free_pages -= pages;
+        state.refile(base);
+        Ok(Some(self.run(base, first, pages)))
+    }
+
+    /// A run of free or decommitted pages in a segment that has decommitted ones; the
+    /// decommitted pages are committed.
+    fn take_decommitted(&self, state: &mut State, pages: usize) -> Result<Option<PageRun>> {
+        let found = state.lists[SegmentList::Decommitted as usize]
+            .iter()
+            .find_map(|base| {
+                let segment = &state.segments[base];
+                let available = segment.free.union(&segment.decommitted);
+                Some((*base, available.find_run(pages)?))
+            });
+        let Some((base, first)) = found else {
+            return Ok(None);
+        };
+        let addr = base + first * self.page;
+        self.vm
+            .commit(addr, pages * self.page, Protection::ReadWrite)?;
+        let segment = state.segments.get_mut(&base).expect("found above");
+        let was_free = (first..first + pages)
+            .filter(|&i| segment.free.get(i))
+            .count();
+        segment.free.clear_range(first, pages);
+        segment.decommitted.clear_range(first, pages);
+        state.free_pages -= was_free;
+        state.refile(base);
+        Ok(Some(self.run(base, first, pages)))
+    }
+
+    /// Reserves a segment, commits its secondary area and the first `pages` code pages.
+    fn take_from_new_segment(&self, state: &mut State, pages: usize) -> Result<PageRun> {
+        let code_pages = self.config.code_pages();
+        let region = self.vm.reserve(self.segment_bytes())?;
+        let secondary_base = region.base + code_pages * self.page;
+        let committed = self.commit_secondary(secondary_base).and_then(|()| {
+            Ok(self
+                .vm
+                .commit(region.base, pages * self.page, Protection::ReadWrite)?)
+        });
+        if let Err(err) = committed {
+            let _ = self.vm.release(region.base);
+            return Err(err);
+        }
+        let mut decommitted = Bitmap::new(code_pages);
+        decommitted.set_range(pages, code_pages - pages);
+        let segment = Segment {
+            code_pages,
+            free: Bitmap::new(code_pages),
+            decommitted,
+            slots: self.new_slots(secondary_base),
+            list: SegmentList::Full,
+        };
+        state.segments.insert(region.base, segment);
+        state.list(SegmentList::Full).insert(region.base);
+        state.segments_created += 1;
+        state.refile(region.base);
+        Ok(self.run(region.base, 0, pages))
+    }
+
+    fn commit_secondary(&self, secondary_base: usize) -> Result<()> {
+        if self.config.secondary_pages > 0 {
+            let bytes = self.config.secondary_pages * self.page;
+            self.vm
+                .commit(secondary_base, bytes, Protection::ReadWrite)?;
+        }
+        Ok(())
+    }
+
+    fn alloc_large(&self, state: &mut State, pages: usize, bytes: usize) -> Result<PageRun> {
+        let secondary = self.config.secondary_pages * self.page;
+        let size = bytes
+            .checked_add(secondary)
+            .ok_or(Error::PageCountOverflow { pages })?;
+        let region = self.vm.reserve(size)?;
+        let secondary_base = region.base + bytes;
+        let committed = self
+            .vm
+            .commit(region.base, bytes, Protection::ReadWrite)
+            .map_err(Error::from)
+            .and_then(|()| self.commit_secondary(secondary_base));
+        if let Err(err) = committed {
+            let _ = self.vm.release(region.base);
+            return Err(err);
+        }
+        let large = LargeSegment {
+            pages,
+            size: region.size,
+            slots: self.new_slots(secondary_base),
+        };
+        state.large.insert(region.base, large);
+        state.segments_created += 1;
+        state.used_pages += pages;
+        Ok(PageRun {
+            addr: region.base,
+            pages,
+            segment: region.base,
+            large: true,
+        })
+    }
+
+    fn run(&self, base: usize, first: usize, pages: usize) -> PageRun {
+        PageRun {
+            addr: base + first * self.page,
+            pages,
+            segment: base,
+            large: false,
+        }
+    }
+
+    // ---- release ------------------------------------------------------------------------
+
+    /// Where `pages` pages at `addr` lie, checked: page-aligned, in one segment's code pages
+    /// (or exactly a large allocation when `whole_large`), all allocated.
+    fn locate_allocated(
+        &self,
+        state: &State,
+        addr: usize,
+        pages: usize,
+        whole_large: bool,
+    ) -> Result<(Place, usize)> {
+        self.bytes(pages)?;
+        self.check_aligned(addr)?;
+        let place = state
+            .place_of(addr, self.segment_bytes())
+            .ok_or(Error::NotInSegment { addr })?;
+        let crosses = Error::CrossesSegment { addr, pages };
+        match place {
+            Place::Large(base) => {
+                let large = &state.large[&base];
+                let in_pages = addr - base < large.pages * self.page;
+                if !in_pages {
+                    return Err(Error::NotAllocated { addr });
+                }
+                let exact = addr == base && pages == large.pages;
+                if whole_large && !exact {
+                    return Err(Error::PartialLargeRelease {
+                        base,
+                        pages: large.pages,
+                    });
+                }
+                if (addr - base) / self.page + pages > large.pages {
+                    return Err(crosses);
+                }
+                Ok((place, 0))
+            }
+            Place::Segment(base) => {
+                let segment = &state.segments[&base];
+                let first = (addr - base) / self.page;
+                if first + pages > segment.code_pages {
+                    return Err(crosses);
+                }
+                match segment.first_unallocated(first, pages) {
+                    Some(i) => Err(Error::NotAllocated {
+                        addr: base + i * self.page,
+                    }),
+                    None => Ok((place, first)),
+                }
+            }
+        }
+    }
+
+    /// Gives back `pages` pages at `addr`, which `alloc_pages` handed out (a large
+    /// allocation is released whole). Pages beyond `max_free_pages` are decommitted; a
+    /// segment left with nothing in use goes back to the OS.
+    pub fn release_pages(&self, addr: usize, pages: usize) -> Result<()> {
+        let mut state = lock(&self.state);
+        let (place, first) = self.locate_allocated(&state, addr, pages, true)?;
+        let base = match place {
+            Place::Large(base) => return self.release_large(&mut state, base),
+            Place::Segment(base) => base,
+        };
+        let keep = self
+            .config
+            .max_free_pages
+            .saturating_sub(state.free_pages)
+            .min(pages);
+        let decommit = pages - keep;
+        if decommit > 0 {
+            let at = addr + keep * self.page;
+            self.vm.decommit(at, decommit * self.page)?;
+        }
+        let segment = state.segments.get_mut(&base).expect("located");
+        segment.free.set_range(first, keep);
+        segment.decommitted.set_range(first + keep, decommit);
+        state.free_pages += keep;
+        state.used_pages -= pages;
+        state.decommitted_pages += decommit as u64;
+        self.refile_or_release(&mut state, base);
+        Ok(())
+    }
+
+    fn release_large(&self, state: &mut State, base: usize) -> Result<()> {
+        let large = &state.large[&base];
+        let slots = large.slots.as_ref().map_or(0, SlotAllocator::in_use);
+        if slots > 0 {
+            // Unwind data registered from those slots would point at unmapped memory.
+            return Err(Error::SecondaryInUse {
+                segment: base,
+                slots,
+            });
+        }
+        let pages = large.pages;
+        self.vm.release(base)?;
+        state.large.remove(&base);
+        state.used_pages -= pages;
+        state.segments_released += 1;
+        Ok(())
+    }
+
+    /// Refiles a segment, releasing it to the OS if nothing in it is in use. A failed
+    /// release leaves it on the decommitted list, consistent, to be retried later.
+    fn refile_or_release(&self, state: &mut State, base: usize) {
+        if state.refile(base) {
+            return;
+        }
+        if self.vm.release(base).is_ok() {
+            let segment = state.segments.remove(&base).expect("refiled");
+            state.list(segment.list).remove(&base);
+            state.segments_released += 1;
+        } else {
+            let segment = state.segments.get_mut(&base).expect("kept");
+            let old = core::mem::replace(&mut segment.list, SegmentList::Decommitted);
+            state.list(old).remove(&base);
+            state.list(SegmentList::Decommitted).insert(base);
+        }
+    }
+
+    /// Decommits every free page kept committed (the idle-decommit of other allocators),
+    /// releasing segments that end up unused. Returns the pages decommitted. If the OS
+    /// refuses midway, the pages done so far stay decommitted and the error is returned.
+    pub fn decommit_free_pages(&self) -> Result<usize> {
+        let mut state = lock(&self.state);
+        let bases: Vec<usize> = state
+            .segments
+            .iter()
+            .filter(|(_, segment)| segment.free.count_ones() > 0)
+            .map(|(&base, _)| base)
+            .collect();
+        let mut total = 0;
+        for base in bases {
+            let runs: Vec<(usize, usize)> = state.segments[&base].free.runs().collect();
+            for (first, pages) in runs {
+                self.vm
+                    .decommit(base + first * self.page, pages * self.page)?;
+                let segment = state.segments.get_mut(&base).expect("present");
+                segment.free.clear_range(first, pages);
+                segment.decommitted.set_range(first, pages);
+                state.free_pages -= pages;
+                state.decommitted_pages += pages as u64;
+                total += pages;
+            }
+            self.refile_or_release(&mut state, base);
+        }
+        Ok(total)
+    }
+
+    // ---- protection ---------------------------------------------------------------------
+
+    /// Changes the protection of allocated pages if they all have `expected_old` (ChakraCore's
+    /// `ProtectPages`): the range is page-aligned, in one segment's code pages (or one large
+    /// allocation) and allocated, else a typed error and nothing changes. On `MapJit` and
+    /// `DualMap` segments no system call is made.
+    pub fn protect_pages(
+        &self,
+        addr: usize,
+        pages: usize,
+        protection: Protection,
+        expected_old: Protection,
+    ) -> Result<()> {
+        let place = {
+            let state = lock(&self.state);
+            self.locate_allocated(&state, addr, pages, false)?.0
+        };
+        let base = match place {
+            Place::Segment(base) | Place::Large(base) => base,
+        };
+        self.vm
+            .protect_expecting(addr, pages * self.page, protection, expected_old)?;
+        let strategy = self
+            .vm
+            .region(base)
+            .map_or(WxStrategy::Protect, |r| r.strategy);
+        self.protects.record(strategy.protect_makes_syscall());
+        Ok(())
+    }
+
+    // ---- secondary area -----------------------------------------------------------------
+
+    /// A slot in the secondary area of the segment holding `addr`.
+    pub fn alloc_secondary(&self, addr: usize) -> Result<SecondarySlot> {
+        let mut state = lock(&self.state);
+        let place = state
+            .place_of(addr, self.segment_bytes())
+            .ok_or(Error::NotInSegment { addr })?;
+        let (base, slots) = match place {
+            Place::Segment(base) => (
+                base,
+                state
+                    .segments
+                    .get_mut(&base)
+                    .expect("placed")
+                    .slots
+                    .as_mut(),
+            ),
+            Place::Large(base) => (
+                base,
+                state.large.get_mut(&base).expect("placed").slots.as_mut(),
+            ),
+        };
+        let exhausted = Error::SecondaryExhausted { segment: base };
+        let slots = slots.ok_or(exhausted.clone())?;
+        let slot_addr = slots.alloc().ok_or(exhausted)?;
+        let size = slots.slot_size();
+        if let Place::Segment(base) = place {
+            state.refile(base);
+        }
+        Ok(SecondarySlot {
+            addr: slot_addr,
+            size,
+            segment: base,
+        })
+    }
+
+    /// Frees a slot `alloc_secondary` handed out; `NotASlot` for anything else.
+    pub fn release_secondary(&self, slot_addr: usize) -> Result<()> {
+        let mut state = lock(&self.state);
+        let not_a_slot = Error::NotASlot { addr: slot_addr };
+        let place = state
+            .place_of(slot_addr, self.segment_bytes())
+            .ok_or(not_a_slot.clone())?;
+        let slots = match place {
+            Place::Segment(base) => state
+                .segments
+                .get_mut(&base)
+                .expect("placed")
+                .slots
+                .as_mut(),
+            Place::Large(base) => state.large.get_mut(&base).expect("placed").slots.as_mut(),
+        };
+        let released =
+            slots.is_some_and(|slots| slots.contains(slot_addr) && slots.release(slot_addr));
+        if !released {
+            return Err(not_a_slot);
+        }
+        if let Place::Segment(base) = place {
+            self.refile_or_release(&mut state, base);
+        }
+        Ok(())
+    }
+
+    /// Whether the segment holding `addr` can still hand out a secondary slot.
+    pub fn can_alloc_secondary(&self, addr: usize) -> bool {
+        let state = lock(&self.state);
+        let slots = match state.place_of(addr, self.segment_bytes()) {
+            Some(Place::Segment(base)) => state.segments[&base].slots.as_ref(),
+            Some(Place::Large(base)) => state.large[&base].slots.as_ref(),
+            None => None,
+        };
+        slots.is_some_and(|slots| !slots.is_exhausted())
+    }
+
+    /// How many times a segment has left the full list because a secondary slot was freed.
+    pub fn secondary_state_changes(&self) -> u64 {
+        lock(&self.state).secondary_changes
+    }
+
+    // ---- introspection ------------------------------------------------------------------
+
+    /// The list the segment holding `addr` is on (`None` for large segments and foreign
+    /// addresses).
+    pub fn segment_list(&self, addr: usize) -> Option<SegmentList> {
+        let state = lock(&self.state);
+        match state.place_of(addr, self.segment_bytes())? {
+            Place::Segment(base) => Some(state.segments[&base].list),
+            Place::Large(_) => None,
+        }
+    }
+
+    /// A snapshot of the allocator's state and counters.
+    pub fn stats(&self) -> PageAllocatorStats {
+        let state = lock(&self.state);
+        let vm = self.vm.stats();
+        let count = |list: SegmentList| state.lists[list as usize].len();
+        let all_slots = state
+            .segments
+            .values()
+            .filter_map(|s| s.slots.as_ref())
+            .chain(state.large.values().filter_map(|l| l.slots.as_ref()));
+        let (slots_used, slots_total) = all_slots.fold((0, 0), |(used, total), slots| {
+            (used + slots.in_use(), total + slots.capacity())
+        });
+        let mut stats = PageAllocatorStats {
+            reserved_bytes: vm.reserved_bytes,
+            committed_bytes: vm.committed_bytes,
+            used_bytes: state.used_pages * self.page,
+            free_bytes: state.free_pages * self.page,
+            segments: SegmentCounts {
+                partial: count(SegmentList::Partial),
+                full: count(SegmentList::Full),
+                empty: count(SegmentList::Empty),
+                decommitted: count(SegmentList::Decommitted),
+                large: state.large.len(),
+            },
+            segments_created: state.segments_created,
+            segments_released: state.segments_released,
+            decommitted_pages: state.decommitted_pages,
+            secondary_slots_used: slots_used,
+            secondary_slots_total: slots_total,
+            ..PageAllocatorStats::default()
+        };
+        self.protects.fill(&mut stats);
+        stats
+    }
+
+    /// Checks the bookkeeping against itself and against the OS layer: the lists partition
+    /// the segments by state, no page is both free and decommitted, the page counts match the
+    /// bitmaps, and every page the bitmaps call committed is committed in the OS layer and
+    /// every decommitted page is not. For tests and fuzzing; takes the lock.
+    pub fn check_invariants(&self) -> core::result::Result<(), String> {
+        let state = lock(&self.state);
+        crate::invariants::check(&state, &self.vm, &self.config)
+    }
+}
+
+static_assertions::assert_impl_all!(PageAllocator<codeheap_virtual_alloc::sim::SimOs>: Send, Sync);

@@ -1,0 +1,223 @@
+//! A fixed-capacity bitmap: page states of a segment, free chunks of a heap page, slots of a
+//! secondary area. Bookkeeping lives here, outside executable memory, so corrupted code
+//! cannot corrupt the allocator (asmjit's and ChakraCore's choice too).
+
+/// Up to `64 * WORDS` bits, of which the first `len` are meaningful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bitmap<const WORDS: usize> {
+    words: [u64; WORDS],
+    len: usize,
+}
+
+impl<const WORDS: usize> Bitmap<WORDS> {
+    /// The most bits a bitmap of this size holds.
+    pub const CAPACITY: usize = 64 * WORDS;
+
+    /// `len` bits, all clear.
+    ///
+    /// # Panics
+    /// If `len` exceeds [`CAPACITY`](Self::CAPACITY): callers validate sizes first.
+    pub const fn new(len: usize) -> Self {
+        assert!(len <= Self::CAPACITY, "bitmap length exceeds its capacity");
+        Bitmap {
+            words: [0; WORDS],
+            len,
+        }
+    }
+
+    /// `len` bits, all set.
+    pub fn full(len: usize) -> Self {
+        let mut bitmap = Self::new(len);
+        bitmap.set_range(0, len);
+        bitmap
+    }
+
+    /// Number of meaningful bits.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the bitmap has no bits at all.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bit `i`.
+    pub fn get(&self, i: usize) -> bool {
+        debug_assert!(i < self.len);
+        self.words[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Mask of the bits of word `w` that fall in `start..end`.
+    fn mask(w: usize, start: usize, end: usize) -> u64 {
+        let lo = start.max(w * 64) - w * 64;
+        let hi = end.min(w * 64 + 64) - w * 64;
+        if hi <= lo {
+            0
+        } else if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        }
+    }
+
+    fn words_of(start: usize, end: usize) -> core::ops::Range<usize> {
+        start / 64..end.div_ceil(64)
+    }
+
+    /// Sets bits `start..start + n`.
+    pub fn set_range(&mut self, start: usize, n: usize) {
+        debug_assert!(start + n <= self.len);
+        for w in Self::words_of(start, start + n) {
+            self.words[w] |= Self::mask(w, start, start + n);
+        }
+    }
+
+    /// Clears bits `start..start + n`.
+    pub fn clear_range(&mut self, start: usize, n: usize) {
+        debug_assert!(start + n <= self.len);
+        for w in Self::words_of(start, start + n) {
+            self.words[w] &= !Self::mask(w, start, start + n);
+        }
+    }
+
+    /// Whether every bit of `start..start + n` is set.
+    pub fn all_set(&self, start: usize, n: usize) -> bool {
+        Self::words_of(start, start + n).all(|w| {
+            let mask = Self::mask(w, start, start + n);
+            self.words[w] & mask == mask
+        })
+    }
+
+    /// Whether any bit of `start..start + n` is set.
+    pub fn any_set(&self, start: usize, n: usize) -> bool {
+        Self::words_of(start, start + n)
+            .any(|w| self.words[w] & Self::mask(w, start, start + n) != 0)
+    }
+
+    /// Number of set bits.
+    pub fn count_ones(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The first set bit at or after `from`.
+    pub fn next_set(&self, from: usize) -> Option<usize> {
+        self.next_matching(from, |word| word)
+    }
+
+    /// The first clear bit at or after `from` (below `len`).
+    pub fn next_clear(&self, from: usize) -> Option<usize> {
+        self.next_matching(from, |word| !word)
+    }
+
+    fn next_matching(&self, from: usize, view: impl Fn(u64) -> u64) -> Option<usize> {
+        let mut w = from / 64;
+        let mut word = view(self.words.get(w).copied()?) & (u64::MAX << (from % 64));
+        loop {
+            if word != 0 {
+                let bit = w * 64 + word.trailing_zeros() as usize;
+                return (bit < self.len).then_some(bit);
+            }
+            w += 1;
+            word = view(*self.words.get(w)?);
+        }
+    }
+
+    /// The start of the first run of `n` set bits (first fit), if any.
+    pub fn find_run(&self, n: usize) -> Option<usize> {
+        if n == 0 || n > self.len {
+            return None;
+        }
+        let mut from = 0;
+        while let Some(start) = self.next_set(from) {
+            if start + n > self.len {
+                return None;
+            }
+            let end = self.next_clear(start).unwrap_or(self.len);
+            if end - start >= n {
+                return Some(start);
+            }
+            from = end;
+        }
+        None
+    }
+
+    /// The bitwise or of two bitmaps of the same length.
+    pub fn union(&self, other: &Self) -> Self {
+        debug_assert_eq!(self.len, other.len);
+        Bitmap {
+            words: core::array::from_fn(|w| self.words[w] | other.words[w]),
+            len: self.len,
+        }
+    }
+
+    /// Whether the two bitmaps share a set bit.
+    pub fn intersects(&self, other: &Self) -> bool {
+        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+    }
+
+    /// Iterates over the runs of set bits as `(start, length)`.
+    pub fn runs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut from = 0;
+        core::iter::from_fn(move || {
+            let start = self.next_set(from)?;
+            let end = self.next_clear(start).unwrap_or(self.len);
+            from = end;
+            Some((start, end - start))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cross_word_boundaries() {
+        let mut bitmap = Bitmap::<2>::new(100);
+        bitmap.set_range(60, 10);
+        assert!(bitmap.all_set(60, 10));
+        assert!(!bitmap.any_set(0, 60));
+        assert!(!bitmap.any_set(70, 30));
+        assert_eq!(bitmap.count_ones(), 10);
+        bitmap.clear_range(63, 2);
+        assert_eq!(bitmap.runs().collect::<Vec<_>>(), [(60, 3), (65, 5)]);
+    }
+
+    #[test]
+    fn find_run_is_first_fit() {
+        let mut bitmap = Bitmap::<1>::new(32);
+        bitmap.set_range(2, 2);
+        bitmap.set_range(8, 5);
+        bitmap.set_range(20, 12);
+        assert_eq!(bitmap.find_run(1), Some(2));
+        assert_eq!(bitmap.find_run(3), Some(8));
+        assert_eq!(bitmap.find_run(6), Some(20));
+        assert_eq!(bitmap.find_run(12), Some(20));
+        assert_eq!(bitmap.find_run(13), None);
+        assert_eq!(bitmap.find_run(0), None);
+    }
+
+    #[test]
+    fn bits_past_len_are_never_found() {
+        let bitmap = Bitmap::<1>::full(10);
+        assert_eq!(bitmap.count_ones(), 10);
+        assert_eq!(bitmap.next_clear(0), None);
+        assert_eq!(bitmap.find_run(10), Some(0));
+        assert_eq!(bitmap.find_run(11), None);
+        let full = Bitmap::<1>::full(64);
+        assert_eq!(full.find_run(64), Some(0));
+    }
+
+    #[test]
+    fn union_and_intersection() {
+        let mut a = Bitmap::<1>::new(8);
+        let mut b = Bitmap::<1>::new(8);
+        a.set_range(0, 2);
+        b.set_range(4, 2);
+        assert!(!a.intersects(&b));
+        assert_eq!(a.union(&b).count_ones(), 4);
+        b.set_range(1, 1);
+        assert!(a.intersects(&b));
+    }
+}

@@ -1,0 +1,129 @@
+//! The consistency check behind `PageAllocator::check_invariants`.
+
+use codeheap_virtual_alloc::{Os, PageState, VirtualAlloc};
+
+use crate::config::PageAllocatorConfig;
+use crate::segment::SegmentList;
+use crate::state::State;
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+fn committed<O: Os>(vm: &VirtualAlloc<O>, addr: usize) -> Result<bool, String> {
+    match vm.query(addr) {
+        Ok(info) => Ok(info.state != PageState::Reserved),
+        Err(err) => Err(format!("page {addr:#x} unknown to the OS layer: {err}")),
+    }
+}
+
+pub(crate) fn check<O: Os>(
+    state: &State,
+    vm: &VirtualAlloc<O>,
+    config: &PageAllocatorConfig,
+) -> Result<(), String> {
+    let page = vm.page_size();
+    let mut free_pages = 0;
+    let mut used_pages = 0;
+    let mut committed_pages = 0;
+
+    for list in SegmentList::ALL {
+        for base in &state.lists[list as usize] {
+            let segment = state
+                .segments
+                .get(base)
+                .ok_or_else(|| format!("{list:?} lists {base:#x}, which is no segment"))?;
+            ensure(segment.list == list, || {
+                format!(
+                    "segment {base:#x} is on {list:?} but thinks it is on {:?}",
+                    segment.list
+                )
+            })?;
+        }
+    }
+    let listed: usize = state.lists.iter().map(|list| list.len()).sum();
+    ensure(listed == state.segments.len(), || {
+        format!(
+            "{listed} listed segments, {} segments",
+            state.segments.len()
+        )
+    })?;
+
+    for (&base, segment) in &state.segments {
+        ensure(!segment.free.intersects(&segment.decommitted), || {
+            format!("segment {base:#x} has pages both free and decommitted")
+        })?;
+        let expected = segment.classify().unwrap_or(SegmentList::Decommitted);
+        ensure(segment.list == expected, || {
+            format!(
+                "segment {base:#x} is on {:?}, its state says {expected:?}",
+                segment.list
+            )
+        })?;
+        free_pages += segment.free.count_ones();
+        used_pages += segment.allocated_count();
+        for i in 0..segment.code_pages {
+            let addr = base + i * page;
+            let is_committed = committed(vm, addr)?;
+            ensure(is_committed != segment.decommitted.get(i), || {
+                format!(
+                    "page {addr:#x}: committed in the OS layer = {is_committed}, decommitted bit = {}",
+                    segment.decommitted.get(i)
+                )
+            })?;
+            committed_pages += usize::from(is_committed);
+        }
+        for i in 0..config.secondary_pages {
+            let addr = base + (segment.code_pages + i) * page;
+            ensure(committed(vm, addr)?, || {
+                format!("secondary page {addr:#x} not committed")
+            })?;
+            committed_pages += 1;
+        }
+    }
+    for (&base, large) in &state.large {
+        used_pages += large.pages;
+        let pages = large.size / page;
+        for i in 0..pages {
+            let addr = base + i * page;
+            ensure(committed(vm, addr)?, || {
+                format!("large page {addr:#x} not committed")
+            })?;
+        }
+        committed_pages += pages;
+    }
+
+    ensure(free_pages == state.free_pages, || {
+        format!(
+            "free pages: counter {}, bitmaps {free_pages}",
+            state.free_pages
+        )
+    })?;
+    ensure(used_pages == state.used_pages, || {
+        format!(
+            "used pages: counter {}, bitmaps {used_pages}",
+            state.used_pages
+        )
+    })?;
+    ensure(free_pages <= config.max_free_pages, || {
+        format!(
+            "{free_pages} free pages kept, policy allows {}",
+            config.max_free_pages
+        )
+    })?;
+    let vm_stats = vm.stats();
+    ensure(vm_stats.committed_bytes == committed_pages * page, || {
+        format!(
+            "OS layer has {} bytes committed, segments account for {}",
+            vm_stats.committed_bytes,
+            committed_pages * page
+        )
+    })?;
+    let regions = state.segments.len() + state.large.len();
+    ensure(vm_stats.regions == regions, || {
+        format!(
+            "OS layer has {} regions, allocator {regions}",
+            vm_stats.regions
+        )
+    })
+}

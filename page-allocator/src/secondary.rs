@@ -1,0 +1,80 @@
+//! The secondary area of a segment: fixed-size slots for per-function unwind data.
+//!
+//! ChakraCore keeps xdata in the last pages of every code segment (on Windows it must lie
+//! within 32 bits of the code) and counts a segment as full once its xdata slots run out.
+//! The slots here are handed out first-fit from a bitmap, so a double release is detected
+//! rather than corrupting a free list.
+
+use crate::bitmap::Bitmap;
+
+/// Most slots one secondary area can have.
+pub(crate) const MAX_SLOTS: usize = Bitmap::<32>::CAPACITY;
+
+/// A slot handed out from a segment's secondary area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecondarySlot {
+    /// Address of the slot's first byte (in the region's executable view; write it with
+    /// the allocator's `VirtualAlloc`).
+    pub addr: usize,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Base of the segment it belongs to.
+    pub segment: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct SlotAllocator {
+    base: usize,
+    slot_size: usize,
+    /// Set = free.
+    free: Bitmap<32>,
+}
+
+impl SlotAllocator {
+    pub(crate) fn new(base: usize, area_size: usize, slot_size: usize) -> SlotAllocator {
+        SlotAllocator {
+            base,
+            slot_size,
+            free: Bitmap::full(area_size / slot_size),
+        }
+    }
+
+    pub(crate) fn alloc(&mut self) -> Option<usize> {
+        let index = self.free.next_set(0)?;
+        self.free.clear_range(index, 1);
+        Some(self.base + index * self.slot_size)
+    }
+
+    /// Frees the slot at `addr`; false if it is not an allocated slot of this area.
+    pub(crate) fn release(&mut self, addr: usize) -> bool {
+        let Some(offset) = addr.checked_sub(self.base) else {
+            return false;
+        };
+        let index = offset / self.slot_size;
+        if !offset.is_multiple_of(self.slot_size) || index >= self.free.len() || self.free.get(index) {
+            return false;
+        }
+        self.free.set_range(index, 1);
+        true
+    }
+
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        addr >= self.base && addr < self.base + self.free.len() * self.slot_size
+    }
+
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.free.next_set(0).is_none()
+    }
+
+    pub(crate) fn in_use(&self) -> usize {
+        self.free.len() - self.free.count_ones()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.free.len()
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+}

@@ -1,0 +1,91 @@
+//! Segments: a reservation of pages handed out one run at a time, with a bitmap of free
+//! (committed, unused) pages and one of decommitted (reserved only) pages. A page in
+//! neither is allocated. The secondary area sits after the code pages.
+
+use crate::bitmap::Bitmap;
+use crate::secondary::SlotAllocator;
+
+/// Most pages a segment can have (one bitmap word).
+pub(crate) const MAX_SEGMENT_PAGES: usize = 64;
+
+/// The list a segment is on, as ChakraCore's `GetSegmentList` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SegmentList {
+    /// Some pages allocated, free pages left, none decommitted.
+    Partial,
+    /// No free or decommitted page left, or the secondary area is exhausted.
+    Full,
+    /// Nothing allocated; every page free and committed (kept by `max_free_pages`).
+    Empty,
+    /// Some pages decommitted (and the segment not full).
+    Decommitted,
+}
+
+impl SegmentList {
+    /// Every list, in the order allocation searches them for free pages.
+    pub const ALL: [SegmentList; 4] = [
+        SegmentList::Partial,
+        SegmentList::Decommitted,
+        SegmentList::Empty,
+        SegmentList::Full,
+    ];
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) code_pages: usize,
+    pub(crate) free: Bitmap<1>,
+    pub(crate) decommitted: Bitmap<1>,
+    pub(crate) slots: Option<SlotAllocator>,
+    pub(crate) list: SegmentList,
+}
+
+impl Segment {
+    /// Pages neither free nor decommitted.
+    pub(crate) fn allocated_count(&self) -> usize {
+        self.code_pages - self.free.count_ones() - self.decommitted.count_ones()
+    }
+
+    /// Whether pages `first..first + n` are all allocated; the first that is not otherwise.
+    pub(crate) fn first_unallocated(&self, first: usize, n: usize) -> Option<usize> {
+        let available = self.free.union(&self.decommitted);
+        available.next_set(first).filter(|&i| i < first + n)
+    }
+
+    fn slots_in_use(&self) -> usize {
+        self.slots.as_ref().map_or(0, SlotAllocator::in_use)
+    }
+
+    fn secondary_exhausted(&self) -> bool {
+        self.slots.as_ref().is_some_and(SlotAllocator::is_exhausted)
+    }
+
+    /// The list the segment belongs on, or `None` if nothing in it is used or committed any
+    /// more and it should go back to the OS.
+    pub(crate) fn classify(&self) -> Option<SegmentList> {
+        let free = self.free.count_ones();
+        let decommitted = self.decommitted.count_ones();
+        let allocated = self.code_pages - free - decommitted;
+        if allocated == 0 && free == 0 && self.slots_in_use() == 0 {
+            None
+        } else if (free == 0 && decommitted == 0) || self.secondary_exhausted() {
+            Some(SegmentList::Full)
+        } else if decommitted > 0 {
+            Some(SegmentList::Decommitted)
+        } else if allocated == 0 {
+            Some(SegmentList::Empty)
+        } else {
+            Some(SegmentList::Partial)
+        }
+    }
+}
+
+/// A dedicated reservation for one request larger than a segment's code pages.
+#[derive(Debug)]
+pub(crate) struct LargeSegment {
+    /// Pages handed out.
+    pub(crate) pages: usize,
+    /// Bytes reserved: the pages and the secondary area.
+    pub(crate) size: usize,
+    pub(crate) slots: Option<SlotAllocator>,
+}

@@ -1,0 +1,68 @@
+//! The allocator's bookkeeping, kept under one lock: the segments, the lists they are on,
+//! the large segments, and the page counts the policy needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::segment::{LargeSegment, Segment, SegmentList};
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) segments: BTreeMap<usize, Segment>,
+    pub(crate) lists: [BTreeSet<usize>; SegmentList::ALL.len()],
+    pub(crate) large: BTreeMap<usize, LargeSegment>,
+    /// Committed pages no one holds, over all segments.
+    pub(crate) free_pages: usize,
+    /// Pages handed out, segments and large segments together.
+    pub(crate) used_pages: usize,
+    pub(crate) segments_created: u64,
+    pub(crate) segments_released: u64,
+    pub(crate) decommitted_pages: u64,
+    /// Bumped whenever a segment leaves the full list because a secondary slot was freed, so
+    /// a heap can lazily re-check pages it had parked as full (ChakraCore's
+    /// `secondaryAllocStateChangedCount`).
+    pub(crate) secondary_changes: u64,
+}
+
+/// Where an address lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    Segment(usize),
+    Large(usize),
+}
+
+impl State {
+    pub(crate) fn list(&mut self, list: SegmentList) -> &mut BTreeSet<usize> {
+        &mut self.lists[list as usize]
+    }
+
+    /// The segment or large segment whose reservation holds `addr`.
+    pub(crate) fn place_of(&self, addr: usize, segment_bytes: usize) -> Option<Place> {
+        let segment = self.segments.range(..=addr).next_back();
+        if let Some((&base, _)) = segment.filter(|(base, _)| addr < **base + segment_bytes) {
+            return Some(Place::Segment(base));
+        }
+        let large = self.large.range(..=addr).next_back();
+        large
+            .filter(|(base, large)| addr < **base + large.size)
+            .map(|(&base, _)| Place::Large(base))
+    }
+
+    /// Moves the segment to the list its state calls for. Returns `false` if it should be
+    /// released instead (it is then left where it was, on the caller to release or keep).
+    pub(crate) fn refile(&mut self, base: usize) -> bool {
+        let segment = self.segments.get(&base).expect("refiled segments exist");
+        let old = segment.list;
+        let Some(new) = segment.classify() else {
+            return false;
+        };
+        if old != new {
+            self.list(old).remove(&base);
+            self.list(new).insert(base);
+            self.segments.get_mut(&base).expect("present").list = new;
+            if old == SegmentList::Full {
+                self.secondary_changes += 1;
+            }
+        }
+        true
+    }
+}

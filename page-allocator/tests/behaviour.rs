@@ -1,0 +1,511 @@
+//! The page allocator's policies and checks, on the simulated OS.
+
+use codeheap_page_allocator::{
+    Error, PageAllocator, PageAllocatorConfig, PageAllocatorStats, SegmentList,
+};
+use codeheap_virtual_alloc::sim::{SimOs, SimRules};
+use codeheap_virtual_alloc::{
+    self as vm, PageState, Protection, SysCall, VirtualAlloc, WxStrategy,
+};
+
+fn apple(config: PageAllocatorConfig) -> PageAllocator<SimOs> {
+    PageAllocator::new(VirtualAlloc::new(SimOs::apple()), config).unwrap()
+}
+
+fn linux(strategy: WxStrategy, config: PageAllocatorConfig) -> PageAllocator<SimOs> {
+    let vm = VirtualAlloc::with_strategy(SimOs::linux(), strategy).unwrap();
+    PageAllocator::new(vm, config).unwrap()
+}
+
+fn every_strategy(config: PageAllocatorConfig) -> Vec<PageAllocator<SimOs>> {
+    vec![
+        apple(config),
+        linux(WxStrategy::DualMap, config),
+        linux(WxStrategy::Protect, config),
+        linux(WxStrategy::Rwx, config),
+    ]
+}
+
+fn checked(pages: &PageAllocator<SimOs>) -> PageAllocatorStats {
+    pages.check_invariants().unwrap();
+    pages.stats()
+}
+
+#[test]
+fn segments_commit_on_demand_and_fill_up() {
+    for pages in every_strategy(PageAllocatorConfig::default()) {
+        let page = pages.page_size();
+        let first = pages.alloc_pages(1).unwrap();
+        assert_eq!(first.addr % 0x10000, 0, "segments are 64 KiB-aligned");
+        assert_eq!(first.addr, first.segment);
+        assert!(!first.large);
+        let info = pages.vm().query(first.addr).unwrap();
+        assert_eq!(info.state, PageState::Committed(Protection::ReadWrite));
+        assert_eq!(info.size, page, "only the page asked for is committed");
+        assert_eq!(
+            pages.segment_list(first.addr),
+            Some(SegmentList::Decommitted)
+        );
+
+        let rest = pages.alloc_pages(29).unwrap();
+        assert_eq!(
+            rest.addr,
+            first.addr + page,
+            "first fit in the same segment"
+        );
+        assert_eq!(pages.segment_list(first.addr), Some(SegmentList::Full));
+
+        let next = pages.alloc_pages(1).unwrap();
+        assert_ne!(
+            next.segment, first.segment,
+            "a full segment is not searched"
+        );
+        let stats = checked(&pages);
+        assert_eq!(stats.used_bytes, 31 * page);
+        assert_eq!(stats.segments.full, 1);
+        assert_eq!(stats.segments.decommitted, 1);
+        assert_eq!(stats.segments_created, 2);
+        // 31 code pages and two secondary areas of 2 pages.
+        assert_eq!(stats.committed_bytes, 35 * page);
+        assert_eq!(stats.reserved_bytes, 64 * page);
+    }
+}
+
+#[test]
+fn requests_beyond_a_segment_get_a_large_segment() {
+    for pages in every_strategy(PageAllocatorConfig::default()) {
+        let page = pages.page_size();
+        let run = pages.alloc_pages(31).unwrap();
+        assert!(run.large);
+        let stats = checked(&pages);
+        assert_eq!(stats.segments.large, 1);
+        assert_eq!(stats.used_bytes, 31 * page);
+        assert_eq!(
+            pages.release_pages(run.addr + page, 30),
+            Err(Error::PartialLargeRelease {
+                base: run.addr,
+                pages: 31
+            })
+        );
+        assert_eq!(
+            pages.release_pages(run.addr, 30),
+            Err(Error::PartialLargeRelease {
+                base: run.addr,
+                pages: 31
+            })
+        );
+        pages.release_pages(run.addr, 31).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(
+            (stats.segments.large, stats.reserved_bytes, stats.used_bytes),
+            (0, 0, 0)
+        );
+        assert_eq!(pages.vm().os().mapped_pages(), 0);
+    }
+}
+
+#[test]
+fn a_code_heap_keeps_no_free_pages_and_returns_empty_segments() {
+    for pages in every_strategy(PageAllocatorConfig::default()) {
+        let page = pages.page_size();
+        let a = pages.alloc_pages(3).unwrap();
+        let b = pages.alloc_pages(2).unwrap();
+        pages.release_pages(a.addr, 3).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(stats.free_bytes, 0);
+        assert_eq!(
+            stats.committed_bytes,
+            4 * page,
+            "2 code pages and the secondary area"
+        );
+        assert_eq!(pages.vm().query(a.addr).unwrap().state, PageState::Reserved);
+
+        pages.release_pages(b.addr, 2).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(stats.segments_released, 1);
+        assert_eq!((stats.reserved_bytes, stats.committed_bytes), (0, 0));
+        assert_eq!(
+            pages.vm().os().mapped_pages(),
+            0,
+            "the segment went back to the OS"
+        );
+        assert_eq!(pages.vm().os().shared_objects(), 0);
+    }
+}
+
+#[test]
+fn kept_free_pages_are_reused_without_a_system_call() {
+    let config = PageAllocatorConfig {
+        max_free_pages: 4,
+        ..PageAllocatorConfig::default()
+    };
+    let pages = linux(WxStrategy::Protect, config);
+    let page = pages.page_size();
+    let keep = pages.alloc_pages(1).unwrap();
+    let run = pages.alloc_pages(6).unwrap();
+    pages.release_pages(run.addr, 6).unwrap();
+    let stats = checked(&pages);
+    assert_eq!(stats.free_bytes, 4 * page, "4 kept, 2 decommitted");
+    assert_eq!(
+        pages.vm().query(run.addr + 4 * page).unwrap().state,
+        PageState::Reserved
+    );
+
+    let before = pages.vm().os().syscalls();
+    let again = pages.alloc_pages(4).unwrap();
+    assert_eq!(again.addr, run.addr);
+    assert_eq!(pages.vm().os().syscalls().since(&before).total(), 0);
+
+    // Pages released after being made executable come back read-write.
+    pages
+        .protect_pages(
+            again.addr,
+            4,
+            Protection::ExecuteRead,
+            Protection::ReadWrite,
+        )
+        .unwrap();
+    pages.release_pages(again.addr, 4).unwrap();
+    let reused = pages.alloc_pages(2).unwrap();
+    assert_eq!(
+        pages.vm().query(reused.addr).unwrap().state,
+        PageState::Committed(Protection::ReadWrite)
+    );
+    checked(&pages);
+
+    assert_eq!(pages.decommit_free_pages(), Ok(2));
+    let stats = checked(&pages);
+    assert_eq!(stats.free_bytes, 0);
+    pages.release_pages(reused.addr, 2).unwrap();
+    pages.release_pages(keep.addr, 1).unwrap();
+    pages.decommit_free_pages().unwrap();
+    assert_eq!(checked(&pages).reserved_bytes, 0);
+    drop(keep);
+}
+
+#[test]
+fn protect_calls_skip_the_system_on_map_jit_and_dual_map() {
+    for pages in every_strategy(PageAllocatorConfig::default()) {
+        let strategy = pages.vm().strategy();
+        let mut runs = Vec::new();
+        for n in [1, 2, 5, 31] {
+            runs.push(pages.alloc_pages(n).unwrap());
+        }
+        let before = pages.vm().os().syscalls().get(SysCall::Mprotect);
+        for _ in 0..3 {
+            for run in &runs {
+                pages
+                    .protect_pages(
+                        run.addr,
+                        run.pages,
+                        Protection::ExecuteRead,
+                        Protection::ReadWrite,
+                    )
+                    .unwrap();
+                pages
+                    .protect_pages(
+                        run.addr,
+                        run.pages,
+                        Protection::ReadWrite,
+                        Protection::ExecuteRead,
+                    )
+                    .unwrap();
+            }
+        }
+        let made = pages.vm().os().syscalls().get(SysCall::Mprotect) - before;
+        let stats = checked(&pages);
+        assert_eq!(stats.protect_calls, 24);
+        if strategy == WxStrategy::Protect {
+            assert_eq!(
+                (made, stats.protect_syscalls, stats.protect_skipped),
+                (24, 24, 0)
+            );
+        } else {
+            assert_eq!(
+                (made, stats.protect_syscalls, stats.protect_skipped),
+                (0, 0, 24),
+                "{strategy}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_that_change_nothing() {
+    for pages in every_strategy(PageAllocatorConfig::default()) {
+        let page = pages.page_size();
+        let a = pages.alloc_pages(2).unwrap();
+        let other = pages.alloc_pages(30).unwrap(); // fills a second segment
+        assert_ne!(a.segment, other.segment);
+        pages.release_pages(a.addr + page, 1).unwrap();
+        let before = checked(&pages);
+        let os_before = pages.vm().os().syscalls();
+
+        let cases = [
+            (pages.alloc_pages(0).map(drop), Error::ZeroPages),
+            (
+                pages.alloc_pages(usize::MAX / 2).map(drop),
+                Error::PageCountOverflow {
+                    pages: usize::MAX / 2,
+                },
+            ),
+            (
+                pages.release_pages(a.addr + 1, 1),
+                Error::Unaligned {
+                    addr: a.addr + 1,
+                    align: page,
+                },
+            ),
+            (
+                pages.release_pages(0x1000_0000, 1),
+                Error::NotInSegment { addr: 0x1000_0000 },
+            ),
+            (pages.release_pages(a.addr, 0), Error::ZeroPages),
+            (
+                pages.release_pages(a.addr, 3),
+                Error::NotAllocated {
+                    addr: a.addr + page,
+                },
+            ),
+            (
+                pages.release_pages(a.addr + page, 1),
+                Error::NotAllocated {
+                    addr: a.addr + page,
+                },
+            ),
+            (
+                pages.release_pages(other.addr + 29 * page, 2),
+                Error::CrossesSegment {
+                    addr: other.addr + 29 * page,
+                    pages: 2,
+                },
+            ),
+            (
+                pages.release_pages(a.addr + 30 * page, 1),
+                Error::CrossesSegment {
+                    addr: a.addr + 30 * page,
+                    pages: 1,
+                },
+            ),
+            (
+                pages.protect_pages(a.addr, 1, Protection::ExecuteRead, Protection::ExecuteRead),
+                Error::Vm(vm::Error::ProtectionMismatch {
+                    addr: a.addr,
+                    expected: Protection::ExecuteRead,
+                    found: Protection::ReadWrite,
+                }),
+            ),
+            (
+                pages.protect_pages(a.addr, 2, Protection::ExecuteRead, Protection::ReadWrite),
+                Error::NotAllocated {
+                    addr: a.addr + page,
+                },
+            ),
+            (
+                pages.protect_pages(
+                    a.addr,
+                    usize::MAX,
+                    Protection::ExecuteRead,
+                    Protection::ReadWrite,
+                ),
+                Error::PageCountOverflow { pages: usize::MAX },
+            ),
+            (
+                pages.release_secondary(a.addr),
+                Error::NotASlot { addr: a.addr },
+            ),
+            (
+                pages.alloc_secondary(0x10).map(drop),
+                Error::NotInSegment { addr: 0x10 },
+            ),
+        ];
+        for (outcome, expected) in cases {
+            assert_eq!(outcome, Err(expected));
+        }
+        assert_eq!(checked(&pages), before, "nothing changed");
+        assert_eq!(
+            pages.vm().os().syscalls().since(&os_before).total(),
+            0,
+            "nothing reached the OS"
+        );
+    }
+}
+
+#[test]
+fn an_exhausted_secondary_area_fills_the_segment() {
+    let config = PageAllocatorConfig {
+        secondary_pages: 1,
+        secondary_slot_size: 4096,
+        ..PageAllocatorConfig::default()
+    };
+    let pages = linux(WxStrategy::DualMap, config);
+    let run = pages.alloc_pages(1).unwrap();
+    assert!(pages.can_alloc_secondary(run.addr));
+    let slot = pages.alloc_secondary(run.addr).unwrap();
+    assert_eq!(
+        slot.addr,
+        run.segment + 31 * 4096,
+        "the secondary area follows the code pages"
+    );
+    assert_eq!(slot.size, 4096);
+    assert!(!pages.can_alloc_secondary(run.addr));
+    assert_eq!(pages.segment_list(run.addr), Some(SegmentList::Full));
+    assert_eq!(
+        pages.alloc_secondary(run.addr),
+        Err(Error::SecondaryExhausted {
+            segment: run.segment
+        })
+    );
+    let elsewhere = pages.alloc_pages(1).unwrap();
+    assert_ne!(
+        elsewhere.segment, run.segment,
+        "a full segment hands out no pages"
+    );
+
+    let changes = pages.secondary_state_changes();
+    pages.release_secondary(slot.addr).unwrap();
+    assert_eq!(pages.secondary_state_changes(), changes + 1);
+    assert_eq!(pages.segment_list(run.addr), Some(SegmentList::Decommitted));
+    assert_eq!(
+        pages.release_secondary(slot.addr),
+        Err(Error::NotASlot { addr: slot.addr })
+    );
+    // The slot memory is data: readable and writable, never executable.
+    assert_eq!(
+        pages.vm().query(slot.addr).unwrap().state,
+        PageState::Committed(Protection::ReadWrite)
+    );
+    checked(&pages);
+}
+
+#[test]
+fn slots_keep_an_otherwise_unused_segment_alive() {
+    let pages = apple(PageAllocatorConfig::default());
+    let run = pages.alloc_pages(1).unwrap();
+    let slot = pages.alloc_secondary(run.addr).unwrap();
+    pages.release_pages(run.addr, 1).unwrap();
+    assert_eq!(
+        checked(&pages).segments.decommitted,
+        1,
+        "its slot is still in use"
+    );
+    pages.release_secondary(slot.addr).unwrap();
+    assert_eq!(checked(&pages).reserved_bytes, 0);
+
+    let large = pages.alloc_pages(40).unwrap();
+    let slot = pages.alloc_secondary(large.addr + 5).unwrap();
+    assert_eq!(
+        pages.release_pages(large.addr, 40),
+        Err(Error::SecondaryInUse {
+            segment: large.addr,
+            slots: 1
+        })
+    );
+    pages.release_secondary(slot.addr).unwrap();
+    pages.release_pages(large.addr, 40).unwrap();
+    assert_eq!(pages.vm().os().mapped_pages(), 0);
+}
+
+#[test]
+fn geometry_follows_sixteen_kib_pages() {
+    let pages = apple(PageAllocatorConfig::default());
+    assert_eq!(pages.page_size(), 16 * 1024);
+    let run = pages.alloc_pages(1).unwrap();
+    pages.alloc_secondary(run.addr).unwrap();
+    let stats = checked(&pages);
+    assert_eq!(stats.secondary_slots_total, 2 * 16 * 1024 / 64);
+    assert_eq!(stats.reserved_bytes, 32 * 16 * 1024);
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let bad = [
+        PageAllocatorConfig {
+            segment_pages: 0,
+            ..Default::default()
+        },
+        PageAllocatorConfig {
+            segment_pages: 65,
+            ..Default::default()
+        },
+        PageAllocatorConfig {
+            secondary_pages: 32,
+            ..Default::default()
+        },
+        PageAllocatorConfig {
+            secondary_slot_size: 48,
+            ..Default::default()
+        },
+        PageAllocatorConfig {
+            secondary_slot_size: 8,
+            ..Default::default()
+        },
+        PageAllocatorConfig {
+            secondary_slot_size: 16,
+            secondary_pages: 20,
+            ..Default::default()
+        },
+    ];
+    for config in bad {
+        let vm = VirtualAlloc::new(SimOs::linux());
+        assert!(
+            matches!(
+                PageAllocator::new(vm, config),
+                Err(Error::InvalidConfig { .. })
+            ),
+            "{config:?}"
+        );
+    }
+    let vm = VirtualAlloc::new(SimOs::new(SimRules::linux().with_page_size(65536)));
+    assert!(
+        PageAllocator::new(vm, PageAllocatorConfig::default()).is_ok(),
+        "64 KiB pages work"
+    );
+}
+
+/// Runs `op` with the k-th system call failing; a failure must leave everything as it was.
+fn fails_cleanly<T>(
+    pages: &PageAllocator<SimOs>,
+    k: u64,
+    op: impl FnOnce() -> Result<T, Error>,
+) -> Option<T> {
+    let before = checked(pages);
+    pages.vm().os().fail_after(k, libc::ENOMEM);
+    let outcome = op();
+    pages.vm().os().clear_failures();
+    match outcome {
+        Ok(value) => Some(value),
+        Err(err) => {
+            assert!(matches!(err, Error::Vm(_)), "{err:?}");
+            assert_eq!(checked(pages), before, "failing call {k} left a trace");
+            None
+        }
+    }
+}
+
+#[test]
+fn os_refusals_change_nothing() {
+    for pages in every_strategy(PageAllocatorConfig {
+        max_free_pages: 1,
+        ..Default::default()
+    }) {
+        let first = pages.alloc_pages(1).unwrap();
+        for k in 0..12 {
+            for n in [2, 40] {
+                if let Some(run) = fails_cleanly(&pages, k, || pages.alloc_pages(n)) {
+                    if fails_cleanly(&pages, k, || pages.release_pages(run.addr, n)).is_none() {
+                        pages.release_pages(run.addr, n).unwrap();
+                    }
+                }
+            }
+            let run = pages.alloc_pages(1).unwrap();
+            fails_cleanly(&pages, k, || {
+                pages.protect_pages(run.addr, 1, Protection::ExecuteRead, Protection::ReadWrite)
+            });
+            pages.release_pages(run.addr, 1).unwrap();
+        }
+        pages.release_pages(first.addr, 1).unwrap();
+        pages.decommit_free_pages().unwrap();
+        assert_eq!(checked(&pages).reserved_bytes, 0);
+    }
+}

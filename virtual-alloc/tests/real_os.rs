@@ -1,0 +1,256 @@
+//! The real OS: reserve, commit, write real machine code, make it executable each
+//! strategy's way, call it through a function pointer, patch it, call again, decommit,
+//! release, and see the mapping gone. Runs natively on x86-64 and under qemu on aarch64.
+#![cfg(all(target_os = "linux", not(miri)))]
+
+mod common;
+
+use codeheap_virtual_alloc::{
+    Error, NativeOs, Os, PageState, Protection, RegionInfo, SysCall, VirtualAlloc, WriteScope,
+    WxStrategy,
+};
+use common::{perms_at, proc_maps};
+
+fn alloc_for(strategy: WxStrategy) -> VirtualAlloc<NativeOs> {
+    VirtualAlloc::with_strategy(NativeOs::new(), strategy)
+        .unwrap_or_else(|err| panic!("{strategy} must be available on Linux: {err}"))
+}
+
+/// Writes `return value` at `addr` and makes it runnable the strategy's way: under Protect
+/// the page goes RW for the write and back to RX; elsewhere no protect is needed.
+fn emit(alloc: &VirtualAlloc<NativeOs>, region: &RegionInfo, addr: usize, value: u32) {
+    let code = alloc.arch().encode_return_u32(value);
+    let page = addr - addr % alloc.page_size();
+    if region.strategy == WxStrategy::Protect {
+        alloc
+            .protect_expecting(page, 1, Protection::ReadWrite, Protection::ExecuteRead)
+            .unwrap();
+        assert_eq!(
+            perms_at(addr).as_deref(),
+            Some("rw-p"),
+            "writable, not executable"
+        );
+    }
+    {
+        let _write = WriteScope::enter();
+        alloc.write(addr, code.as_bytes()).unwrap();
+    }
+    if region.strategy == WxStrategy::Protect {
+        alloc
+            .protect_expecting(page, 1, Protection::ExecuteRead, Protection::ReadWrite)
+            .unwrap();
+    }
+    alloc
+        .flush_instruction_cache(addr, code.as_bytes().len())
+        .unwrap();
+}
+
+/// Calls the code at `addr` through a plain function pointer.
+fn call_through_pointer(alloc: &VirtualAlloc<NativeOs>, addr: usize) -> u32 {
+    let entry = alloc
+        .entry_point(addr)
+        .expect("executable, thread in execute mode");
+    // SAFETY: `entry` holds a complete `extern "C" fn() -> u32` just emitted and flushed; the
+    // region stays committed until the call returns.
+    let function: extern "C" fn() -> u32 = unsafe { core::mem::transmute(entry) };
+    function()
+}
+
+fn round_trip(strategy: WxStrategy) {
+    let alloc = alloc_for(strategy);
+    let page = alloc.page_size();
+    let region = alloc.reserve(4 * page).unwrap();
+    assert_eq!(region.strategy, strategy);
+    assert_eq!(region.base % 0x10000, 0, "reservations are 64 KiB-aligned");
+    assert_eq!(
+        perms_at(region.base).as_deref(),
+        Some(if strategy == WxStrategy::DualMap {
+            "---s"
+        } else {
+            "---p"
+        })
+    );
+
+    alloc
+        .commit(region.base, 2 * page, Protection::ExecuteRead)
+        .unwrap();
+    let expected_exec_perms = match strategy {
+        WxStrategy::DualMap => "r-xs",
+        WxStrategy::Rwx => "rwxp",
+        _ => "r-xp",
+    };
+    assert_eq!(perms_at(region.base).as_deref(), Some(expected_exec_perms));
+    if strategy == WxStrategy::DualMap {
+        assert_ne!(region.write_base, region.base);
+        assert_eq!(perms_at(region.write_base).as_deref(), Some("rw-s"));
+    }
+
+    // Two functions on the same page, and one on the next.
+    let second = region.base + 64;
+    let third = region.base + page + 8;
+    emit(&alloc, &region, region.base, 0x1234_5678);
+    emit(&alloc, &region, second, 7);
+    emit(&alloc, &region, third, 0xC0DE);
+    assert_eq!(call_through_pointer(&alloc, region.base), 0x1234_5678);
+    assert_eq!(call_through_pointer(&alloc, second), 7);
+    assert_eq!(call_through_pointer(&alloc, third), 0xC0DE);
+
+    // Patch in place and run again: the new bytes must be what runs.
+    emit(&alloc, &region, region.base, 99);
+    assert_eq!(call_through_pointer(&alloc, region.base), 99);
+    assert_eq!(
+        call_through_pointer(&alloc, second),
+        7,
+        "neighbour untouched by the patch"
+    );
+
+    let stats = alloc.stats();
+    if strategy == WxStrategy::Protect {
+        assert_eq!(stats.protect_syscalls, 8, "two flips per emit");
+        assert_eq!(stats.protect_skipped, 0);
+    } else {
+        assert_eq!(stats.protect_syscalls, 0);
+    }
+
+    // Decommit the second page: it faults again (no access), and reads back zero later.
+    alloc.decommit(region.base + page, page).unwrap();
+    assert_eq!(
+        perms_at(third).as_deref(),
+        Some(if strategy == WxStrategy::DualMap {
+            "---s"
+        } else {
+            "---p"
+        })
+    );
+    assert_eq!(alloc.query(third).unwrap().state, PageState::Reserved);
+    assert_eq!(
+        alloc.entry_point(third),
+        Err(Error::NotCommitted {
+            addr: region.base + page
+        })
+    );
+    alloc
+        .commit(region.base + page, page, Protection::ExecuteRead)
+        .unwrap();
+    let mut bytes = [0xFFu8; 8];
+    alloc.read(third, &mut bytes).unwrap();
+    assert_eq!(bytes, [0; 8], "recommitted pages are zero");
+    assert_eq!(alloc.stats().committed_bytes, 2 * page);
+
+    alloc.release(region.base).unwrap();
+    let maps = proc_maps();
+    assert!(
+        !maps
+            .iter()
+            .any(|m| m.start == region.base && m.end <= region.end()),
+        "executable view still mapped: {maps:?}"
+    );
+    if strategy == WxStrategy::DualMap {
+        assert!(
+            !maps.iter().any(|m| m.start == region.write_base),
+            "writable view still mapped"
+        );
+    }
+    assert!(!alloc.is_jit_address(region.base));
+    assert_eq!(
+        alloc.query(region.base),
+        Err(Error::NotInRegion { addr: region.base })
+    );
+    assert_eq!(alloc.stats().reserved_bytes, 0);
+    assert_eq!(alloc.stats().committed_bytes, 0);
+}
+
+#[test]
+fn dual_map_runs_and_patches_code() {
+    round_trip(WxStrategy::DualMap);
+}
+
+#[test]
+fn protect_runs_and_patches_code() {
+    round_trip(WxStrategy::Protect);
+}
+
+#[test]
+fn rwx_runs_and_patches_code() {
+    round_trip(WxStrategy::Rwx);
+}
+
+#[test]
+fn linux_default_is_dual_map() {
+    let alloc = VirtualAlloc::new(NativeOs::new());
+    assert_eq!(alloc.strategy(), WxStrategy::DualMap);
+    assert_eq!(
+        VirtualAlloc::with_strategy(NativeOs::new(), WxStrategy::MapJit).unwrap_err(),
+        Error::StrategyUnavailable {
+            strategy: WxStrategy::MapJit,
+            reason: "this OS has no MAP_JIT"
+        }
+    );
+}
+
+#[test]
+fn dual_map_write_is_seen_through_the_executable_view_at_once() {
+    let alloc = alloc_for(WxStrategy::DualMap);
+    let region = alloc
+        .reserve_and_commit(alloc.page_size(), Protection::ExecuteRead)
+        .unwrap();
+    {
+        let _write = WriteScope::enter();
+        alloc.write(region.base, b"dual").unwrap();
+    }
+    // SAFETY: the executable view of a committed page is mapped readable.
+    let seen = unsafe { core::slice::from_raw_parts(region.base as *const u8, 4) };
+    assert_eq!(seen, b"dual");
+}
+
+#[test]
+fn drop_releases_every_region() {
+    let bases: Vec<usize>;
+    {
+        let alloc = alloc_for(WxStrategy::DualMap);
+        bases = (0..3)
+            .map(|_| {
+                alloc
+                    .reserve_and_commit(alloc.page_size(), Protection::ExecuteRead)
+                    .unwrap()
+                    .base
+            })
+            .collect();
+    }
+    let maps = proc_maps();
+    for base in bases {
+        assert!(
+            !maps.iter().any(|m| m.start == base && m.perms == "r-xs"),
+            "{base:#x} survived drop"
+        );
+    }
+}
+
+#[test]
+fn exhausting_the_address_space_is_out_of_memory_and_leaks_nothing() {
+    let alloc = alloc_for(WxStrategy::Protect);
+    let before = proc_maps().len();
+    assert_eq!(
+        alloc.reserve(1 << 62),
+        Err(Error::OutOfMemory {
+            call: SysCall::Mmap
+        })
+    );
+    assert_eq!(alloc.stats().regions, 0);
+    // Other tests may map concurrently; what matters is no 4 EiB hole is left reserved.
+    assert!(proc_maps().len() <= before + 8);
+}
+
+#[test]
+fn os_refusal_keeps_errno() {
+    let os = NativeOs::new();
+    // SAFETY: an unaligned address makes mprotect fail before it touches anything.
+    let refused = unsafe { os.protect(1, 4096, Protection::ReadOnly) };
+    assert_eq!(
+        refused,
+        Err(Error::Os {
+            call: SysCall::Mprotect,
+            errno: libc::EINVAL
+        })
+    );
+}
