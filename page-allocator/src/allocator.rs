@@ -212,6 +212,7 @@ impl<O: Os> PageAllocator<O> {
             code_pages,
             free: Bitmap::new(code_pages),
             decommitted,
+            parked: Bitmap::new(code_pages),
             slots: self.new_slots(secondary_base),
             list: SegmentList::Full,
         };
@@ -250,6 +251,7 @@ impl<O: Os> PageAllocator<O> {
         let large = LargeSegment {
             pages,
             size: region.size,
+            parked: false,
             slots: self.new_slots(secondary_base),
         };
         state.large.insert(region.base, large);
@@ -334,22 +336,31 @@ impl<O: Os> PageAllocator<O> {
             Place::Large(base) => return self.release_large(&mut state, base),
             Place::Segment(base) => base,
         };
-        let keep = self
-            .config
-            .max_free_pages
-            .saturating_sub(state.free_pages)
-            .min(pages);
+        let any_parked = state.segments[&base].parked.any_set(first, pages);
+        let keep = if any_parked {
+            // Parked pages have no memory to keep; the run is decommitted whole.
+            0
+        } else {
+            self.config
+                .max_free_pages
+                .saturating_sub(state.free_pages)
+                .min(pages)
+        };
         let decommit = pages - keep;
         if decommit > 0 {
             let at = addr + keep * self.page;
             self.vm.decommit(at, decommit * self.page)?;
         }
         let segment = state.segments.get_mut(&base).expect("located");
+        let parked = segment.parked.count_ones();
+        segment.parked.clear_range(first, pages);
+        let unparked = parked - segment.parked.count_ones();
         segment.free.set_range(first, keep);
         segment.decommitted.set_range(first + keep, decommit);
         state.free_pages += keep;
         state.used_pages -= pages;
-        state.decommitted_pages += decommit as u64;
+        state.parked_pages -= unparked;
+        state.decommitted_pages += (decommit - unparked) as u64;
         self.refile_or_release(&mut state, base);
         Ok(())
     }
@@ -365,9 +376,11 @@ impl<O: Os> PageAllocator<O> {
             });
         }
         let pages = large.pages;
+        let parked = if large.parked { pages } else { 0 };
         self.vm.release(base)?;
         state.large.remove(&base);
         state.used_pages -= pages;
+        state.parked_pages -= parked;
         state.segments_released += 1;
         Ok(())
     }
@@ -388,6 +401,33 @@ impl<O: Os> PageAllocator<O> {
             state.list(old).remove(&base);
             state.list(SegmentList::Decommitted).insert(base);
         }
+    }
+
+    /// Decommits allocated pages while their holder keeps them (ChakraCore's
+    /// `DecommitPages`): their memory goes back and they fault if touched or run, but their
+    /// addresses stay reserved until they are released, so a stale entry point cannot land
+    /// in reused memory. A large allocation is decommitted whole.
+    pub fn decommit_pages(&self, addr: usize, pages: usize) -> Result<()> {
+        let mut state = lock(&self.state);
+        let (place, first) = self.locate_allocated(&state, addr, pages, true)?;
+        self.vm.decommit(addr, pages * self.page)?;
+        let newly = match place {
+            Place::Segment(base) => {
+                let segment = state.segments.get_mut(&base).expect("located");
+                let before = segment.parked.count_ones();
+                segment.parked.set_range(first, pages);
+                segment.parked.count_ones() - before
+            }
+            Place::Large(base) => {
+                let large = state.large.get_mut(&base).expect("located");
+                let newly = if large.parked { 0 } else { pages };
+                large.parked = true;
+                newly
+            }
+        };
+        state.parked_pages += newly;
+        state.decommitted_pages += newly as u64;
+        Ok(())
     }
 
     /// Decommits every free page kept committed (the idle-decommit of other allocators),
@@ -559,6 +599,7 @@ impl<O: Os> PageAllocator<O> {
             committed_bytes: vm.committed_bytes,
             used_bytes: state.used_pages * self.page,
             free_bytes: state.free_pages * self.page,
+            parked_bytes: state.parked_pages * self.page,
             segments: SegmentCounts {
                 partial: count(SegmentList::Partial),
                 full: count(SegmentList::Full),

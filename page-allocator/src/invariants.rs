@@ -26,6 +26,7 @@ pub(crate) fn check<O: Os>(
     let mut free_pages = 0;
     let mut used_pages = 0;
     let mut committed_pages = 0;
+    let mut parked_pages = 0;
 
     for list in SegmentList::ALL {
         for base in &state.lists[list as usize] {
@@ -53,6 +54,11 @@ pub(crate) fn check<O: Os>(
         ensure(!segment.free.intersects(&segment.decommitted), || {
             format!("segment {base:#x} has pages both free and decommitted")
         })?;
+        let available = segment.free.union(&segment.decommitted);
+        ensure(!segment.parked.intersects(&available), || {
+            format!("segment {base:#x} has parked pages that are not allocated")
+        })?;
+        parked_pages += segment.parked.count_ones();
         let expected = segment.classify().unwrap_or(SegmentList::Decommitted);
         ensure(segment.list == expected, || {
             format!(
@@ -65,10 +71,10 @@ pub(crate) fn check<O: Os>(
         for i in 0..segment.code_pages {
             let addr = base + i * page;
             let is_committed = committed(vm, addr)?;
-            ensure(is_committed != segment.decommitted.get(i), || {
+            let unbacked = segment.decommitted.get(i) || segment.parked.get(i);
+            ensure(is_committed != unbacked, || {
                 format!(
-                    "page {addr:#x}: committed in the OS layer = {is_committed}, decommitted bit = {}",
-                    segment.decommitted.get(i)
+                    "page {addr:#x}: committed = {is_committed}, decommitted or parked = {unbacked}"
                 )
             })?;
             committed_pages += usize::from(is_committed);
@@ -83,14 +89,18 @@ pub(crate) fn check<O: Os>(
     }
     for (&base, large) in &state.large {
         used_pages += large.pages;
-        let pages = large.size / page;
-        for i in 0..pages {
-            let addr = base + i * page;
-            ensure(committed(vm, addr)?, || {
-                format!("large page {addr:#x} not committed")
-            })?;
+        if large.parked {
+            parked_pages += large.pages;
         }
-        committed_pages += pages;
+        for i in 0..large.size / page {
+            let addr = base + i * page;
+            // The secondary area stays committed; the pages do unless parked.
+            let backed = i >= large.pages || !large.parked;
+            ensure(committed(vm, addr)? == backed, || {
+                format!("large page {addr:#x}: committed should be {backed}")
+            })?;
+            committed_pages += usize::from(backed);
+        }
     }
 
     ensure(free_pages == state.free_pages, || {
@@ -103,6 +113,12 @@ pub(crate) fn check<O: Os>(
         format!(
             "used pages: counter {}, bitmaps {used_pages}",
             state.used_pages
+        )
+    })?;
+    ensure(parked_pages == state.parked_pages, || {
+        format!(
+            "parked pages: counter {}, bitmaps {parked_pages}",
+            state.parked_pages
         )
     })?;
     ensure(free_pages <= config.max_free_pages, || {

@@ -51,7 +51,10 @@ impl SlotAllocator {
             return false;
         };
         let index = offset / self.slot_size;
-        if !offset.is_multiple_of(self.slot_size) || index >= self.free.len() || self.free.get(index) {
+        if !offset.is_multiple_of(self.slot_size)
+            || index >= self.free.len()
+            || self.free.get(index)
+        {
             return false;
         }
         self.free.set_range(index, 1);

@@ -1,6 +1,7 @@
 //! Segments: a reservation of pages handed out one run at a time, with a bitmap of free
 //! (committed, unused) pages and one of decommitted (reserved only) pages. A page in
-//! neither is allocated. The secondary area sits after the code pages.
+//! neither is allocated; an allocated page may be parked (decommitted while still held).
+//! The secondary area sits after the code pages.
 
 use crate::bitmap::Bitmap;
 use crate::secondary::SlotAllocator;
@@ -36,6 +37,9 @@ pub(crate) struct Segment {
     pub(crate) code_pages: usize,
     pub(crate) free: Bitmap<1>,
     pub(crate) decommitted: Bitmap<1>,
+    /// Allocated pages whose memory was given back while their holder keeps them
+    /// (`decommit_pages`): a subset of the allocated pages.
+    pub(crate) parked: Bitmap<1>,
     pub(crate) slots: Option<SlotAllocator>,
     pub(crate) list: SegmentList,
 }
@@ -87,5 +91,7 @@ pub(crate) struct LargeSegment {
     pub(crate) pages: usize,
     /// Bytes reserved: the pages and the secondary area.
     pub(crate) size: usize,
+    /// Whether its pages were decommitted while still held.
+    pub(crate) parked: bool,
     pub(crate) slots: Option<SlotAllocator>,
 }

@@ -14,6 +14,8 @@ pub(crate) struct State {
     pub(crate) free_pages: usize,
     /// Pages handed out, segments and large segments together.
     pub(crate) used_pages: usize,
+    /// Pages handed out whose memory was decommitted (`decommit_pages`).
+    pub(crate) parked_pages: usize,
     pub(crate) segments_created: u64,
     pub(crate) segments_released: u64,
     pub(crate) decommitted_pages: u64,

@@ -28,6 +28,8 @@ pub struct PageAllocatorStats {
     pub used_bytes: usize,
     /// Bytes of free pages kept committed for reuse.
     pub free_bytes: usize,
+    /// Bytes of pages handed out but decommitted by `decommit_pages`.
+    pub parked_bytes: usize,
     /// Segments by list.
     pub segments: SegmentCounts,
     /// Segments (of both kinds) reserved so far.

@@ -180,7 +180,6 @@ fn kept_free_pages_are_reused_without_a_system_call() {
     pages.release_pages(keep.addr, 1).unwrap();
     pages.decommit_free_pages().unwrap();
     assert_eq!(checked(&pages).reserved_bytes, 0);
-    drop(keep);
 }
 
 #[test]
@@ -492,10 +491,11 @@ fn os_refusals_change_nothing() {
         let first = pages.alloc_pages(1).unwrap();
         for k in 0..12 {
             for n in [2, 40] {
-                if let Some(run) = fails_cleanly(&pages, k, || pages.alloc_pages(n)) {
-                    if fails_cleanly(&pages, k, || pages.release_pages(run.addr, n)).is_none() {
-                        pages.release_pages(run.addr, n).unwrap();
-                    }
+                let Some(run) = fails_cleanly(&pages, k, || pages.alloc_pages(n)) else {
+                    continue;
+                };
+                if fails_cleanly(&pages, k, || pages.release_pages(run.addr, n)).is_none() {
+                    pages.release_pages(run.addr, n).unwrap();
                 }
             }
             let run = pages.alloc_pages(1).unwrap();
@@ -505,6 +505,54 @@ fn os_refusals_change_nothing() {
             pages.release_pages(run.addr, 1).unwrap();
         }
         pages.release_pages(first.addr, 1).unwrap();
+        pages.decommit_free_pages().unwrap();
+        assert_eq!(checked(&pages).reserved_bytes, 0);
+    }
+}
+
+#[test]
+fn parked_pages_keep_their_addresses_until_released() {
+    let config = PageAllocatorConfig {
+        max_free_pages: 8,
+        ..PageAllocatorConfig::default()
+    };
+    for pages in every_strategy(config) {
+        let page = pages.page_size();
+        let run = pages.alloc_pages(3).unwrap();
+        let large = pages.alloc_pages(33).unwrap();
+        pages.decommit_pages(run.addr, 3).unwrap();
+        pages.decommit_pages(large.addr, 33).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(stats.parked_bytes, 36 * page);
+        assert_eq!(stats.used_bytes, 36 * page, "still held");
+        assert_eq!(
+            pages.vm().query(run.addr).unwrap().state,
+            PageState::Reserved
+        );
+        assert_eq!(
+            pages.protect_pages(run.addr, 1, Protection::ExecuteRead, Protection::ReadWrite),
+            Err(Error::Vm(vm::Error::NotCommitted { addr: run.addr })),
+            "parked pages refuse protect calls"
+        );
+        assert_eq!(
+            pages.decommit_pages(large.addr, 2),
+            Err(Error::PartialLargeRelease {
+                base: large.addr,
+                pages: 33
+            })
+        );
+        let other = pages.alloc_pages(1).unwrap();
+        assert_ne!(
+            other.addr, run.addr,
+            "parked pages are not handed out again"
+        );
+
+        pages.release_pages(run.addr, 3).unwrap();
+        pages.release_pages(large.addr, 33).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(stats.parked_bytes, 0);
+        assert_eq!(stats.free_bytes, 0, "parked pages have no memory to keep");
+        pages.release_pages(other.addr, 1).unwrap();
         pages.decommit_free_pages().unwrap();
         assert_eq!(checked(&pages).reserved_bytes, 0);
     }
