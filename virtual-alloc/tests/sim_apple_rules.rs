@@ -32,6 +32,12 @@ fn region_with_code(alloc: &VirtualAlloc<SimOs>, value: u32) -> RegionInfo {
     region
 }
 
+/// "Runs" the code at `addr` on the simulated CPU.
+fn run(alloc: &VirtualAlloc<SimOs>, addr: usize) -> Result<u32, Error> {
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    unsafe { alloc.call(addr) }
+}
+
 fn fault(addr: usize, kind: FaultKind) -> Error {
     Error::Fault(Fault { addr, kind })
 }
@@ -40,8 +46,7 @@ fn fault(addr: usize, kind: FaultKind) -> Error {
 fn code_runs_when_every_rule_is_followed() {
     let alloc = apple();
     let region = region_with_code(&alloc, 0xBEEF_0042);
-    // SAFETY: the simulator decodes the code; it touches no process memory.
-    assert_eq!(unsafe { alloc.call(region.base) }, Ok(0xBEEF_0042));
+    assert_eq!(run(&alloc, region.base), Ok(0xBEEF_0042));
     assert!(alloc.os().is_map_jit(region.base));
 }
 
@@ -135,23 +140,20 @@ fn running_unflushed_code_is_reported_stale() {
         .unwrap();
     let code = alloc.arch().encode_return_u32(3);
     with_write_mode(|| alloc.write(region.base, code.as_bytes())).unwrap();
-    // SAFETY: the simulator decodes the code; it touches no process memory.
     assert_eq!(
-        unsafe { alloc.call(region.base) },
+        run(&alloc, region.base),
         Err(fault(region.base, FaultKind::StaleInstruction))
     );
     alloc
         .flush_instruction_cache(region.base, code.as_bytes().len())
         .unwrap();
-    // SAFETY: as above.
-    assert_eq!(unsafe { alloc.call(region.base) }, Ok(3));
+    assert_eq!(run(&alloc, region.base), Ok(3));
 
     // Patching makes the line stale again until the next flush.
     let patch = alloc.arch().encode_return_u32(4);
     with_write_mode(|| alloc.write(region.base, patch.as_bytes())).unwrap();
-    // SAFETY: as above.
     assert!(matches!(
-        unsafe { alloc.call(region.base) },
+        run(&alloc, region.base),
         Err(Error::Fault(Fault {
             kind: FaultKind::StaleInstruction,
             ..
@@ -166,9 +168,8 @@ fn a_write_elsewhere_on_the_page_does_not_stale_other_lines() {
     // A background compiler writes another function two cache lines further on.
     let other = alloc.arch().encode_return_u32(12);
     with_write_mode(|| alloc.write(region.base + 128, other.as_bytes())).unwrap();
-    // SAFETY: the simulator decodes the code; it touches no process memory.
     assert_eq!(
-        unsafe { alloc.call(region.base) },
+        run(&alloc, region.base),
         Ok(11),
         "its own lines were flushed"
     );
@@ -211,9 +212,8 @@ fn panic_inside_a_write_scope_restores_execute_mode() {
     }));
     assert!(outcome.is_err());
     assert_eq!(current_mode(), ThreadMode::Execute);
-    // SAFETY: the simulator decodes the code; it touches no process memory.
     assert_eq!(
-        unsafe { alloc.call(region.base) },
+        run(&alloc, region.base),
         Ok(21),
         "the thread can run code again"
     );
@@ -246,8 +246,7 @@ fn a_thread_in_permanent_write_mode_is_refused_code() {
             .unwrap();
     });
     // The main thread was never switched.
-    // SAFETY: the simulator decodes the code; it touches no process memory.
-    assert_eq!(unsafe { alloc.call(region.base) }, Ok(31));
+    assert_eq!(run(&alloc, region.base), Ok(31));
 }
 
 /// Pitfall 7: 16 KiB pages, and Windows' 64 KiB granularity by over-allocating and trimming.
@@ -331,15 +330,13 @@ fn trap_filled_code_traps() {
         .unwrap();
     with_write_mode(|| alloc.fill(region.base, 64, alloc.arch().trap_bytes())).unwrap();
     alloc.flush_instruction_cache(region.base, 64).unwrap();
-    // SAFETY: the simulator decodes the code; it touches no process memory.
     assert_eq!(
-        unsafe { alloc.call(region.base) },
+        run(&alloc, region.base),
         Err(fault(region.base, FaultKind::Trap))
     );
     // A never-written page reads as zeros: `udf #0` on arm64, which traps too.
-    // SAFETY: as above.
     assert_eq!(
-        unsafe { alloc.call(region.base + 64) },
+        run(&alloc, region.base + 64),
         Err(fault(region.base + 64, FaultKind::Trap))
     );
 }
@@ -391,6 +388,5 @@ fn protect_regions_fault_where_the_page_tables_say() {
         .protect(region.base, 4096, Protection::ExecuteRead)
         .unwrap();
     alloc.flush_instruction_cache(region.base, 4096).unwrap();
-    // SAFETY: as above.
-    assert_eq!(unsafe { alloc.call(region.base) }, Ok(8));
+    assert_eq!(run(&alloc, region.base), Ok(8));
 }

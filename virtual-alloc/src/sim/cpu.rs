@@ -9,8 +9,9 @@ use super::fault::{Fault, FaultKind};
 use super::state::SimState;
 use crate::arch::Arch;
 
-/// Instructions a simulated call may run before it is reported as runaway.
-const MAX_INSTRUCTIONS: usize = 1024;
+/// Instructions a simulated call may run before it is reported as runaway: enough for a
+/// megabyte of straight-line aarch64 code.
+const MAX_INSTRUCTIONS: usize = 1 << 18;
 
 pub(super) fn call(state: &mut SimState, entry: usize) -> Result<u32, Fault> {
     match state.rules.arch {

@@ -1,0 +1,83 @@
+//! Blocks: the handle given to the caller and the record the heap keeps.
+
+use crate::page::PageId;
+
+/// A block of code memory handed out by [`Heap::alloc`](crate::Heap::alloc).
+///
+/// The handle owns the block: [`Heap::free`](crate::Heap::free) consumes it, so a block
+/// cannot be freed twice through its handle. It is `Send` (a background compiler hands
+/// finished blocks to the threads that run them) but not `Clone`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Block {
+    pub(crate) addr: usize,
+    pub(crate) size: usize,
+    pub(crate) capacity: usize,
+    pub(crate) id: u64,
+}
+
+impl Block {
+    /// The block's first byte: where its code runs from (its entry point once finalized).
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// Bytes asked for: what may be written.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Bytes the block occupies (rounded up to its size class); the tail past `size` holds
+    /// traps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+static_assertions::assert_impl_all!(Block: Send, Sync);
+static_assertions::assert_not_impl_any!(Block: Clone);
+
+/// What a block is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockState {
+    /// Allocated; holds traps and whatever an abandoned write left. Not runnable.
+    Fresh,
+    /// A write session is open on it.
+    Writing,
+    /// Written, padded and flushed: runnable.
+    Finalized,
+    /// Its memory was decommitted by `decommit_all`: it can only be freed.
+    Parked,
+}
+
+/// Where a block lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    Small { page: PageId, first_chunk: usize },
+    Large { pages: usize },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockRecord {
+    pub(crate) id: u64,
+    pub(crate) size: usize,
+    pub(crate) capacity: usize,
+    pub(crate) home: Home,
+    pub(crate) state: BlockState,
+    /// Open write sessions on a large block (small blocks count on their page).
+    pub(crate) large_writers: u32,
+}
+
+/// Facts about a live block, found by address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The block's first byte.
+    pub addr: usize,
+    /// Bytes asked for.
+    pub size: usize,
+    /// Bytes occupied.
+    pub capacity: usize,
+    /// Whether it is finalized (runnable).
+    pub finalized: bool,
+    /// Whether it has whole pages of its own.
+    pub large: bool,
+}

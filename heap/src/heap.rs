@@ -1,0 +1,627 @@
+//! [`Heap`]: ChakraCore's `CustomHeap::Heap`, with the W^X discipline of the layers below.
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use codeheap_page_allocator::{PageAllocator, PageRun};
+use codeheap_virtual_alloc::sync::{Mutex, MutexGuard, lock};
+use codeheap_virtual_alloc::{
+    Arch, Os, Protection, ThreadMode, VirtualAlloc, WriteScope, WxStrategy, current_mode,
+};
+
+use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
+use crate::config::HeapConfig;
+use crate::error::{Error, Result};
+use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
+use crate::size_class::{CHUNK, SizeClass, bucket_count};
+use crate::state::HeapState;
+use crate::stats::{BucketStats, HeapStats};
+
+/// Block ids, unique in the process, so a stale or foreign handle never matches a record.
+static NEXT_BLOCK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An executable-memory heap for a JIT compiler.
+///
+/// * **Small blocks** (up to a page) come from buckets of 128-byte chunks, one per power of
+///   two up to the page size: 128 B … 4 KiB on 4 KiB pages, … 16 KiB on Apple Silicon's
+///   16 KiB pages. Requests are rounded up to a power of two; a page can be split off a
+///   larger bucket; full pages are kept apart; a page left empty goes back to the page
+///   allocator (one is kept spare, so alternating alloc/free does not commit and decommit).
+/// * **Large blocks** get whole pages of their own.
+/// * **Traps**: new pages, freed blocks and the unused tail of every finalized block hold
+///   the architecture's trap (`int3`, or `BRK #0xF000` with partial words zeroed), so a
+///   stale or wild entry point traps instead of running leftover code.
+/// * **W^X**: pages are executable whenever no write is in progress. Under `Protect` a page
+///   is flipped to read-write only while a block on it is written or freed, never to RWX;
+///   under `MapJit` and `DualMap` no protection ever changes.
+/// * **Threads**: `Send + Sync`. Writing happens outside the heap's lock, in the writer's
+///   write mode, so a background compiler (even one in permanent write mode) writes blocks
+///   while other threads run blocks on the same pages.
+///
+/// Write a block with [`write`](Heap::write), which finalizes it; then get its entry point
+/// ([`entry_point`](Heap::entry_point), [`function`](Heap::function)) on a thread in execute
+/// mode; free it with [`free`](Heap::free) (or [`free_address`](Heap::free_address)).
+#[derive(Debug)]
+pub struct Heap<O: Os> {
+    pub(crate) pages: PageAllocator<O>,
+    pub(crate) state: Mutex<HeapState>,
+    pub(crate) page: usize,
+    pub(crate) arch: Arch,
+    pub(crate) strategy: WxStrategy,
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+impl Heap<codeheap_virtual_alloc::NativeOs> {
+    /// A heap on this machine with the platform's default strategy.
+    pub fn new() -> Result<Self> {
+        Heap::with_config(
+            codeheap_virtual_alloc::NativeOs::new(),
+            HeapConfig::default(),
+        )
+    }
+
+    /// A heap on this machine with `strategy`.
+    pub fn with_strategy(strategy: WxStrategy) -> Result<Self> {
+        let config = HeapConfig::with_strategy(strategy);
+        Heap::with_config(codeheap_virtual_alloc::NativeOs::new(), config)
+    }
+}
+
+impl<O: Os> Heap<O> {
+    /// A heap on `os` (the real one, or the simulator) with `config`.
+    pub fn with_config(os: O, config: HeapConfig) -> Result<Self> {
+        let vm = match config.strategy {
+            Some(strategy) => VirtualAlloc::with_strategy(os, strategy)?,
+            None => VirtualAlloc::new(os),
+        };
+        let page = vm.page_size();
+        if !(CHUNK..=MAX_CHUNKS * CHUNK).contains(&page) {
+            return Err(Error::InvalidConfig {
+                reason: "pages must be between 128 bytes and 64 KiB",
+            });
+        }
+        let (arch, strategy) = (vm.arch(), vm.strategy());
+        Ok(Heap {
+            pages: PageAllocator::new(vm, config.pages)?,
+            state: Mutex::new(HeapState::new(bucket_count(page))),
+            page,
+            arch,
+            strategy,
+        })
+    }
+
+    /// The OS layer: for queries, and for engines that write through raw pointers.
+    pub fn vm(&self) -> &VirtualAlloc<O> {
+        self.pages.vm()
+    }
+
+    /// The page allocator underneath.
+    pub fn page_allocator(&self) -> &PageAllocator<O> {
+        &self.pages
+    }
+
+    /// The W^X strategy of the heap's memory.
+    pub fn strategy(&self) -> WxStrategy {
+        self.strategy
+    }
+
+    /// The instruction set its code runs as.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// The page size: the largest small block.
+    pub fn page_size(&self) -> usize {
+        self.page
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, HeapState> {
+        lock(&self.state)
+    }
+
+    // ---- memory primitives ------------------------------------------------------------
+
+    /// Fills `addr..addr + len` with traps and flushes it, in write mode. On aarch64 a
+    /// leading or trailing partial word is zeroed.
+    pub(crate) fn fill_traps(&self, state: &mut HeapState, addr: usize, len: usize) -> Result<()> {
+        let _write = WriteScope::enter();
+        let vm = self.vm();
+        let head = (addr.next_multiple_of(self.arch.instruction_alignment()) - addr).min(len);
+        if head > 0 {
+            vm.fill(addr, head, &[0])?;
+        }
+        if len > head {
+            vm.fill(addr + head, len - head, self.arch.trap_bytes())?;
+        }
+        vm.flush_instruction_cache(addr, len)?;
+        let counters = &mut state.counters;
+        counters.fills += 1;
+        counters.filled_bytes += len as u64;
+        counters.icache_flushes += 1;
+        Ok(())
+    }
+
+    /// Changes the protection of whole pages the heap holds. Only `Protect` needs it; other
+    /// strategies count it as skipped and make no call at all.
+    pub(crate) fn reprotect(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        pages: usize,
+        protection: Protection,
+        expected: Protection,
+    ) -> Result<()> {
+        if self.strategy == WxStrategy::Protect {
+            self.pages
+                .protect_pages(addr, pages, protection, expected)?;
+            state.counters.protect_made += 1;
+        } else {
+            state.counters.protect_skipped += 1;
+        }
+        Ok(())
+    }
+
+    /// Makes pages writable for a write or a fill, unless a write session already has.
+    pub(crate) fn open_pages(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        pages: usize,
+    ) -> Result<()> {
+        self.reprotect(
+            state,
+            addr,
+            pages,
+            Protection::ReadWrite,
+            Protection::ExecuteRead,
+        )
+    }
+
+    /// Makes pages executable again once nothing writes them.
+    pub(crate) fn close_pages(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        pages: usize,
+    ) -> Result<()> {
+        self.reprotect(
+            state,
+            addr,
+            pages,
+            Protection::ExecuteRead,
+            Protection::ReadWrite,
+        )
+    }
+
+    /// New pages from the page allocator arrive read-write: fill them with traps and make
+    /// them executable (the heap's invariant: executable whenever no write is in progress).
+    fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<()> {
+        self.fill_traps(state, run.addr, run.pages * self.page)?;
+        // Recorded for every strategy (a no-op but under Protect), so queries of heap pages
+        // tell the truth; later flips are made only under Protect.
+        self.pages.protect_pages(
+            run.addr,
+            run.pages,
+            Protection::ExecuteRead,
+            Protection::ReadWrite,
+        )?;
+        if self.strategy == WxStrategy::Protect {
+            state.counters.protect_made += 1;
+        } else {
+            state.counters.protect_skipped += 1;
+        }
+        state.counters.pages_acquired += run.pages as u64;
+        Ok(())
+    }
+
+    fn acquire_pages(&self, state: &mut HeapState, pages: usize) -> Result<PageRun> {
+        let run = self.pages.alloc_pages(pages)?;
+        if let Err(err) = self.prepare_pages(state, run) {
+            let _ = self.pages.release_pages(run.addr, run.pages);
+            return Err(err);
+        }
+        Ok(run)
+    }
+
+    fn release_page(&self, state: &mut HeapState, id: PageId) {
+        let addr = state.pages.get(id).addr;
+        if self.pages.release_pages(addr, 1).is_ok() {
+            state.pages.remove(id);
+            state.page_index.remove(&addr);
+            state.counters.pages_released += 1;
+        } else {
+            // Kept as a spare: consistent, and tried again when it empties next.
+            let bucket = state.pages.get(id).bucket;
+            state.pages.relist(id, PageList::Spare, bucket);
+        }
+    }
+
+    // ---- allocation -------------------------------------------------------------------
+
+    /// Allocates a block of `size` bytes, filled with traps. Small sizes are rounded up to a
+    /// power of two of 128-byte chunks, large ones to pages.
+    pub fn alloc(&self, size: usize) -> Result<Block> {
+        let class = SizeClass::of(size, self.page)?;
+        let capacity = class.capacity(self.page);
+        let mut state = self.state();
+        let (addr, home) = match class {
+            SizeClass::Small { bucket } => self.alloc_small(&mut state, bucket)?,
+            SizeClass::Large { pages } => {
+                let run = self.acquire_pages(&mut state, pages)?;
+                state.large.insert(run.addr, capacity);
+                (run.addr, Home::Large { pages })
+            }
+        };
+        let id = NEXT_BLOCK_ID.fetch_add(1, Relaxed);
+        let record = BlockRecord {
+            id,
+            size,
+            capacity,
+            home,
+            state: BlockState::Fresh,
+            large_writers: 0,
+        };
+        state.blocks.insert(addr, record);
+        state.counters.allocs += 1;
+        Ok(Block {
+            addr,
+            size,
+            capacity,
+            id,
+        })
+    }
+
+    fn alloc_small(&self, state: &mut HeapState, bucket: usize) -> Result<(usize, Home)> {
+        let id = self.page_for(state, bucket)?;
+        let chunks = 1 << bucket;
+        let page = state.pages.get_mut(id);
+        let first = page
+            .free
+            .find_run(chunks)
+            .expect("a page in a bucket list has room for its bucket's blocks");
+        page.free.clear_range(first, chunks);
+        page.starts.set_range(first, 1);
+        let addr = page.addr + first * CHUNK;
+        if page.is_full() {
+            state.pages.relist(id, PageList::Full, bucket);
+        }
+        Ok((
+            addr,
+            Home::Small {
+                page: id,
+                first_chunk: first,
+            },
+        ))
+    }
+
+    /// A page with room for a block of `bucket`: one of the bucket's own, one split off a
+    /// larger bucket, the spare, or a new one.
+    ///
+    /// Every block on a page of bucket `b` is a multiple of `1 << b` chunks placed at a
+    /// multiple of `1 << b` (larger sizes are multiples of smaller ones), so any free chunk
+    /// of such a page starts a free run long enough for the bucket.
+    fn page_for(&self, state: &mut HeapState, bucket: usize) -> Result<PageId> {
+        if let Some(&id) = state.pages.buckets[bucket].last() {
+            return Ok(id);
+        }
+        let buckets = state.pages.buckets.len();
+        let split =
+            (bucket + 1..buckets).find_map(|larger| state.pages.buckets[larger].last().copied());
+        if let Some(id) = split.or_else(|| state.pages.spare.last().copied()) {
+            state.pages.relist(id, PageList::Bucket, bucket);
+            return Ok(id);
+        }
+        let run = self.acquire_pages(state, 1)?;
+        let id = state
+            .pages
+            .insert(Page::new(run.addr, self.page / CHUNK, bucket));
+        state.page_index.insert(run.addr, id);
+        Ok(id)
+    }
+
+    // ---- free ---------------------------------------------------------------------------
+
+    /// Frees a block: its bytes are filled with traps and flushed, its chunks go back to its
+    /// page (an empty page back to the page allocator), a large block's pages back to the
+    /// page allocator.
+    pub fn free(&self, block: Block) -> Result<()> {
+        self.free_checked(block.addr, Some(block.id))
+    }
+
+    /// Frees the block starting at `addr`, for engines that keep raw entry points. A handle
+    /// still held for it becomes stale.
+    pub fn free_address(&self, addr: usize) -> Result<()> {
+        self.free_checked(addr, None)
+    }
+
+    /// The live record at `addr`, checked against the handle's id if there is one.
+    pub(crate) fn record(
+        &self,
+        state: &HeapState,
+        addr: usize,
+        id: Option<u64>,
+    ) -> Result<BlockRecord> {
+        match state.blocks.get(&addr) {
+            Some(record) if id.is_none_or(|id| id == record.id) => Ok(*record),
+            _ if id.is_some() => Err(Error::StaleBlock { addr }),
+            _ => Err(self.why_not_a_block(state, addr)),
+        }
+    }
+
+    fn why_not_a_block(&self, state: &HeapState, addr: usize) -> Error {
+        if let Some(info) = self.find_in(state, addr) {
+            return Error::InteriorAddress {
+                addr,
+                block: info.addr,
+            };
+        }
+        let in_a_page = state.page_index.contains_key(&(addr - addr % self.page));
+        let in_a_large_block = state
+            .large
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&base, &capacity)| addr < base + capacity);
+        if in_a_page || in_a_large_block {
+            Error::NotAllocated { addr }
+        } else {
+            Error::NotFromHeap { addr }
+        }
+    }
+
+    fn free_checked(&self, addr: usize, id: Option<u64>) -> Result<()> {
+        let mut state = self.state();
+        let record = self.record(&state, addr, id)?;
+        match record.state {
+            BlockState::Writing => return Err(Error::BlockBusy { addr }),
+            BlockState::Parked => {}
+            BlockState::Fresh | BlockState::Finalized => self.scrub(&mut state, addr, &record)?,
+        }
+        match record.home {
+            Home::Small { page, first_chunk } => {
+                self.free_chunks(&mut state, page, first_chunk, record.capacity / CHUNK);
+            }
+            Home::Large { pages } => {
+                if let Err(err) = self.pages.release_pages(addr, pages) {
+                    // Still allocated, trap-filled, not runnable: close it again.
+                    if record.state != BlockState::Parked {
+                        self.close_pages(&mut state, addr, pages)?;
+                        state.blocks.get_mut(&addr).expect("live").state = BlockState::Fresh;
+                    }
+                    return Err(err.into());
+                }
+                state.large.remove(&addr);
+                state.counters.pages_released += pages as u64;
+            }
+        }
+        state.blocks.remove(&addr);
+        state.counters.frees += 1;
+        Ok(())
+    }
+
+    /// Fills a freed block with traps, opening its pages under `Protect` if no write
+    /// session has them open.
+    fn scrub(&self, state: &mut HeapState, addr: usize, record: &BlockRecord) -> Result<()> {
+        let (page_addr, pages, writers) = match record.home {
+            Home::Small { page, .. } => {
+                let page = state.pages.get(page);
+                (page.addr, 1, page.writers)
+            }
+            Home::Large { pages } => (addr, pages, record.large_writers),
+        };
+        if writers == 0 {
+            self.open_pages(state, page_addr, pages)?;
+        }
+        let filled = self.fill_traps(state, addr, record.capacity);
+        // A large block's pages are released next; a small block's page runs code again.
+        let reclose = writers == 0 && matches!(record.home, Home::Small { .. });
+        if reclose || filled.is_err() {
+            self.close_pages(state, page_addr, pages)?;
+        }
+        filled
+    }
+
+    fn free_chunks(&self, state: &mut HeapState, id: PageId, first: usize, chunks: usize) {
+        let page = state.pages.get_mut(id);
+        page.free.set_range(first, chunks);
+        page.starts.clear_range(first, 1);
+        let (list, bucket, empty) = (page.list, page.bucket, page.is_empty());
+        match list {
+            PageList::Parked if empty => self.release_page(state, id),
+            PageList::Parked | PageList::Spare => {}
+            _ if empty && state.pages.spare.is_empty() => {
+                state.pages.relist(id, PageList::Spare, bucket);
+            }
+            _ if empty => self.release_page(state, id),
+            PageList::Full => state.pages.relist(id, PageList::Bucket, bucket),
+            PageList::Bucket => {}
+        }
+    }
+
+    /// Decommits everything: every page holding blocks gives its memory back but keeps its
+    /// address (so a stale entry point faults rather than running reused memory), spare
+    /// pages go back, and live blocks can only be freed from now on. New allocations take
+    /// new pages. Fails with `BlockBusy` (changing nothing) while a block is being written.
+    pub fn decommit_all(&self) -> Result<()> {
+        let mut state = self.state();
+        if let Some((&addr, _)) = state
+            .blocks
+            .iter()
+            .find(|(_, record)| record.state == BlockState::Writing)
+        {
+            return Err(Error::BlockBusy { addr });
+        }
+        while let Some(&id) = state.pages.spare.last() {
+            let addr = state.pages.get(id).addr;
+            self.pages.release_pages(addr, 1)?;
+            state.pages.remove(id);
+            state.page_index.remove(&addr);
+            state.counters.pages_released += 1;
+        }
+        let holding: Vec<PageId> = state
+            .pages
+            .live()
+            .filter(|(_, page)| page.list != PageList::Parked)
+            .map(|(id, _)| id)
+            .collect();
+        for id in holding {
+            let (addr, bucket) = (state.pages.get(id).addr, state.pages.get(id).bucket);
+            self.pages.decommit_pages(addr, 1)?;
+            state.pages.relist(id, PageList::Parked, bucket);
+        }
+        let large: Vec<(usize, usize)> = state
+            .blocks
+            .iter()
+            .filter_map(|(&addr, record)| match (record.home, record.state) {
+                (_, BlockState::Parked) => None,
+                (Home::Large { pages }, _) => Some((addr, pages)),
+                _ => None,
+            })
+            .collect();
+        for (addr, pages) in large {
+            self.pages.decommit_pages(addr, pages)?;
+            state.blocks.get_mut(&addr).expect("listed").state = BlockState::Parked;
+        }
+        for record in state.blocks.values_mut() {
+            record.state = BlockState::Parked;
+        }
+        Ok(())
+    }
+
+    // ---- running ------------------------------------------------------------------------
+
+    /// The entry point of a finalized block, for a thread in execute mode: a background
+    /// compiler in write mode is refused (`WrongThreadMode`), as is a block not finalized.
+    pub fn entry_point(&self, block: &Block) -> Result<usize> {
+        let current = current_mode();
+        if current != ThreadMode::Execute {
+            return Err(codeheap_virtual_alloc::Error::WrongThreadMode {
+                required: ThreadMode::Execute,
+                current,
+            }
+            .into());
+        }
+        let state = self.state();
+        let record = self.record(&state, block.addr, Some(block.id))?;
+        match record.state {
+            BlockState::Finalized => Ok(block.addr),
+            BlockState::Parked => Err(Error::Decommitted { addr: block.addr }),
+            BlockState::Fresh | BlockState::Writing => {
+                Err(Error::NotFinalized { addr: block.addr })
+            }
+        }
+    }
+
+    /// The block's entry point as a function pointer of type `F`, under the checks of
+    /// [`entry_point`](Heap::entry_point).
+    ///
+    /// # Safety
+    /// `F` must be a function pointer type matching the code written in the block, and the
+    /// block must outlive every call through the pointer.
+    pub unsafe fn function<F: Copy>(&self, block: &Block) -> Result<F> {
+        const {
+            assert!(
+                core::mem::size_of::<F>() == core::mem::size_of::<usize>(),
+                "F must be a function pointer"
+            )
+        };
+        let entry = self.entry_point(block)?;
+        // SAFETY: `F` is pointer-sized (checked above) and, per the caller, a function
+        // pointer type for the finalized code at `entry`.
+        Ok(unsafe { core::mem::transmute_copy::<usize, F>(&entry) })
+    }
+
+    /// Calls the block as `extern "C" fn() -> u32`: really on a real OS, by decoding it on
+    /// the simulator. For tests and demos.
+    ///
+    /// # Safety
+    /// The block must hold a complete function of that signature.
+    pub unsafe fn call(&self, block: &Block) -> Result<u32> {
+        let entry = self.entry_point(block)?;
+        // SAFETY: forwarded to the caller; the block is finalized and flushed.
+        Ok(unsafe { self.vm().call(entry) }?)
+    }
+
+    // ---- introspection ------------------------------------------------------------------
+
+    /// The live block holding `addr`, if any.
+    pub fn find(&self, addr: usize) -> Option<BlockInfo> {
+        self.find_in(&self.state(), addr)
+    }
+
+    pub(crate) fn find_in(&self, state: &HeapState, addr: usize) -> Option<BlockInfo> {
+        let start = match state.page_index.get(&(addr - addr % self.page)) {
+            Some(&id) => {
+                let page = state.pages.get(id);
+                let chunk = page.block_start((addr - page.addr) / CHUNK)?;
+                page.addr + chunk * CHUNK
+            }
+            None => *state.large.range(..=addr).next_back()?.0,
+        };
+        let record = state.blocks.get(&start)?;
+        (addr < start + record.capacity).then_some(BlockInfo {
+            addr: start,
+            size: record.size,
+            capacity: record.capacity,
+            finalized: record.state == BlockState::Finalized,
+            large: matches!(record.home, Home::Large { .. }),
+        })
+    }
+
+    /// Whether `addr` lies in memory this heap manages (the seeds' `IsMapJitRegion`, and
+    /// ChakraCore's `IsNativeAddress`).
+    pub fn is_jit_address(&self, addr: usize) -> bool {
+        self.vm().is_jit_address(addr)
+    }
+
+    /// A snapshot of the heap.
+    pub fn stats(&self) -> HeapStats {
+        let state = self.state();
+        let pages = &state.pages;
+        let mut buckets: Vec<BucketStats> = (0..pages.buckets.len())
+            .map(|b| BucketStats {
+                block_size: CHUNK << b,
+                pages: pages.buckets[b].len() + pages.full[b].len(),
+                full_pages: pages.full[b].len(),
+                ..BucketStats::default()
+            })
+            .collect();
+        let mut stats = HeapStats::default();
+        for record in state.blocks.values() {
+            stats.live_blocks += 1;
+            stats.requested_bytes += record.size;
+            stats.allocated_bytes += record.capacity;
+            match record.home {
+                Home::Small { .. } => {
+                    let bucket = &mut buckets[(record.capacity / CHUNK).trailing_zeros() as usize];
+                    bucket.blocks += 1;
+                    bucket.used_bytes += record.capacity;
+                }
+                Home::Large { .. } => {
+                    stats.large_blocks += 1;
+                    stats.large_bytes += record.capacity;
+                }
+            }
+        }
+        let below = self.pages.stats();
+        let counters = state.counters;
+        HeapStats {
+            buckets,
+            rounding_loss: stats.allocated_bytes - stats.requested_bytes,
+            spare_pages: pages.spare.len(),
+            parked_pages: pages.parked.len(),
+            committed_bytes: below.committed_bytes,
+            reserved_bytes: below.reserved_bytes,
+            protect_calls_made: counters.protect_made,
+            protect_calls_skipped: counters.protect_skipped,
+            fills: counters.fills,
+            filled_bytes: counters.filled_bytes,
+            icache_flushes: counters.icache_flushes,
+            pages_acquired: counters.pages_acquired,
+            pages_released: counters.pages_released,
+            allocs: counters.allocs,
+            frees: counters.frees,
+            ..stats
+        }
+    }
+}
+
+static_assertions::assert_impl_all!(Heap<codeheap_virtual_alloc::sim::SimOs>: Send, Sync);

@@ -1,0 +1,177 @@
+//! A heap page: one OS page cut into 128-byte chunks, its bookkeeping kept here, outside
+//! executable memory. `free` marks free chunks, `starts` the first chunk of each live block
+//! (so a block's extent, and whether an address is its start, can be told without reading
+//! code memory).
+
+use codeheap_page_allocator::bitmap::Bitmap;
+
+/// Most chunks a page can have: 64 KiB pages of 128-byte chunks.
+pub(crate) const MAX_CHUNKS: usize = Bitmap::<8>::CAPACITY;
+
+/// Index of a page in the heap's page table.
+pub(crate) type PageId = u32;
+
+/// Which list a page is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageList {
+    /// Has free chunks; serves its bucket.
+    Bucket,
+    /// No free chunk.
+    Full,
+    /// Empty and kept for the next bucket that needs a page.
+    Spare,
+    /// Decommitted by `decommit_all`; only frees touch it until it is empty.
+    Parked,
+}
+
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub(crate) addr: usize,
+    pub(crate) bucket: usize,
+    pub(crate) free: Bitmap<8>,
+    pub(crate) starts: Bitmap<8>,
+    pub(crate) list: PageList,
+    /// Position in its list's vector, for O(1) removal.
+    pub(crate) slot: usize,
+    /// Open write sessions on blocks of this page. Under `Protect` the page is read-write
+    /// while this is non-zero and execute-read otherwise.
+    pub(crate) writers: u32,
+}
+
+impl Page {
+    pub(crate) fn new(addr: usize, chunks: usize, bucket: usize) -> Page {
+        Page {
+            addr,
+            bucket,
+            free: Bitmap::full(chunks),
+            starts: Bitmap::new(chunks),
+            list: PageList::Bucket,
+            slot: 0,
+            writers: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.free.count_ones() == self.free.len()
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.free.next_set(0).is_none()
+    }
+
+    /// The start chunk of the live block holding `chunk`, if any.
+    pub(crate) fn block_start(&self, chunk: usize) -> Option<usize> {
+        if self.free.get(chunk) {
+            return None;
+        }
+        (0..=chunk).rev().find(|&i| self.starts.get(i))
+    }
+}
+
+/// The page table and the lists pages sit on: vectors with O(1) removal (each page knows
+/// its position).
+#[derive(Debug, Default)]
+pub(crate) struct Pages {
+    table: Vec<Option<Page>>,
+    unused_ids: Vec<PageId>,
+    /// Pages with free chunks, per bucket.
+    pub(crate) buckets: Vec<Vec<PageId>>,
+    /// Full pages, per bucket.
+    pub(crate) full: Vec<Vec<PageId>>,
+    pub(crate) spare: Vec<PageId>,
+    pub(crate) parked: Vec<PageId>,
+}
+
+impl Pages {
+    pub(crate) fn new(buckets: usize) -> Pages {
+        Pages {
+            buckets: vec![Vec::new(); buckets],
+            full: vec![Vec::new(); buckets],
+            ..Pages::default()
+        }
+    }
+
+    pub(crate) fn get(&self, id: PageId) -> &Page {
+        self.table[id as usize]
+            .as_ref()
+            .expect("page ids in use are live")
+    }
+
+    pub(crate) fn get_mut(&mut self, id: PageId) -> &mut Page {
+        self.table[id as usize]
+            .as_mut()
+            .expect("page ids in use are live")
+    }
+
+    pub(crate) fn live(&self) -> impl Iterator<Item = (PageId, &Page)> {
+        self.table
+            .iter()
+            .enumerate()
+            .filter_map(|(id, page)| Some((id as PageId, page.as_ref()?)))
+    }
+
+    fn list_mut(&mut self, list: PageList, bucket: usize) -> &mut Vec<PageId> {
+        match list {
+            PageList::Bucket => &mut self.buckets[bucket],
+            PageList::Full => &mut self.full[bucket],
+            PageList::Spare => &mut self.spare,
+            PageList::Parked => &mut self.parked,
+        }
+    }
+
+    /// Adds a page to the table and to `page.list`.
+    pub(crate) fn insert(&mut self, page: Page) -> PageId {
+        let id = match self.unused_ids.pop() {
+            Some(id) => id,
+            None => {
+                self.table.push(None);
+                (self.table.len() - 1) as PageId
+            }
+        };
+        let (list, bucket) = (page.list, page.bucket);
+        self.table[id as usize] = Some(page);
+        self.push(id, list, bucket);
+        id
+    }
+
+    fn push(&mut self, id: PageId, list: PageList, bucket: usize) {
+        let vec = self.list_mut(list, bucket);
+        vec.push(id);
+        let slot = vec.len() - 1;
+        let page = self.get_mut(id);
+        page.list = list;
+        page.bucket = bucket;
+        page.slot = slot;
+    }
+
+    fn unlink(&mut self, id: PageId) {
+        let (list, bucket, slot) = {
+            let page = self.get(id);
+            (page.list, page.bucket, page.slot)
+        };
+        let vec = self.list_mut(list, bucket);
+        vec.swap_remove(slot);
+        if let Some(&moved) = vec.get(slot) {
+            self.get_mut(moved).slot = slot;
+        }
+    }
+
+    /// Moves a page to another list (and bucket).
+    pub(crate) fn relist(&mut self, id: PageId, list: PageList, bucket: usize) {
+        let page = self.get(id);
+        if page.list == list && page.bucket == bucket {
+            return;
+        }
+        self.unlink(id);
+        self.push(id, list, bucket);
+    }
+
+    /// Removes a page from its list and the table.
+    pub(crate) fn remove(&mut self, id: PageId) -> Page {
+        self.unlink(id);
+        self.unused_ids.push(id);
+        self.table[id as usize]
+            .take()
+            .expect("removed pages are live")
+    }
+}

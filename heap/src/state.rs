@@ -1,0 +1,45 @@
+//! The heap's bookkeeping, under its one lock.
+
+use std::collections::BTreeMap;
+
+use crate::addr_hash::AddrMap;
+use crate::block::BlockRecord;
+use crate::page::{PageId, Pages};
+
+/// What the heap has done, for `stats()`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub(crate) protect_made: u64,
+    pub(crate) protect_skipped: u64,
+    pub(crate) fills: u64,
+    pub(crate) filled_bytes: u64,
+    pub(crate) icache_flushes: u64,
+    pub(crate) pages_acquired: u64,
+    pub(crate) pages_released: u64,
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct HeapState {
+    pub(crate) pages: Pages,
+    /// Page address to page id.
+    pub(crate) page_index: AddrMap<PageId>,
+    /// Block address to record, small and large.
+    pub(crate) blocks: AddrMap<BlockRecord>,
+    /// Large block address to capacity, ordered for address lookups.
+    pub(crate) large: BTreeMap<usize, usize>,
+    pub(crate) counters: Counters,
+}
+
+impl HeapState {
+    pub(crate) fn new(buckets: usize) -> HeapState {
+        HeapState {
+            pages: Pages::new(buckets),
+            page_index: AddrMap::default(),
+            blocks: AddrMap::default(),
+            large: BTreeMap::new(),
+            counters: Counters::default(),
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The heap's buckets, pages, traps, write sessions and bad inputs, on the simulated OS.
+
+use codeheap::vm::sim::{Fault, FaultKind};
+use codeheap::vm::{self, PageState, SysCall};
+use codeheap::{
+    Block, Error, Heap, HeapConfig, Protection, SimOs, ThreadMode, WxStrategy, current_mode,
+    enter_permanent_write_mode,
+};
+
+fn apple() -> Heap<SimOs> {
+    Heap::with_config(SimOs::apple(), HeapConfig::default()).unwrap()
+}
+
+fn linux(strategy: WxStrategy) -> Heap<SimOs> {
+    Heap::with_config(SimOs::linux(), HeapConfig::with_strategy(strategy)).unwrap()
+}
+
+fn every_strategy() -> Vec<Heap<SimOs>> {
+    vec![
+        apple(),
+        linux(WxStrategy::DualMap),
+        linux(WxStrategy::Protect),
+        linux(WxStrategy::Rwx),
+    ]
+}
+
+/// Writes `return value` into the block, finalizing it.
+fn emit(heap: &Heap<SimOs>, block: &mut Block, value: u32) {
+    let code = heap.arch().encode_return_u32(value);
+    heap.write(block, |w| w.write(0, code.as_bytes())).unwrap();
+}
+
+fn run(heap: &Heap<SimOs>, block: &Block) -> Result<u32, Error> {
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    unsafe { heap.call(block) }
+}
+
+fn read(heap: &Heap<SimOs>, addr: usize, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    heap.vm().read(addr, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn sizes_round_to_power_of_two_buckets_of_chunks() {
+    for heap in every_strategy() {
+        let page = heap.page_size();
+        let sizes = [1, 100, 128, 129, 300, 1000, 2048, 3000, page];
+        let blocks: Vec<Block> = sizes.iter().map(|&s| heap.alloc(s).unwrap()).collect();
+        for (block, &size) in blocks.iter().zip(&sizes) {
+            assert_eq!(block.size(), size);
+            assert_eq!(block.capacity(), size.next_power_of_two().max(128));
+            assert_eq!(block.addr() % 128, 0, "chunk-aligned");
+        }
+        let stats = heap.stats();
+        assert_eq!(stats.live_blocks, sizes.len());
+        assert_eq!(stats.requested_bytes, sizes.iter().sum::<usize>());
+        assert_eq!(
+            stats.rounding_loss,
+            stats.allocated_bytes - stats.requested_bytes
+        );
+        assert_eq!(stats.buckets.len(), if page == 4096 { 6 } else { 8 });
+        assert_eq!(stats.buckets[0].blocks, 3, "1, 100 and 128 bytes");
+        assert_eq!(stats.large_blocks, 0);
+        for block in blocks {
+            heap.free(block).unwrap();
+        }
+    }
+}
+
+#[test]
+fn small_blocks_share_pages_and_never_overlap() {
+    for heap in every_strategy() {
+        let page = heap.page_size();
+        let blocks: Vec<Block> = (0..40).map(|i| heap.alloc(64 + i * 37).unwrap()).collect();
+        let mut spans: Vec<(usize, usize)> = blocks
+            .iter()
+            .map(|b| (b.addr(), b.addr() + b.capacity()))
+            .collect();
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "{pair:?} overlap");
+        }
+        let pages: std::collections::BTreeSet<usize> =
+            blocks.iter().map(|b| b.addr() - b.addr() % page).collect();
+        assert!(pages.len() < blocks.len() / 2, "blocks share pages");
+        for block in blocks {
+            heap.free(block).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_page_is_split_off_a_larger_bucket() {
+    let heap = linux(WxStrategy::DualMap);
+    let big = heap.alloc(2048).unwrap();
+    let small = heap.alloc(100).unwrap();
+    assert_eq!(
+        small.addr(),
+        big.addr() + 2048,
+        "same page, split off the 2 KiB bucket"
+    );
+    let stats = heap.stats();
+    assert_eq!(stats.buckets[0].pages, 1);
+    assert_eq!(stats.buckets[4].pages, 0);
+}
+
+#[test]
+fn full_pages_are_kept_apart_and_empty_pages_go_back() {
+    let heap = linux(WxStrategy::Protect);
+    let quarter: Vec<Block> = (0..4).map(|_| heap.alloc(1024).unwrap()).collect();
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.buckets[3].pages, stats.buckets[3].full_pages),
+        (1, 1)
+    );
+    let extra = heap.alloc(1024).unwrap();
+    assert_eq!(heap.stats().buckets[3].pages, 2);
+    let mut quarter = quarter.into_iter();
+    heap.free(quarter.next().unwrap()).unwrap();
+    assert_eq!(
+        heap.stats().buckets[3].full_pages,
+        0,
+        "a free chunk takes it off the full list"
+    );
+    for block in quarter {
+        heap.free(block).unwrap();
+    }
+    let stats = heap.stats();
+    assert_eq!(stats.spare_pages, 1, "the first empty page is kept");
+    heap.free(extra).unwrap();
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.spare_pages, stats.pages_released),
+        (1, 1),
+        "the second goes back"
+    );
+    assert_eq!(heap.page_allocator().stats().used_bytes, 4096);
+}
+
+#[test]
+fn large_blocks_have_pages_of_their_own() {
+    for heap in every_strategy() {
+        let page = heap.page_size();
+        let mut block = heap.alloc(2 * page + 1).unwrap();
+        assert_eq!(block.capacity(), 3 * page);
+        assert_eq!(block.addr() % page, 0);
+        emit(&heap, &mut block, 77);
+        assert_eq!(run(&heap, &block), Ok(77));
+        let stats = heap.stats();
+        assert_eq!((stats.large_blocks, stats.large_bytes), (1, 3 * page));
+        let before = heap.page_allocator().stats().used_bytes;
+        heap.free(block).unwrap();
+        assert_eq!(heap.page_allocator().stats().used_bytes, before - 3 * page);
+    }
+}
+
+#[test]
+fn new_blocks_freed_blocks_and_tails_hold_traps() {
+    for heap in every_strategy() {
+        let arch = heap.arch();
+        let mut block = heap.alloc(300).unwrap();
+        assert!(
+            arch.is_trap_filled(&read(&heap, block.addr(), 512)),
+            "fresh"
+        );
+        emit(&heap, &mut block, 9);
+        let code = arch.encode_return_u32(9);
+        let len = code.as_bytes().len();
+        assert_eq!(read(&heap, block.addr(), len), code.as_bytes());
+        assert!(
+            arch.is_trap_filled(&read(&heap, block.addr() + 300, 212)),
+            "tail padded"
+        );
+        let neighbour = heap.alloc(100).unwrap();
+        let addr = block.addr();
+        heap.free(block).unwrap();
+        assert!(arch.is_trap_filled(&read(&heap, addr, 512)), "freed");
+        heap.free(neighbour).unwrap();
+    }
+}
+
+#[test]
+fn freed_code_traps_when_run() {
+    let heap = apple();
+    let mut block = heap.alloc(64).unwrap();
+    emit(&heap, &mut block, 5);
+    let addr = block.addr();
+    let keep = heap.alloc(64).unwrap(); // keeps the page mapped
+    heap.free(block).unwrap();
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    let stale = unsafe { vm::Os::call(heap.vm().os(), addr) };
+    assert_eq!(
+        stale,
+        Err(vm::Error::Fault(Fault {
+            addr,
+            kind: FaultKind::Trap
+        }))
+    );
+    heap.free(keep).unwrap();
+}
+
+#[test]
+fn entry_points_need_a_finalized_block_and_execute_mode() {
+    for heap in every_strategy() {
+        let mut block = heap.alloc(16).unwrap();
+        assert_eq!(
+            heap.entry_point(&block),
+            Err(Error::NotFinalized { addr: block.addr() })
+        );
+        emit(&heap, &mut block, 1234);
+        assert_eq!(heap.entry_point(&block), Ok(block.addr()));
+        assert_eq!(run(&heap, &block), Ok(1234));
+        let refused = codeheap::with_write_mode(|| heap.entry_point(&block));
+        assert_eq!(
+            refused,
+            Err(Error::Vm(vm::Error::WrongThreadMode {
+                required: ThreadMode::Execute,
+                current: ThreadMode::Write
+            }))
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter_permanent_write_mode();
+                assert!(matches!(heap.entry_point(&block), Err(Error::Vm(_))));
+            });
+        });
+        // Patching: rewrite and run the new code.
+        emit(&heap, &mut block, 4321);
+        assert_eq!(run(&heap, &block), Ok(4321));
+        heap.free(block).unwrap();
+    }
+}
+
+#[test]
+fn writing_past_the_block_is_refused_and_leaves_it_unfinalized() {
+    for heap in every_strategy() {
+        let mut block = heap.alloc(10).unwrap();
+        let outcome = heap.write(&mut block, |w| {
+            w.write(0, &[0x90; 8])?;
+            w.write(8, &[0x90; 3])
+        });
+        assert_eq!(
+            outcome,
+            Err(Error::OutOfBounds {
+                offset: 8,
+                len: 3,
+                size: 10
+            })
+        );
+        assert_eq!(current_mode(), ThreadMode::Execute);
+        assert_eq!(
+            heap.entry_point(&block),
+            Err(Error::NotFinalized { addr: block.addr() })
+        );
+        // The write session is over: the block can be written (or freed) again.
+        emit(&heap, &mut block, 3);
+        assert_eq!(run(&heap, &block), Ok(3));
+        heap.free(block).unwrap();
+    }
+}
+
+#[test]
+fn a_panic_while_writing_restores_mode_and_protection() {
+    for heap in every_strategy() {
+        let mut block = heap.alloc(64).unwrap();
+        let page = block.addr() - block.addr() % heap.page_size();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            heap.write(&mut block, |w| -> Result<(), Error> {
+                w.write(0, &[0xCC; 4])?;
+                panic!("code generator bug");
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(current_mode(), ThreadMode::Execute);
+        assert_eq!(
+            heap.vm().query(page).unwrap().state,
+            PageState::Committed(Protection::ExecuteRead),
+            "the page is executable again ({})",
+            heap.strategy()
+        );
+        assert_eq!(
+            heap.entry_point(&block),
+            Err(Error::NotFinalized { addr: block.addr() })
+        );
+        heap.free(block).unwrap();
+    }
+}
+
+#[test]
+fn under_protect_only_written_pages_are_writable_and_never_executable() {
+    let heap = linux(WxStrategy::Protect);
+    let mut a = heap.alloc(128).unwrap();
+    let mut b = heap.alloc(128).unwrap();
+    let other_page = heap.alloc(4096).unwrap();
+    let page = a.addr() - a.addr() % 4096;
+    let os = heap.vm().os();
+    heap.write(&mut a, |w| {
+        assert_eq!(os.protection_at(page), Some(Protection::ReadWrite));
+        assert_eq!(
+            os.protection_at(other_page.addr()),
+            Some(Protection::ExecuteRead)
+        );
+        w.write(0, &[0xC3])
+    })
+    .unwrap();
+    assert_eq!(os.protection_at(page), Some(Protection::ExecuteRead));
+    let before = heap.stats().protect_calls_made;
+    emit(&heap, &mut b, 2);
+    assert_eq!(heap.stats().protect_calls_made - before, 2, "RX → RW → RX");
+    heap.free(a).unwrap();
+    assert_eq!(
+        os.protection_at(page),
+        Some(Protection::ExecuteRead),
+        "closed after the free"
+    );
+    assert_eq!(heap.stats().protect_calls_made - before, 4);
+    let _ = (b, other_page);
+}
+
+#[test]
+fn map_jit_and_dual_map_never_change_protections() {
+    for heap in [apple(), linux(WxStrategy::DualMap)] {
+        let mprotects = heap.vm().os().syscalls().get(SysCall::Mprotect);
+        let mut blocks = Vec::new();
+        for i in 0..50 {
+            let mut block = heap.alloc(32 + i * 97).unwrap();
+            emit(&heap, &mut block, i as u32);
+            blocks.push(block);
+        }
+        for (i, block) in blocks.iter().enumerate() {
+            assert_eq!(run(&heap, block), Ok(i as u32));
+        }
+        for block in blocks {
+            heap.free(block).unwrap();
+        }
+        let stats = heap.stats();
+        assert_eq!(stats.protect_calls_made, 0);
+        assert!(stats.protect_calls_skipped > 100);
+        if heap.strategy() == WxStrategy::MapJit {
+            let made = heap.vm().os().syscalls().get(SysCall::Mprotect) - mprotects;
+            assert_eq!(made, 0, "not one mprotect on MAP_JIT memory");
+        }
+    }
+}
+
+#[test]
+fn bad_addresses_are_typed_errors_that_change_nothing() {
+    for heap in every_strategy() {
+        let mut block = heap.alloc(512).unwrap();
+        emit(&heap, &mut block, 8);
+        let freed = heap.alloc(256).unwrap();
+        let freed_addr = freed.addr();
+        heap.free_address(freed_addr).unwrap();
+        let before = heap.stats();
+        let addr = block.addr();
+        let cases = [
+            (heap.alloc(0).map(drop), Error::ZeroSize),
+            (
+                heap.alloc(usize::MAX).map(drop),
+                Error::SizeOverflow { size: usize::MAX },
+            ),
+            (
+                heap.free_address(addr + 128),
+                Error::InteriorAddress {
+                    addr: addr + 128,
+                    block: addr,
+                },
+            ),
+            (
+                heap.free_address(freed_addr),
+                Error::NotAllocated { addr: freed_addr },
+            ),
+            (
+                heap.free_address(0x1000),
+                Error::NotFromHeap { addr: 0x1000 },
+            ),
+            (heap.free(freed), Error::StaleBlock { addr: freed_addr }),
+        ];
+        for (outcome, expected) in cases {
+            assert_eq!(outcome, Err(expected));
+        }
+        assert_eq!(heap.stats(), before, "nothing changed");
+        assert_eq!(run(&heap, &block), Ok(8), "the live block still runs");
+        assert_eq!(heap.find(addr + 100).map(|info| info.addr), Some(addr));
+        assert!(heap.find(freed_addr).is_none());
+        assert!(heap.is_jit_address(addr) && !heap.is_jit_address(0x1000));
+        heap.free(block).unwrap();
+    }
+}
+
+#[test]
+fn a_block_being_written_cannot_be_freed() {
+    let heap = apple();
+    let mut block = heap.alloc(64).unwrap();
+    let addr = block.addr();
+    heap.write(&mut block, |w| {
+        assert_eq!(heap.free_address(addr), Err(Error::BlockBusy { addr }));
+        w.write(0, &[0; 4])
+    })
+    .unwrap();
+    heap.free_address(addr).unwrap();
+}
+
+#[test]
+fn decommit_all_keeps_addresses_until_blocks_are_freed() {
+    for heap in every_strategy() {
+        let mut small = heap.alloc(100).unwrap();
+        let mut large = heap.alloc(3 * heap.page_size()).unwrap();
+        emit(&heap, &mut small, 1);
+        emit(&heap, &mut large, 2);
+        heap.decommit_all().unwrap();
+        assert_eq!(
+            heap.entry_point(&small),
+            Err(Error::Decommitted { addr: small.addr() })
+        );
+        assert_eq!(
+            heap.write(&mut large, |w| w.write(0, &[1])),
+            Err(Error::Decommitted { addr: large.addr() })
+        );
+        assert_eq!(
+            heap.vm().query(small.addr()).unwrap().state,
+            PageState::Reserved
+        );
+        assert!(
+            heap.is_jit_address(small.addr()),
+            "the address stays reserved"
+        );
+        assert_eq!(
+            heap.page_allocator().stats().parked_bytes,
+            4 * heap.page_size()
+        );
+
+        let mut fresh = heap.alloc(100).unwrap();
+        assert_ne!(fresh.addr(), small.addr());
+        emit(&heap, &mut fresh, 3);
+        assert_eq!(run(&heap, &fresh), Ok(3));
+
+        heap.free(small).unwrap();
+        heap.free(large).unwrap();
+        assert_eq!(heap.stats().parked_pages, 0);
+        assert_eq!(heap.page_allocator().stats().parked_bytes, 0);
+        heap.free(fresh).unwrap();
+    }
+}
