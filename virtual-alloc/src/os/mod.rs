@@ -240,3 +240,101 @@ pub(crate) fn fill_pattern(buf: &mut [u8], pattern: &[u8]) {
     }
     chunks.into_remainder().fill(0);
 }
+
+// SAFETY: every call is forwarded to the shared implementation, whose guarantees carry over
+// unchanged. Sharing lets a test keep its simulator after the allocator that used it drops.
+unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
+    fn page_size(&self) -> usize {
+        (**self).page_size()
+    }
+
+    fn arch(&self) -> Arch {
+        (**self).arch()
+    }
+
+    fn has_map_jit(&self) -> bool {
+        (**self).has_map_jit()
+    }
+
+    fn map_reserve(&self, len: usize) -> Result<usize> {
+        (**self).map_reserve(len)
+    }
+
+    fn map_jit(&self, len: usize) -> Result<usize> {
+        (**self).map_jit(len)
+    }
+
+    fn create_shared(&self, len: usize) -> Result<SharedMemory> {
+        (**self).create_shared(len)
+    }
+
+    unsafe fn map_shared(
+        &self,
+        shared: &SharedMemory,
+        offset: usize,
+        len: usize,
+        protection: Protection,
+        at: Option<usize>,
+    ) -> Result<usize> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).map_shared(shared, offset, len, protection, at) }
+    }
+
+    unsafe fn unmap(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).unmap(addr, len) }
+    }
+
+    unsafe fn protect(&self, addr: usize, len: usize, protection: Protection) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).protect(addr, len, protection) }
+    }
+
+    unsafe fn decommit_private(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).decommit_private(addr, len) }
+    }
+
+    unsafe fn decommit_jit(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).decommit_jit(addr, len) }
+    }
+
+    unsafe fn recommit_jit(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).recommit_jit(addr, len) }
+    }
+
+    fn discard_shared(&self, shared: &SharedMemory, offset: usize, len: usize) -> Result<()> {
+        (**self).discard_shared(shared, offset, len)
+    }
+
+    fn close_shared(&self, shared: SharedMemory) -> Result<()> {
+        (**self).close_shared(shared)
+    }
+
+    unsafe fn flush_icache(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).flush_icache(addr, len) }
+    }
+
+    unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).write(addr, bytes) }
+    }
+
+    unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).fill(addr, len, pattern) }
+    }
+
+    unsafe fn read(&self, addr: usize, buf: &mut [u8]) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).read(addr, buf) }
+    }
+
+    unsafe fn call(&self, entry: usize) -> Result<u32> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).call(entry) }
+    }
+}

@@ -39,8 +39,17 @@ use crate::protection::Protection;
 use crate::sync::{Mutex, lock};
 
 /// How many times each system call was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyscallCounts([u64; SysCall::ALL.len()]);
+
+impl core::fmt::Debug for SyscallCounts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let made = SysCall::ALL.iter().filter(|call| self.get(**call) > 0);
+        f.debug_map()
+            .entries(made.map(|call| (call.name(), self.get(*call))))
+            .finish()
+    }
+}
 
 impl SyscallCounts {
     /// Calls made of `call`.

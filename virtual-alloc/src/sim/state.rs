@@ -18,6 +18,10 @@ use crate::write_mode::{ThreadMode, current_mode};
 const FIRST_ADDRESS: usize = 0x10_0000_0000 + 0x4000;
 /// One past the highest address the simulator hands out (a 47-bit user address space).
 const ADDRESS_LIMIT: usize = 1 << 47;
+/// Most pages the simulator maps (and most pages a shared object holds): its page table
+/// has an entry per page, so a larger reservation is refused with `ENOMEM` rather than
+/// exhausting the host's memory. 4 GiB of 4 KiB pages, 16 GiB of 16 KiB pages.
+const MAX_PAGES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Backing {
@@ -127,6 +131,14 @@ impl SimState {
         }
     }
 
+    /// Refuses to grow the page table past `MAX_PAGES`.
+    fn room_for(&self, call: SysCall, pages: usize) -> Result<()> {
+        match self.pages.len().checked_add(pages) {
+            Some(total) if total <= MAX_PAGES => Ok(()),
+            _ => Err(Error::from_errno(call, libc::ENOMEM)),
+        }
+    }
+
     fn fresh_range(&mut self, len: usize) -> Result<usize> {
         let addr = self.next_addr;
         let next = addr
@@ -171,6 +183,7 @@ impl SimState {
 
     fn map_private(&mut self, len: usize, protection: Protection, jit: bool) -> Result<usize> {
         let pages = self.page_span(SysCall::Mmap, 0, len)?;
+        self.room_for(SysCall::Mmap, pages.len())?;
         let addr = self.fresh_range(len)?;
         let first = addr / self.page_size();
         for vpn in first..first + pages.len() {
@@ -211,6 +224,10 @@ impl SimState {
             return Err(err);
         }
         let pages = len.div_ceil(self.page_size());
+        if pages > MAX_PAGES {
+            self.calls[SysCall::Close as usize] += 1;
+            return Err(Error::from_errno(SysCall::Ftruncate, libc::ENOMEM));
+        }
         self.shared.insert(fd, SharedObject::new(pages));
         Ok((fd, len))
     }
@@ -235,6 +252,9 @@ impl SimState {
         }
         if protection.is_executable() && self.rules.exec_requires_map_jit {
             return Err(Error::from_errno(SysCall::Mmap, libc::EACCES));
+        }
+        if at.is_none() {
+            self.room_for(SysCall::Mmap, count)?;
         }
         let addr = match at {
             Some(addr) => {

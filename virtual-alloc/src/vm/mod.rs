@@ -538,11 +538,12 @@ impl<O: Os> VirtualAlloc<O> {
     }
 
     /// Makes code written to `addr..addr + size` visible to instruction fetch
-    /// (`FlushInstructionCache`). The pages must be committed.
+    /// (`FlushInstructionCache`). The pages must be committed and readable (the cache
+    /// maintenance instructions fault on an inaccessible page).
     pub fn flush_instruction_cache(&self, addr: usize, size: usize) -> Result<()> {
         self.with_region(addr, size, |region, state| {
-            state.require_committed(region, region.page_indices(addr, size))?;
-            // SAFETY: committed pages of a live region; the executable view is readable.
+            state.require_access(region, region.page_indices(addr, size), Access::Read)?;
+            // SAFETY: committed, readable pages of a live region.
             unsafe { self.os.flush_icache(addr, size) }?;
             Counters::bump(&self.counters.icache_flushes);
             Ok(())

@@ -58,6 +58,9 @@ pub(super) fn reserve<O: Os>(
     size: usize,
     granularity: usize,
 ) -> Result<(RegionInfo, Option<SharedMemory>)> {
+    // The over-allocation must fit before anything is created.
+    size.checked_add(granularity)
+        .ok_or(Error::SizeOverflow { size })?;
     let info = |base, write_base| RegionInfo {
         base,
         size,
