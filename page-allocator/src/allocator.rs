@@ -548,7 +548,12 @@ impl<O: Os> PageAllocator<O> {
             return Err(not_a_slot);
         }
         if let Place::Segment(base) = place {
+            let was_full = state.segments[&base].list == SegmentList::Full;
             self.refile_or_release(&mut state, base);
+            let now_full = state.segments.get(&base).map(|s| s.list) == Some(SegmentList::Full);
+            if was_full && !now_full && state.segments.contains_key(&base) {
+                state.secondary_changes += 1;
+            }
         }
         Ok(())
     }

@@ -61,9 +61,6 @@ impl State {
             self.list(old).remove(&base);
             self.list(new).insert(base);
             self.segments.get_mut(&base).expect("present").list = new;
-            if old == SegmentList::Full {
-                self.secondary_changes += 1;
-            }
         }
         true
     }
