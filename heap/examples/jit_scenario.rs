@@ -14,8 +14,8 @@ use std::process::Command;
 
 use codeheap::{Heap, HeapConfig, Os, SimOs, WxStrategy};
 
-const FUNCTIONS: usize = 64;
-const MIN_CALLS: u64 = 200;
+const FUNCTIONS: usize = 256;
+const MIN_CALLS: u64 = 100;
 
 /// The setups the demo runs: a label and whether it is simulated.
 fn setups() -> Vec<(String, Option<WxStrategy>)> {

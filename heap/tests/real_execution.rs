@@ -121,6 +121,6 @@ fn the_default_heap_uses_the_platform_strategy() {
         WxStrategy::DualMap
     };
     assert_eq!(heap.strategy(), expected);
-    let block = emit(&heap, 6, 42);
+    let block = emit(&heap, 16, 42);
     assert_eq!(call(&heap, &block), 42);
 }

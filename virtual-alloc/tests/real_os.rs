@@ -11,6 +11,15 @@ use codeheap_virtual_alloc::{
 };
 use common::{perms_at, proc_maps};
 
+/// The tests here check `/proc/self/maps` for mappings that must be gone; a test mapping
+/// memory at the same moment could land at a freed address (qemu reuses them at once), so
+/// they run one at a time.
+static MAPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    MAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn alloc_for(strategy: WxStrategy) -> VirtualAlloc<NativeOs> {
     VirtualAlloc::with_strategy(NativeOs::new(), strategy)
         .unwrap_or_else(|err| panic!("{strategy} must be available on Linux: {err}"))
@@ -162,21 +171,25 @@ fn round_trip(strategy: WxStrategy) {
 
 #[test]
 fn dual_map_runs_and_patches_code() {
+    let _serial = serial();
     round_trip(WxStrategy::DualMap);
 }
 
 #[test]
 fn protect_runs_and_patches_code() {
+    let _serial = serial();
     round_trip(WxStrategy::Protect);
 }
 
 #[test]
 fn rwx_runs_and_patches_code() {
+    let _serial = serial();
     round_trip(WxStrategy::Rwx);
 }
 
 #[test]
 fn linux_default_is_dual_map() {
+    let _serial = serial();
     let alloc = VirtualAlloc::new(NativeOs::new());
     assert_eq!(alloc.strategy(), WxStrategy::DualMap);
     assert_eq!(
@@ -190,6 +203,7 @@ fn linux_default_is_dual_map() {
 
 #[test]
 fn dual_map_write_is_seen_through_the_executable_view_at_once() {
+    let _serial = serial();
     let alloc = alloc_for(WxStrategy::DualMap);
     let region = alloc
         .reserve_and_commit(alloc.page_size(), Protection::ExecuteRead)
@@ -205,6 +219,7 @@ fn dual_map_write_is_seen_through_the_executable_view_at_once() {
 
 #[test]
 fn drop_releases_every_region() {
+    let _serial = serial();
     let bases: Vec<usize>;
     {
         let alloc = alloc_for(WxStrategy::DualMap);
@@ -228,6 +243,7 @@ fn drop_releases_every_region() {
 
 #[test]
 fn exhausting_the_address_space_is_out_of_memory_and_leaks_nothing() {
+    let _serial = serial();
     let alloc = alloc_for(WxStrategy::Protect);
     let before = proc_maps().len();
     assert_eq!(
@@ -243,6 +259,7 @@ fn exhausting_the_address_space_is_out_of_memory_and_leaks_nothing() {
 
 #[test]
 fn os_refusal_keeps_errno() {
+    let _serial = serial();
     let os = NativeOs::new();
     // SAFETY: an unaligned address makes mprotect fail before it touches anything.
     let refused = unsafe { os.protect(1, 4096, Protection::ReadOnly) };
