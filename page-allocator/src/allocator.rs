@@ -125,27 +125,82 @@ impl<O: Os> PageAllocator<O> {
         if pages > self.config.code_pages() {
             return self.alloc_large(&mut state, pages, bytes);
         }
-        let run = match self.take_free(&mut state, pages)? {
-            Some(run) => run,
-            None => match self.take_decommitted(&mut state, pages)? {
-                Some(run) => run,
-                None => self.take_from_new_segment(&mut state, pages)?,
-            },
-        };
+        let run = self.take_pages(&mut state, pages, &|_| true)?;
         state.used_pages += pages;
         Ok(run)
     }
 
+    /// Hands out `pages` pages, as [`alloc_pages`](Self::alloc_pages), together with
+    /// `bytes` of the same segment's secondary area: for code that needs unwind data next
+    /// to it. Only segments with a long enough run of free slots are considered.
+    pub fn alloc_pages_with_secondary(
+        &self,
+        pages: usize,
+        bytes: usize,
+    ) -> Result<(PageRun, SecondarySlot)> {
+        let page_bytes = self.bytes(pages)?;
+        let slots = self.secondary_slots(bytes)?;
+        let mut state = lock(&self.state);
+        let run = if pages > self.config.code_pages() {
+            self.alloc_large(&mut state, pages, page_bytes)?
+        } else {
+            let fits = |segment: &Segment| segment.slots.as_ref().is_some_and(|s| s.can_fit(slots));
+            let run = self.take_pages(&mut state, pages, &fits)?;
+            state.used_pages += pages;
+            run
+        };
+        let slot = self
+            .take_slots(&mut state, run.segment, slots)
+            .expect("the segment was chosen with room");
+        Ok((run, slot))
+    }
+
+    /// Slots `bytes` of secondary data need; an error if no area could hold them.
+    fn secondary_slots(&self, bytes: usize) -> Result<usize> {
+        let area = self.config.secondary_pages * self.page;
+        if bytes == 0 {
+            Err(Error::ZeroPages)
+        } else if bytes > area {
+            Err(Error::SecondaryTooLarge { bytes, area })
+        } else {
+            Ok(bytes.div_ceil(self.config.secondary_slot_size))
+        }
+    }
+
+    /// A run of pages from the first segment `fits` accepts: free pages, then decommitted
+    /// ones, then a new segment.
+    fn take_pages(
+        &self,
+        state: &mut State,
+        pages: usize,
+        fits: &dyn Fn(&Segment) -> bool,
+    ) -> Result<PageRun> {
+        if let Some(run) = self.take_free(state, pages, fits)? {
+            return Ok(run);
+        }
+        if let Some(run) = self.take_decommitted(state, pages, fits)? {
+            return Ok(run);
+        }
+        self.take_from_new_segment(state, pages)
+    }
+
     /// Pages already committed and free, if a segment has a run of them.
-    fn take_free(&self, state: &mut State, pages: usize) -> Result<Option<PageRun>> {
-        let found = [
+    fn take_free(
+        &self,
+        state: &mut State,
+        pages: usize,
+        fits: &dyn Fn(&Segment) -> bool,
+    ) -> Result<Option<PageRun>> {
+        let lists = [
             SegmentList::Partial,
             SegmentList::Decommitted,
             SegmentList::Empty,
-        ]
-        .into_iter()
-        .flat_map(|list| state.lists[list as usize].iter())
-        .find_map(|base| Some((*base, state.segments[base].free.find_run(pages)?)));
+        ];
+        let found = lists
+            .into_iter()
+            .flat_map(|list| state.lists[list as usize].iter())
+            .filter(|base| fits(&state.segments[base]))
+            .find_map(|base| Some((*base, state.segments[base].free.find_run(pages)?)));
         let Some((base, first)) = found else {
             return Ok(None);
         };
@@ -167,9 +222,15 @@ impl<O: Os> PageAllocator<O> {
 
     /// A run of free or decommitted pages in a segment that has decommitted ones; the
     /// decommitted pages are committed.
-    fn take_decommitted(&self, state: &mut State, pages: usize) -> Result<Option<PageRun>> {
+    fn take_decommitted(
+        &self,
+        state: &mut State,
+        pages: usize,
+        fits: &dyn Fn(&Segment) -> bool,
+    ) -> Result<Option<PageRun>> {
         let found = state.lists[SegmentList::Decommitted as usize]
             .iter()
+            .filter(|base| fits(&state.segments[base]))
             .find_map(|base| {
                 let segment = &state.segments[base];
                 let available = segment.free.union(&segment.decommitted);
@@ -491,42 +552,47 @@ impl<O: Os> PageAllocator<O> {
 
     // ---- secondary area -----------------------------------------------------------------
 
-    /// A slot in the secondary area of the segment holding `addr`.
+    /// One slot in the secondary area of the segment holding `addr`.
     pub fn alloc_secondary(&self, addr: usize) -> Result<SecondarySlot> {
+        self.alloc_secondary_bytes(addr, self.config.secondary_slot_size)
+    }
+
+    /// A run of slots holding `bytes`, in the secondary area of the segment holding `addr`.
+    pub fn alloc_secondary_bytes(&self, addr: usize, bytes: usize) -> Result<SecondarySlot> {
+        let slots = self.secondary_slots(bytes)?;
         let mut state = lock(&self.state);
-        let place = state
-            .place_of(addr, self.segment_bytes())
-            .ok_or(Error::NotInSegment { addr })?;
-        let (base, slots) = match place {
-            Place::Segment(base) => (
-                base,
-                state
-                    .segments
-                    .get_mut(&base)
-                    .expect("placed")
-                    .slots
-                    .as_mut(),
-            ),
-            Place::Large(base) => (
-                base,
-                state.large.get_mut(&base).expect("placed").slots.as_mut(),
+        let base = match state.place_of(addr, self.segment_bytes()) {
+            Some(Place::Segment(base) | Place::Large(base)) => base,
+            None => return Err(Error::NotInSegment { addr }),
+        };
+        self.take_slots(&mut state, base, slots)
+    }
+
+    /// Takes `slots` slots in the segment (or large segment) at `base`.
+    fn take_slots(&self, state: &mut State, base: usize, slots: usize) -> Result<SecondarySlot> {
+        let exhausted = Error::SecondaryExhausted { segment: base };
+        let (area, is_segment) = match state.segments.get_mut(&base) {
+            Some(segment) => (segment.slots.as_mut(), true),
+            None => (
+                state.large.get_mut(&base).and_then(|l| l.slots.as_mut()),
+                false,
             ),
         };
-        let exhausted = Error::SecondaryExhausted { segment: base };
-        let slots = slots.ok_or(exhausted.clone())?;
-        let slot_addr = slots.alloc().ok_or(exhausted)?;
-        let size = slots.slot_size();
-        if let Place::Segment(base) = place {
+        let area = area.ok_or(exhausted.clone())?;
+        let addr = area.alloc(slots).ok_or(exhausted)?;
+        let size = slots * area.slot_size();
+        if is_segment {
             state.refile(base);
         }
         Ok(SecondarySlot {
-            addr: slot_addr,
+            addr,
             size,
             segment: base,
         })
     }
 
-    /// Frees a slot `alloc_secondary` handed out; `NotASlot` for anything else.
+    /// Frees a run of slots `alloc_secondary` handed out (by its first address); `NotASlot`
+    /// for anything else.
     pub fn release_secondary(&self, slot_addr: usize) -> Result<()> {
         let mut state = lock(&self.state);
         let not_a_slot = Error::NotASlot { addr: slot_addr };

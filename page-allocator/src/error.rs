@@ -6,7 +6,7 @@ use codeheap_virtual_alloc as vm;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Zero pages were asked for.
+    /// Zero pages (or zero bytes of secondary area) were asked for.
     #[error("page count is zero")]
     ZeroPages,
     /// The page count overflows the address space in bytes.
@@ -56,6 +56,14 @@ pub enum Error {
     SecondaryExhausted {
         /// Base of the segment.
         segment: usize,
+    },
+    /// More secondary bytes were asked for than a whole secondary area holds.
+    #[error("{bytes} bytes do not fit a {area}-byte secondary area")]
+    SecondaryTooLarge {
+        /// Bytes asked for.
+        bytes: usize,
+        /// Size of a secondary area.
+        area: usize,
     },
     /// A large allocation cannot be released while slots of its secondary area are in use.
     #[error("the large segment at {segment:#x} still has {slots} secondary slots in use")]

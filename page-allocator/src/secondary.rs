@@ -2,21 +2,22 @@
 //!
 //! ChakraCore keeps xdata in the last pages of every code segment (on Windows it must lie
 //! within 32 bits of the code) and counts a segment as full once its xdata slots run out.
-//! The slots here are handed out first-fit from a bitmap, so a double release is detected
-//! rather than corrupting a free list.
+//! The slots here are handed out first-fit from a bitmap, in runs of contiguous slots for
+//! entries larger than one; a second bitmap marks where each run starts, so a double
+//! release or a release of a run's interior is detected rather than corrupting a free list.
 
 use crate::bitmap::Bitmap;
 
 /// Most slots one secondary area can have.
 pub(crate) const MAX_SLOTS: usize = Bitmap::<32>::CAPACITY;
 
-/// A slot handed out from a segment's secondary area.
+/// A run of slots handed out from a segment's secondary area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SecondarySlot {
-    /// Address of the slot's first byte (in the region's executable view; write it with
-    /// the allocator's `VirtualAlloc`).
+    /// Address of the first byte (in the region's executable view; write it with the
+    /// allocator's `VirtualAlloc`).
     pub addr: usize,
-    /// Its size in bytes.
+    /// Its size in bytes: a whole number of slots.
     pub size: usize,
     /// Base of the segment it belongs to.
     pub segment: usize,
@@ -28,6 +29,8 @@ pub(crate) struct SlotAllocator {
     slot_size: usize,
     /// Set = free.
     free: Bitmap<32>,
+    /// Set = the first slot of an allocated run.
+    starts: Bitmap<32>,
 }
 
 impl SlotAllocator {
@@ -36,12 +39,20 @@ impl SlotAllocator {
             base,
             slot_size,
             free: Bitmap::full(area_size / slot_size),
+            starts: Bitmap::new(area_size / slot_size),
         }
     }
 
-    pub(crate) fn alloc(&mut self) -> Option<usize> {
-        let index = self.free.next_set(0)?;
-        self.free.clear_range(index, 1);
+    /// Whether a run of `slots` slots is free.
+    pub(crate) fn can_fit(&self, slots: usize) -> bool {
+        self.free.find_run(slots).is_some()
+    }
+
+    /// Takes the first run of `slots` free slots.
+    pub(crate) fn alloc(&mut self, slots: usize) -> Option<usize> {
+        let index = self.free.find_run(slots)?;
+        self.free.clear_range(index, slots);
+        self.starts.set_range(index, 1);
         Some(self.base + index * self.slot_size)
     }
 
@@ -53,11 +64,16 @@ impl SlotAllocator {
         let index = offset / self.slot_size;
         if !offset.is_multiple_of(self.slot_size)
             || index >= self.free.len()
-            || self.free.get(index)
+            || !self.starts.get(index)
         {
             return false;
         }
-        self.free.set_range(index, 1);
+        let len = self.free.len();
+        let next_free = self.free.next_set(index).unwrap_or(len);
+        let next_start = self.starts.next_set(index + 1).unwrap_or(len);
+        let end = next_free.min(next_start);
+        self.free.set_range(index, end - index);
+        self.starts.clear_range(index, 1);
         true
     }
 

@@ -557,3 +557,82 @@ fn parked_pages_keep_their_addresses_until_released() {
         assert_eq!(checked(&pages).reserved_bytes, 0);
     }
 }
+
+#[test]
+fn secondary_runs_span_contiguous_slots() {
+    let config = PageAllocatorConfig {
+        secondary_pages: 1,
+        secondary_slot_size: 1024,
+        ..PageAllocatorConfig::default()
+    };
+    let pages = linux(WxStrategy::DualMap, config);
+    let run = pages.alloc_pages(1).unwrap();
+    let one = pages.alloc_secondary_bytes(run.addr, 100).unwrap();
+    let three = pages.alloc_secondary_bytes(run.addr, 2100).unwrap();
+    assert_eq!((one.size, three.size), (1024, 3072));
+    assert_eq!(three.addr, one.addr + 1024, "first fit after the first run");
+    assert_eq!(checked(&pages).secondary_slots_used, 4);
+    assert_eq!(
+        pages.alloc_secondary_bytes(run.addr, 1),
+        Err(Error::SecondaryExhausted {
+            segment: run.segment
+        })
+    );
+    assert_eq!(
+        pages.release_secondary(three.addr + 1024),
+        Err(Error::NotASlot {
+            addr: three.addr + 1024
+        }),
+        "the interior of a run is not a slot"
+    );
+    pages.release_secondary(three.addr).unwrap();
+    assert_eq!(checked(&pages).secondary_slots_used, 1);
+    assert_eq!(
+        pages.alloc_secondary_bytes(run.addr, 0),
+        Err(Error::ZeroPages)
+    );
+    assert_eq!(
+        pages.alloc_secondary_bytes(run.addr, 4097),
+        Err(Error::SecondaryTooLarge {
+            bytes: 4097,
+            area: 4096
+        })
+    );
+}
+
+#[test]
+fn pages_with_secondary_come_from_a_segment_with_room() {
+    let config = PageAllocatorConfig {
+        secondary_pages: 1,
+        secondary_slot_size: 1024,
+        ..PageAllocatorConfig::default()
+    };
+    let pages = linux(WxStrategy::Protect, config);
+    let (first, slot) = pages.alloc_pages_with_secondary(1, 3000).unwrap();
+    assert_eq!(slot.segment, first.segment);
+    // One slot is left in the first segment: a 2-slot request goes to a new segment, a
+    // 1-slot request stays.
+    let (second, slot2) = pages.alloc_pages_with_secondary(1, 2000).unwrap();
+    assert_ne!(second.segment, first.segment);
+    assert_eq!(slot2.segment, second.segment);
+    let (third, _) = pages.alloc_pages_with_secondary(2, 1000).unwrap();
+    assert_eq!(third.segment, first.segment);
+    assert_eq!(
+        pages.segment_list(first.addr),
+        Some(SegmentList::Full),
+        "slots exhausted"
+    );
+    let (large, large_slot) = pages.alloc_pages_with_secondary(40, 4096).unwrap();
+    assert!(large.large);
+    assert_eq!(large_slot.segment, large.addr);
+    let stats = checked(&pages);
+    assert_eq!(stats.secondary_slots_used, 3 + 2 + 1 + 4);
+    assert_eq!(
+        pages.alloc_pages_with_secondary(1, 5000),
+        Err(Error::SecondaryTooLarge {
+            bytes: 5000,
+            area: 4096
+        })
+    );
+    assert_eq!(checked(&pages), stats, "a refused request changes nothing");
+}
