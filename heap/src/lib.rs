@@ -26,6 +26,7 @@ mod block;
 mod config;
 mod error;
 mod heap;
+mod invariants;
 mod page;
 mod size_class;
 mod state;

@@ -24,7 +24,9 @@
 //!   sessions (`ReadWrite` inside one under `Protect`, never `ExecuteReadWrite`), and in
 //!   the simulator's page table as each strategy dictates;
 //! * `stats()` agrees with the model, and only `Protect` makes protect calls;
-//! * the thread is back in execute mode.
+//! * the thread is back in execute mode;
+//! * the heap's own `check_invariants` passes (bookkeeping, page lists, bitmaps, the page
+//!   allocator underneath).
 #![cfg(not(loom))]
 
 use std::collections::BTreeSet;
@@ -840,6 +842,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
 
     fn check(&self) -> TestCaseResult {
         prop_assert_eq!(current_mode(), ThreadMode::Execute);
+        self.heap.check_invariants().map_err(TestCaseError::fail)?;
         self.check_layout()?;
         self.check_stats()?;
         for live in &self.live {

@@ -1,0 +1,465 @@
+//! The consistency check behind [`Heap::check_invariants`], for tests, loom models and
+//! fuzzers, and a hook that breaks the bookkeeping on purpose so they can show it is caught.
+//!
+//! What must hold whenever the heap's lock is free:
+//!
+//! * **Pages.** Every page in the table is page-aligned, indexed by its address, on exactly
+//!   one list at the slot it records, and on the list its state calls for: a bucket list
+//!   holds pages with free chunks that are not empty, the full list pages without a free
+//!   chunk, the spare list empty pages, the parked list pages decommitted by `decommit_all`
+//!   that still hold blocks. On a page of bucket `b` the free chunks come in aligned groups
+//!   of `2^b` (what lets allocation take any free chunk).
+//! * **Blocks.** Every live block's chunks are allocated in its page's bitmap, its first
+//!   chunk marks a start and no other chunk of it does; every start belongs to a block; the
+//!   blocks of a page cover exactly its allocated chunks, so no two overlap. A page's open
+//!   write sessions are its blocks being written. Large blocks are recorded in `large`, whole
+//!   pages each, and overlap neither each other nor a small page.
+//! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
+//!   (read-write under `Protect` while a session is open on them), parked ones are not
+//!   committed; free chunks hold traps, and so does the tail of every finalized block.
+//! * **Below.** The page allocator's own check passes, and the pages it counts as handed out
+//!   (and parked) are exactly the heap's.
+//! * **Counters.** Allocations minus frees are the live blocks; pages acquired minus pages
+//!   released are the pages held.
+
+use std::collections::BTreeMap;
+
+use codeheap_virtual_alloc::{Os, PageState, Protection, WxStrategy};
+
+use crate::block::{BlockRecord, BlockState, Home};
+use crate::heap::Heap;
+use crate::page::{Page, PageId, PageList};
+use crate::size_class::CHUNK;
+use crate::state::HeapState;
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+impl<O: Os> Heap<O> {
+    /// Checks the heap's bookkeeping against itself, against the page allocator and against
+    /// the OS layer (see the list in `heap/src/invariants.rs`): pages on the lists their
+    /// state calls for, blocks allocated in their page's bitmap and never overlapping, large
+    /// blocks recorded, protections, traps in free memory, counters. Returns the first
+    /// violation found. Takes the heap's lock; for tests and fuzzing.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let state = self.state();
+        self.check_lists(&state)?;
+        let mut held_pages = 0;
+        let mut parked_pages = 0;
+        for (id, page) in state.pages.live() {
+            self.check_page(&state, id, page)?;
+            held_pages += 1;
+            parked_pages += usize::from(page.list == PageList::Parked);
+        }
+        for (&addr, record) in state.blocks.iter() {
+            self.check_block(&state, addr, record)?;
+        }
+        let (large_pages, large_parked) = self.check_large(&state)?;
+        held_pages += large_pages;
+        parked_pages += large_parked;
+
+        self.pages
+            .check_invariants()
+            .map_err(|err| format!("page allocator: {err}"))?;
+        let below = self.pages.stats();
+        ensure(below.used_bytes == held_pages * self.page, || {
+            format!(
+                "the page allocator has {} pages handed out, the heap holds {held_pages}",
+                below.used_bytes / self.page
+            )
+        })?;
+        ensure(below.parked_bytes == parked_pages * self.page, || {
+            format!(
+                "the page allocator has {} pages parked, the heap {parked_pages}",
+                below.parked_bytes / self.page
+            )
+        })?;
+
+        let counters = &state.counters;
+        ensure(
+            counters.allocs.checked_sub(counters.frees) == Some(state.blocks.len() as u64),
+            || {
+                format!(
+                    "{} allocations and {} frees, {} live blocks",
+                    counters.allocs,
+                    counters.frees,
+                    state.blocks.len()
+                )
+            },
+        )?;
+        ensure(
+            counters.pages_acquired.checked_sub(counters.pages_released) == Some(held_pages as u64),
+            || {
+                format!(
+                    "{} pages acquired and {} released, {held_pages} held",
+                    counters.pages_acquired, counters.pages_released
+                )
+            },
+        )
+    }
+
+    /// Breaks the bookkeeping on purpose: marks the first chunk of the small block at
+    /// `block_addr` free, as a stray write to the bitmap would. Returns whether there was
+    /// such a block. Only for showing that [`check_invariants`](Heap::check_invariants)
+    /// (and the fuzzers built on it) catch corruption; the heap is unusable afterwards.
+    #[doc(hidden)]
+    pub fn corrupt_chunk_bitmap_for_test(&self, block_addr: usize) -> bool {
+        let mut state = self.state();
+        let Some(record) = state.blocks.get(&block_addr).copied() else {
+            return false;
+        };
+        let Home::Small { page, first_chunk } = record.home else {
+            return false;
+        };
+        state.pages.get_mut(page).free.set_range(first_chunk, 1);
+        true
+    }
+
+    /// Every list entry is a live page that knows it is there; every live page is listed.
+    fn check_lists(&self, state: &HeapState) -> Result<(), String> {
+        let pages = &state.pages;
+        let buckets = pages.buckets.len();
+        ensure(pages.full.len() == buckets, || {
+            format!("{buckets} bucket lists, {} full lists", pages.full.len())
+        })?;
+        let live: BTreeMap<PageId, &Page> = pages.live().collect();
+        let mut listed = 0;
+        let lists = (0..buckets)
+            .map(|b| (PageList::Bucket, Some(b), &pages.buckets[b]))
+            .chain((0..buckets).map(|b| (PageList::Full, Some(b), &pages.full[b])))
+            .chain([
+                (PageList::Spare, None, &pages.spare),
+                (PageList::Parked, None, &pages.parked),
+            ]);
+        for (list, bucket, ids) in lists {
+            for (slot, &id) in ids.iter().enumerate() {
+                let page = live.get(&id).ok_or_else(|| {
+                    format!("{list:?} list holds page id {id}, which is not live")
+                })?;
+                ensure(page.list == list && page.slot == slot, || {
+                    format!(
+                        "page {:#x} is at slot {slot} of the {list:?} list but records {:?} slot {}",
+                        page.addr, page.list, page.slot
+                    )
+                })?;
+                ensure(bucket.is_none_or(|b| b == page.bucket), || {
+                    format!(
+                        "page {:#x} of bucket {} is on the {list:?} list of bucket {bucket:?}",
+                        page.addr, page.bucket
+                    )
+                })?;
+                listed += 1;
+            }
+        }
+        ensure(listed == live.len(), || {
+            format!("{} live pages, {listed} list entries", live.len())
+        })?;
+        ensure(state.page_index.len() == live.len(), || {
+            format!(
+                "{} live pages, {} in the address index",
+                live.len(),
+                state.page_index.len()
+            )
+        })
+    }
+
+    fn check_page(&self, state: &HeapState, id: PageId, page: &Page) -> Result<(), String> {
+        let addr = page.addr;
+        let chunks = self.page / CHUNK;
+        ensure(addr.is_multiple_of(self.page), || {
+            format!("page {addr:#x} is not page-aligned")
+        })?;
+        ensure(state.page_index.get(&addr) == Some(&id), || {
+            format!(
+                "page {addr:#x} (id {id}) is indexed as {:?}",
+                state.page_index.get(&addr)
+            )
+        })?;
+        ensure(
+            page.free.len() == chunks && page.starts.len() == chunks,
+            || {
+                format!(
+                    "page {addr:#x} has bitmaps of {} and {} chunks, not {chunks}",
+                    page.free.len(),
+                    page.starts.len()
+                )
+            },
+        )?;
+        ensure(page.bucket < state.pages.buckets.len(), || {
+            format!(
+                "page {addr:#x} is in bucket {}, beyond the last",
+                page.bucket
+            )
+        })?;
+        let (empty, full) = (page.is_empty(), page.is_full());
+        let placed = match page.list {
+            PageList::Bucket => !full && !empty,
+            PageList::Full => full,
+            PageList::Spare => empty && page.writers == 0,
+            PageList::Parked => !empty && page.writers == 0,
+        };
+        ensure(placed, || {
+            format!(
+                "page {addr:#x} is on the {:?} list with {} of {chunks} chunks free and {} open sessions",
+                page.list,
+                page.free.count_ones(),
+                page.writers
+            )
+        })?;
+        let group = 1 << page.bucket;
+        for chunk in (0..chunks).step_by(group) {
+            let any = page.free.any_set(chunk, group);
+            ensure(!any || page.free.all_set(chunk, group), || {
+                format!(
+                    "page {addr:#x} of bucket {}: chunks {chunk}..{} are partly free",
+                    page.bucket,
+                    chunk + group
+                )
+            })?;
+        }
+
+        // The blocks of the page: one per start bit, covering exactly the allocated chunks.
+        let mut covered = 0;
+        let mut writing = 0;
+        for chunk in (0..chunks).filter(|&c| page.starts.get(c)) {
+            let block = addr + chunk * CHUNK;
+            let record = state.blocks.get(&block).ok_or_else(|| {
+                format!("page {addr:#x} marks a block start at {block:#x}, which has no record")
+            })?;
+            ensure(
+                record.home
+                    == (Home::Small {
+                        page: id,
+                        first_chunk: chunk,
+                    }),
+                || {
+                    format!(
+                        "the block at {block:#x} records its home as {:?}, not page id {id} chunk {chunk}",
+                        record.home
+                    )
+                },
+            )?;
+            let n = record.capacity / CHUNK;
+            ensure(chunk + n <= chunks, || {
+                format!("the block at {block:#x} runs past the end of its page")
+            })?;
+            ensure(!page.free.any_set(chunk, n), || {
+                format!("the block at {block:#x} has chunks marked free in its page's bitmap")
+            })?;
+            ensure(n == 1 || !page.starts.any_set(chunk + 1, n - 1), || {
+                format!("another block starts inside the block at {block:#x}")
+            })?;
+            ensure(chunk.is_multiple_of(group) && n.is_multiple_of(group), || {
+                format!(
+                    "the block at {block:#x} ({n} chunks at chunk {chunk}) is not aligned to bucket {} of its page",
+                    page.bucket
+                )
+            })?;
+            ensure(
+                (record.state == BlockState::Parked) == (page.list == PageList::Parked),
+                || {
+                    format!(
+                        "the block at {block:#x} is {:?} on a page on the {:?} list",
+                        record.state, page.list
+                    )
+                },
+            )?;
+            covered += n;
+            writing += u32::from(record.state == BlockState::Writing);
+        }
+        let allocated = chunks - page.free.count_ones();
+        ensure(covered == allocated, || {
+            format!("page {addr:#x} has {allocated} chunks allocated, its blocks cover {covered}")
+        })?;
+        ensure(page.writers == writing, || {
+            format!(
+                "page {addr:#x} counts {} open write sessions, {writing} of its blocks are being written",
+                page.writers
+            )
+        })?;
+
+        if page.list == PageList::Parked {
+            return self.expect_page_state(addr, PageState::Reserved);
+        }
+        self.expect_page_state(addr, PageState::Committed(self.protection(page.writers)))?;
+        let mut bytes = vec![0; self.page];
+        self.vm()
+            .read(addr, &mut bytes)
+            .map_err(|err| format!("page {addr:#x} cannot be read: {err}"))?;
+        for (start, n) in page.free.runs() {
+            let range = start * CHUNK..(start + n) * CHUNK;
+            ensure(self.arch.is_trap_filled(&bytes[range.clone()]), || {
+                format!(
+                    "free chunks {start}..{} of page {addr:#x} do not hold traps",
+                    start + n
+                )
+            })?;
+        }
+        for chunk in (0..chunks).filter(|&c| page.starts.get(c)) {
+            let record = &state.blocks[&(addr + chunk * CHUNK)];
+            let at = chunk * CHUNK;
+            self.check_tail(addr + at, record, &bytes[at..at + record.capacity])?;
+        }
+        Ok(())
+    }
+
+    /// The protection a held page has in the OS layer's books.
+    fn protection(&self, writers: u32) -> Protection {
+        if self.strategy == WxStrategy::Protect && writers > 0 {
+            Protection::ReadWrite
+        } else {
+            Protection::ExecuteRead
+        }
+    }
+
+    fn expect_page_state(&self, addr: usize, expected: PageState) -> Result<(), String> {
+        let info = self
+            .vm()
+            .query(addr)
+            .map_err(|err| format!("page {addr:#x} is unknown to the OS layer: {err}"))?;
+        ensure(info.state == expected, || {
+            format!("page {addr:#x} is {:?}, expected {expected:?}", info.state)
+        })
+    }
+
+    /// A finalized block's bytes past its size hold traps (a partial instruction word right
+    /// after the code is zeroed).
+    fn check_tail(&self, addr: usize, record: &BlockRecord, bytes: &[u8]) -> Result<(), String> {
+        if record.state != BlockState::Finalized {
+            return Ok(());
+        }
+        let align = self.arch.instruction_alignment();
+        let pad = (addr + record.size).next_multiple_of(align) - addr;
+        let pad = pad.min(record.capacity);
+        ensure(bytes[record.size..pad].iter().all(|&b| b == 0), || {
+            format!("the partial word after the block at {addr:#x} is not zeroed")
+        })?;
+        ensure(self.arch.is_trap_filled(&bytes[pad..]), || {
+            format!(
+                "the tail of the finalized block at {addr:#x} (bytes {}..{}) does not hold traps",
+                record.size, record.capacity
+            )
+        })
+    }
+
+    fn check_block(
+        &self,
+        state: &HeapState,
+        addr: usize,
+        record: &BlockRecord,
+    ) -> Result<(), String> {
+        ensure(record.size > 0 && record.size <= record.capacity, || {
+            format!(
+                "the block at {addr:#x} has size {} and capacity {}",
+                record.size, record.capacity
+            )
+        })?;
+        match record.home {
+            Home::Small { page, first_chunk } => {
+                let live = state.pages.live().any(|(id, _)| id == page);
+                ensure(live, || {
+                    format!("the block at {addr:#x} lives on page id {page}, which is not live")
+                })?;
+                let page = state.pages.get(page);
+                ensure(first_chunk < page.free.len(), || {
+                    format!("the block at {addr:#x} records chunk {first_chunk}, past its page")
+                })?;
+                ensure(addr == page.addr + first_chunk * CHUNK, || {
+                    format!(
+                        "the block at {addr:#x} records chunk {first_chunk} of page {:#x}",
+                        page.addr
+                    )
+                })?;
+                ensure(page.starts.get(first_chunk), || {
+                    format!("the block at {addr:#x} has no start mark in its page's bitmap")
+                })?;
+                ensure(
+                    record.capacity.is_power_of_two()
+                        && record.capacity >= CHUNK
+                        && record.capacity <= self.page,
+                    || {
+                        format!(
+                            "the small block at {addr:#x} has capacity {}",
+                            record.capacity
+                        )
+                    },
+                )?;
+                ensure(record.large_writers == 0, || {
+                    format!("the small block at {addr:#x} counts large-block sessions")
+                })?;
+                ensure(!state.large.contains_key(&addr), || {
+                    format!("the small block at {addr:#x} is recorded as large")
+                })
+            }
+            Home::Large { pages } => {
+                ensure(
+                    record.size > self.page && record.capacity == pages * self.page,
+                    || {
+                        format!(
+                            "the large block at {addr:#x} has size {} and capacity {} for {pages} pages",
+                            record.size, record.capacity
+                        )
+                    },
+                )?;
+                ensure(state.large.get(&addr) == Some(&record.capacity), || {
+                    format!(
+                        "the large block at {addr:#x} is recorded in `large` as {:?}",
+                        state.large.get(&addr)
+                    )
+                })?;
+                let writing = u32::from(record.state == BlockState::Writing);
+                ensure(record.large_writers == writing, || {
+                    format!(
+                        "the large block at {addr:#x} counts {} sessions, state {:?}",
+                        record.large_writers, record.state
+                    )
+                })
+            }
+        }
+    }
+
+    /// Large blocks: each recorded in `large` has a record, none overlaps another or a small
+    /// page, and its pages are committed (or parked) as its state says. Returns the pages
+    /// held and parked.
+    fn check_large(&self, state: &HeapState) -> Result<(usize, usize), String> {
+        let (mut held, mut parked) = (0, 0);
+        let mut end_of_previous = 0;
+        for (&addr, &capacity) in &state.large {
+            let record = state
+                .blocks
+                .get(&addr)
+                .ok_or_else(|| format!("`large` lists a block at {addr:#x} that has no record"))?;
+            let Home::Large { pages } = record.home else {
+                return Err(format!("`large` lists the small block at {addr:#x}"));
+            };
+            ensure(addr >= end_of_previous, || {
+                format!("the large block at {addr:#x} overlaps the one before it")
+            })?;
+            end_of_previous = addr + capacity;
+            let page_inside =
+                (0..pages).find(|i| state.page_index.contains_key(&(addr + i * self.page)));
+            ensure(page_inside.is_none(), || {
+                format!("the large block at {addr:#x} overlaps a small-block page")
+            })?;
+            let expected = match record.state {
+                BlockState::Parked => PageState::Reserved,
+                _ => PageState::Committed(self.protection(record.large_writers)),
+            };
+            for i in 0..pages {
+                self.expect_page_state(addr + i * self.page, expected)?;
+            }
+            if record.state != BlockState::Parked {
+                let mut bytes = vec![0; capacity];
+                self.vm()
+                    .read(addr, &mut bytes)
+                    .map_err(|err| format!("large block {addr:#x} cannot be read: {err}"))?;
+                self.check_tail(addr, record, &bytes)?;
+            } else {
+                parked += pages;
+            }
+            held += pages;
+        }
+        Ok((held, parked))
+    }
+}
