@@ -79,6 +79,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The unwind information cannot be built (rows past the function, another
+    /// architecture, ...).
+    #[error(transparent)]
+    Unwind(codeheap_xdata::Error),
     /// The page allocator refused.
     #[error(transparent)]
     Pages(pages::Error),

@@ -2,11 +2,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use codeheap_page_allocator::{PageAllocator, PageRun};
+use codeheap_page_allocator::{PageAllocator, PageRun, SecondarySlot};
 use codeheap_virtual_alloc::sync::{Mutex, MutexGuard, lock};
 use codeheap_virtual_alloc::{
     Arch, Os, Protection, ThreadMode, VirtualAlloc, WriteScope, WxStrategy, current_mode,
 };
+use codeheap_xdata::{FrameDescription, RecordingRegistrar, Registrar, SystemRegistrar};
+use std::sync::Arc;
 
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
 use crate::config::HeapConfig;
@@ -15,6 +17,7 @@ use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
 use crate::size_class::{CHUNK, SizeClass, bucket_count};
 use crate::state::HeapState;
 use crate::stats::{BucketStats, HeapStats};
+use crate::unwind::UnwindRecord;
 
 /// Block ids, unique in the process, so a stale or foreign handle never matches a record.
 static NEXT_BLOCK_ID: AtomicU64 = AtomicU64::new(1);
@@ -47,6 +50,7 @@ pub struct Heap<O: Os> {
     pub(crate) page: usize,
     pub(crate) arch: Arch,
     pub(crate) strategy: WxStrategy,
+    pub(crate) registrar: Arc<dyn Registrar>,
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -67,8 +71,23 @@ impl Heap<codeheap_virtual_alloc::NativeOs> {
 }
 
 impl<O: Os> Heap<O> {
-    /// A heap on `os` (the real one, or the simulator) with `config`.
+    /// A heap on `os` (the real one, or the simulator) with `config`. Unwind entries go to
+    /// the process's unwinder on a real OS and to a [`RecordingRegistrar`] on the simulator.
     pub fn with_config(os: O, config: HeapConfig) -> Result<Self> {
+        let registrar: Arc<dyn Registrar> = if os.is_simulated() {
+            Arc::new(RecordingRegistrar::new())
+        } else {
+            Arc::new(SystemRegistrar::new())
+        };
+        Heap::with_registrar(os, config, registrar)
+    }
+
+    /// A heap whose unwind entries go to `registrar`.
+    pub fn with_registrar(
+        os: O,
+        config: HeapConfig,
+        registrar: Arc<dyn Registrar>,
+    ) -> Result<Self> {
         let vm = match config.strategy {
             Some(strategy) => VirtualAlloc::with_strategy(os, strategy)?,
             None => VirtualAlloc::new(os),
@@ -86,6 +105,7 @@ impl<O: Os> Heap<O> {
             page,
             arch,
             strategy,
+            registrar,
         })
     }
 
@@ -213,16 +233,41 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    fn acquire_pages(&self, state: &mut HeapState, pages: usize) -> Result<PageRun> {
-        let run = self.pages.alloc_pages(pages)?;
+    /// New pages from the page allocator, prepared, with `unwind_bytes` of secondary area
+    /// in the same segment if asked for.
+    pub(crate) fn acquire_pages(
+        &self,
+        state: &mut HeapState,
+        pages: usize,
+        unwind_bytes: Option<usize>,
+    ) -> Result<(PageRun, Option<SecondarySlot>)> {
+        let (run, slot) = match unwind_bytes {
+            Some(bytes) => {
+                let (run, slot) = self.pages.alloc_pages_with_secondary(pages, bytes)?;
+                (run, Some(slot))
+            }
+            None => (self.pages.alloc_pages(pages)?, None),
+        };
         if let Err(err) = self.prepare_pages(state, run) {
+            if let Some(slot) = slot {
+                let _ = self.pages.release_secondary(slot.addr);
+            }
             let _ = self.pages.release_pages(run.addr, run.pages);
             return Err(err);
         }
-        Ok(run)
+        Ok((run, slot))
     }
 
-    fn release_page(&self, state: &mut HeapState, id: PageId) {
+    /// Adds a freshly acquired page to the table, serving `bucket`.
+    pub(crate) fn add_page(&self, state: &mut HeapState, run: PageRun, bucket: usize) -> PageId {
+        let id = state
+            .pages
+            .insert(Page::new(run.addr, self.page / CHUNK, bucket));
+        state.page_index.insert(run.addr, id);
+        id
+    }
+
+    pub(crate) fn release_page(&self, state: &mut HeapState, id: PageId) {
         let addr = state.pages.get(id).addr;
         if self.pages.release_pages(addr, 1).is_ok() {
             state.pages.remove(id);
@@ -240,15 +285,37 @@ impl<O: Os> Heap<O> {
     /// Allocates a block of `size` bytes, filled with traps. Small sizes are rounded up to a
     /// power of two of 128-byte chunks, large ones to pages.
     pub fn alloc(&self, size: usize) -> Result<Block> {
+        self.alloc_block(size, None)
+    }
+
+    /// Allocates a block, with room for its unwind entry if `frame` is given.
+    pub(crate) fn alloc_block(
+        &self,
+        size: usize,
+        frame: Option<FrameDescription>,
+    ) -> Result<Block> {
         let class = SizeClass::of(size, self.page)?;
         let capacity = class.capacity(self.page);
+        let entry_size = match &frame {
+            Some(frame) => Some(self.entry_size(frame, size)?),
+            None => None,
+        };
         let mut state = self.state();
-        let (addr, home) = match class {
-            SizeClass::Small { bucket } => self.alloc_small(&mut state, bucket)?,
-            SizeClass::Large { pages } => {
-                let run = self.acquire_pages(&mut state, pages)?;
+        let (addr, home, slot) = match (class, entry_size) {
+            (SizeClass::Small { bucket }, None) => {
+                let id = self.page_for(&mut state, bucket)?;
+                let (addr, home) = self.take_chunks(&mut state, id, bucket);
+                (addr, home, None)
+            }
+            (SizeClass::Small { bucket }, Some(bytes)) => {
+                let (id, slot) = self.page_with_unwind_room(&mut state, bucket, bytes)?;
+                let (addr, home) = self.take_chunks(&mut state, id, bucket);
+                (addr, home, Some(slot))
+            }
+            (SizeClass::Large { pages }, bytes) => {
+                let (run, slot) = self.acquire_pages(&mut state, pages, bytes)?;
                 state.large.insert(run.addr, capacity);
-                (run.addr, Home::Large { pages })
+                (run.addr, Home::Large { pages }, slot)
             }
         };
         let id = NEXT_BLOCK_ID.fetch_add(1, Relaxed);
@@ -261,6 +328,9 @@ impl<O: Os> Heap<O> {
             large_writers: 0,
         };
         state.blocks.insert(addr, record);
+        if let (Some(frame), Some(slot)) = (frame, slot) {
+            state.unwind.insert(addr, UnwindRecord::new(frame, slot));
+        }
         state.counters.allocs += 1;
         Ok(Block {
             addr,
@@ -270,8 +340,13 @@ impl<O: Os> Heap<O> {
         })
     }
 
-    fn alloc_small(&self, state: &mut HeapState, bucket: usize) -> Result<(usize, Home)> {
-        let id = self.page_for(state, bucket)?;
+    /// Takes the first run of chunks for `bucket` on page `id`, which has room for it.
+    pub(crate) fn take_chunks(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        bucket: usize,
+    ) -> (usize, Home) {
         let chunks = 1 << bucket;
         let page = state.pages.get_mut(id);
         let first = page
@@ -284,13 +359,11 @@ impl<O: Os> Heap<O> {
         if page.is_full() {
             state.pages.relist(id, PageList::Full, bucket);
         }
-        Ok((
-            addr,
-            Home::Small {
-                page: id,
-                first_chunk: first,
-            },
-        ))
+        let home = Home::Small {
+            page: id,
+            first_chunk: first,
+        };
+        (addr, home)
     }
 
     /// A page with room for a block of `bucket`: one of the bucket's own, one split off a
@@ -310,12 +383,8 @@ impl<O: Os> Heap<O> {
             state.pages.relist(id, PageList::Bucket, bucket);
             return Ok(id);
         }
-        let run = self.acquire_pages(state, 1)?;
-        let id = state
-            .pages
-            .insert(Page::new(run.addr, self.page / CHUNK, bucket));
-        state.page_index.insert(run.addr, id);
-        Ok(id)
+        let (run, _) = self.acquire_pages(state, 1, None)?;
+        Ok(self.add_page(state, run, bucket))
     }
 
     // ---- free ---------------------------------------------------------------------------
@@ -373,8 +442,13 @@ impl<O: Os> Heap<O> {
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
             BlockState::Parked => {}
-            BlockState::Fresh | BlockState::Finalized => self.scrub(&mut state, addr, &record)?,
+            BlockState::Fresh | BlockState::Finalized => {
+                // The unwinder must forget the code before it goes.
+                self.deregister_unwind(&mut state, addr);
+                self.scrub(&mut state, addr, &record)?;
+            }
         }
+        self.release_unwind_slot(&mut state, addr);
         match record.home {
             Home::Small { page, first_chunk } => {
                 self.free_chunks(&mut state, page, first_chunk, record.capacity / CHUNK);
@@ -449,6 +523,7 @@ impl<O: Os> Heap<O> {
         {
             return Err(Error::BlockBusy { addr });
         }
+        self.deregister_all_unwind(&mut state);
         while let Some(&id) = state.pages.spare.last() {
             let addr = state.pages.get(id).addr;
             self.pages.release_pages(addr, 1)?;

@@ -18,7 +18,8 @@
 //! ```
 //!
 //! The layers underneath are re-exported: [`vm`] (the OS layer: W^X strategies, the
-//! per-thread write mode, the simulated OS) and [`pages`] (segments of pages).
+//! per-thread write mode, the simulated OS), [`pages`] (segments of pages) and [`xdata`]
+//! (unwind information).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod addr_hash;
@@ -31,6 +32,7 @@ mod page;
 mod size_class;
 mod state;
 mod stats;
+mod unwind;
 mod write;
 
 pub use block::{Block, BlockInfo};
@@ -43,6 +45,7 @@ pub use write::CodeWriter;
 
 pub use codeheap_page_allocator as pages;
 pub use codeheap_virtual_alloc as vm;
+pub use codeheap_xdata as xdata;
 
 pub use codeheap_page_allocator::PageAllocatorConfig;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -51,4 +54,7 @@ pub use codeheap_virtual_alloc::sim::{SimOs, SimRules};
 pub use codeheap_virtual_alloc::{
     Arch, Os, Protection, ThreadMode, WriteScope, WxStrategy, current_mode,
     enter_permanent_write_mode, leave_permanent_write_mode, with_write_mode,
+};
+pub use codeheap_xdata::{
+    CfaOp, FrameDescription, RecordingRegistrar, Registrar, SystemRegistrar, WrittenEntry,
 };

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use crate::addr_hash::AddrMap;
 use crate::block::BlockRecord;
 use crate::page::{PageId, Pages};
+use crate::unwind::UnwindRecord;
 
 /// What the heap has done, for `stats()`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,6 +30,10 @@ pub(crate) struct HeapState {
     pub(crate) blocks: AddrMap<BlockRecord>,
     /// Large block address to capacity, ordered for address lookups.
     pub(crate) large: BTreeMap<usize, usize>,
+    /// Block address to its unwind entry, for blocks allocated with one.
+    pub(crate) unwind: AddrMap<UnwindRecord>,
+    /// Registration order, so entries can be deregistered newest first.
+    pub(crate) unwind_seq: u64,
     pub(crate) counters: Counters,
 }
 
@@ -39,6 +44,8 @@ impl HeapState {
             page_index: AddrMap::default(),
             blocks: AddrMap::default(),
             large: BTreeMap::new(),
+            unwind: AddrMap::default(),
+            unwind_seq: 0,
             counters: Counters::default(),
         }
     }

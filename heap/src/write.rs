@@ -133,6 +133,7 @@ impl<O: Os> Heap<O> {
         }
         self.vm().flush_instruction_cache(block.addr, block.size)?;
         state.counters.icache_flushes += 1;
+        self.register_unwind(&mut state, block)?;
         abandon.armed = false;
         self.end_session(&mut state, block.addr, BlockState::Finalized)?;
         Ok(value)

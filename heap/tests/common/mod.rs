@@ -1,3 +1,4 @@
 //! Shared test code.
 pub mod child;
+pub mod jit_calls;
 pub mod scenario;

@@ -131,6 +131,12 @@ pub unsafe trait Os: Send + Sync {
     /// Whether `map_jit` can work here (macOS).
     fn has_map_jit(&self) -> bool;
 
+    /// Whether addresses are simulated rather than the process's own (so nothing may be
+    /// handed to the process's own services, such as its unwinder).
+    fn is_simulated(&self) -> bool {
+        false
+    }
+
     /// Maps `len` bytes (a multiple of the page size) of inaccessible private memory
     /// anywhere: a reservation.
     fn map_reserve(&self, len: usize) -> Result<usize>;
@@ -254,6 +260,10 @@ unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
 
     fn has_map_jit(&self) -> bool {
         (**self).has_map_jit()
+    }
+
+    fn is_simulated(&self) -> bool {
+        (**self).is_simulated()
     }
 
     fn map_reserve(&self, len: usize) -> Result<usize> {

@@ -193,6 +193,10 @@ unsafe impl Os for SimOs {
         self.rules.map_jit != MapJitSupport::Unavailable
     }
 
+    fn is_simulated(&self) -> bool {
+        true
+    }
+
     fn map_reserve(&self, len: usize) -> Result<usize> {
         lock(&self.state).map_reserve(len)
     }

@@ -1,0 +1,175 @@
+//! Blocks with unwind information: an `.eh_frame` entry in the secondary area of the
+//! block's segment, written and registered when the block is finalized, deregistered before
+//! the block is freed (or decommitted, or the heap dropped, newest first).
+
+use codeheap_page_allocator::{self as pages, SecondarySlot};
+use codeheap_virtual_alloc::Os;
+use codeheap_xdata::{EhFrameEntry, FrameDescription, WrittenEntry, write_entry};
+
+use crate::block::Block;
+use crate::error::{Error, Result};
+use crate::heap::Heap;
+use crate::page::{PageId, PageList};
+use crate::state::HeapState;
+
+/// A block's unwind entry: how its frame looks, where its entry goes, and the entry once
+/// it is registered.
+#[derive(Debug)]
+pub(crate) struct UnwindRecord {
+    frame: FrameDescription,
+    slot: SecondarySlot,
+    registered: Option<(WrittenEntry, u64)>,
+}
+
+impl UnwindRecord {
+    pub(crate) fn new(frame: FrameDescription, slot: SecondarySlot) -> UnwindRecord {
+        UnwindRecord {
+            frame,
+            slot,
+            registered: None,
+        }
+    }
+}
+
+impl<O: Os> Heap<O> {
+    /// Allocates a block whose code unwinds as `frame` describes: once the block is written
+    /// (finalized), its `.eh_frame` entry is registered with the system unwinder, so panics,
+    /// exceptions and backtraces cross its frames. The entry is deregistered before the block
+    /// is freed. Fails with the builder's error if `frame` does not fit a `size`-byte
+    /// function, and with `SecondaryTooLarge` if the entry exceeds a secondary area.
+    pub fn alloc_with_unwind(&self, size: usize, frame: FrameDescription) -> Result<Block> {
+        self.alloc_block(size, Some(frame))
+    }
+
+    /// The size of `frame`'s entry, after checking it fits a `size`-byte function of this
+    /// heap's architecture.
+    pub(crate) fn entry_size(&self, frame: &FrameDescription, size: usize) -> Result<usize> {
+        if frame.arch() != self.arch {
+            return Err(codeheap_xdata::Error::ArchMismatch {
+                frame: frame.arch(),
+                heap: self.arch,
+            }
+            .into());
+        }
+        EhFrameEntry::build(frame, 0, size as u64)?;
+        Ok(EhFrameEntry::size_for(frame)?)
+    }
+
+    /// A page of `bucket` whose segment has `bytes` of secondary area free, and those bytes:
+    /// one of the bucket's pages, the spare, or a new page from a segment with room.
+    pub(crate) fn page_with_unwind_room(
+        &self,
+        state: &mut HeapState,
+        bucket: usize,
+        bytes: usize,
+    ) -> Result<(PageId, SecondarySlot)> {
+        let candidates = state.pages.buckets[bucket]
+            .iter()
+            .rev()
+            .chain(&state.pages.spare)
+            .copied()
+            .collect::<Vec<_>>();
+        for id in candidates {
+            match self
+                .pages
+                .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
+            {
+                Ok(slot) => {
+                    state.pages.relist(id, PageList::Bucket, bucket);
+                    return Ok((id, slot));
+                }
+                Err(pages::Error::SecondaryExhausted { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let (run, slot) = self.acquire_pages(state, 1, Some(bytes))?;
+        let slot = slot.expect("asked for");
+        Ok((self.add_page(state, run, bucket), slot))
+    }
+
+    /// At finalize: writes the block's entry into its slot and registers it, once.
+    pub(crate) fn register_unwind(&self, state: &mut HeapState, block: &Block) -> Result<()> {
+        let Some(record) = state.unwind.get(&block.addr) else {
+            return Ok(());
+        };
+        if record.registered.is_some() {
+            return Ok(());
+        }
+        let entry = EhFrameEntry::build(&record.frame, block.addr as u64, block.size as u64)?;
+        let written = write_entry(self.vm(), &record.slot, &entry, block.addr, block.size)?;
+        // SAFETY: the entry was just written into a slot that stays allocated, and its code
+        // stays mapped, until the block is freed or decommitted, which deregisters it first.
+        unsafe { self.registrar.register(written) };
+        state.unwind_seq += 1;
+        let seq = state.unwind_seq;
+        state
+            .unwind
+            .get_mut(&block.addr)
+            .expect("present")
+            .registered = Some((written, seq));
+        Ok(())
+    }
+
+    /// Deregisters the entry of the block at `addr`, if it has a registered one.
+    pub(crate) fn deregister_unwind(&self, state: &mut HeapState, addr: usize) {
+        let registered = state
+            .unwind
+            .get_mut(&addr)
+            .and_then(|r| r.registered.take());
+        if let Some((entry, _)) = registered {
+            // SAFETY: registered by `register_unwind` and not deregistered since.
+            unsafe { self.registrar.deregister(entry) };
+        }
+    }
+
+    /// Gives the slot of the block at `addr` back (after `deregister_unwind`).
+    pub(crate) fn release_unwind_slot(&self, state: &mut HeapState, addr: usize) {
+        if let Some(record) = state.unwind.remove(&addr) {
+            debug_assert!(record.registered.is_none(), "deregistered before release");
+            // The slot was handed out by the page allocator and is released once.
+            let _ = self.pages.release_secondary(record.slot.addr);
+        }
+    }
+
+    /// Deregisters every registered entry, newest first (libgcc searches its registrations
+    /// from the newest, so this order makes a mass teardown linear).
+    pub(crate) fn deregister_all_unwind(&self, state: &mut HeapState) {
+        let mut registered: Vec<(u64, usize)> = state
+            .unwind
+            .iter()
+            .filter_map(|(&addr, record)| Some((record.registered?.1, addr)))
+            .collect();
+        registered.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, addr) in registered {
+            self.deregister_unwind(state, addr);
+        }
+    }
+
+    /// The registered unwind entry of `block`, if it has one.
+    pub fn unwind_entry(&self, block: &Block) -> Option<WrittenEntry> {
+        let state = self.state();
+        let record = state.unwind.get(&block.addr)?;
+        let live = state
+            .blocks
+            .get(&block.addr)
+            .is_some_and(|r| r.id == block.id);
+        live.then_some(record.registered?.0)
+    }
+}
+
+impl<O: Os> Drop for Heap<O> {
+    fn drop(&mut self) {
+        // The unwinder must forget every entry before the memory underneath is unmapped.
+        let mut state = self.state();
+        self.deregister_all_unwind(&mut state);
+    }
+}
+
+impl From<codeheap_xdata::Error> for Error {
+    fn from(err: codeheap_xdata::Error) -> Error {
+        match err {
+            codeheap_xdata::Error::Vm(err) => Error::Vm(err),
+            other => Error::Unwind(other),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The life of a block's unwind entry, on the simulated OS with a recording registrar:
+//! written and registered at finalize, deregistered before the block is freed, its slot
+//! reused; deregistered newest first on decommit_all and on drop; typed errors for frames
+//! that do not fit and for entries no secondary area can hold.
+
+use std::sync::Arc;
+
+use codeheap::pages::{self, PageAllocatorConfig};
+use codeheap::xdata::{self, EhFrameEntry};
+use codeheap::{
+    Arch, Block, CfaOp, Error, FrameDescription, Heap, HeapConfig, RecordingRegistrar, SimOs,
+    WrittenEntry,
+};
+
+fn heap_with(config: HeapConfig) -> (Heap<SimOs>, Arc<RecordingRegistrar>) {
+    let registrar = Arc::new(RecordingRegistrar::new());
+    let heap = Heap::with_registrar(SimOs::apple(), config, registrar.clone()).unwrap();
+    (heap, registrar)
+}
+
+fn emit(heap: &Heap<SimOs>, size: usize, frame: FrameDescription, value: u32) -> Block {
+    let mut block = heap.alloc_with_unwind(size, frame).unwrap();
+    let code = heap.arch().encode_return_u32(value);
+    heap.write(&mut block, |w| w.write(0, code.as_bytes()))
+        .unwrap();
+    block
+}
+
+fn stored_bytes(heap: &Heap<SimOs>, entry: &WrittenEntry, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    heap.vm().read(entry.addr, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn entries_are_registered_at_finalize_and_deregistered_before_free() {
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    let mut block = heap.alloc_with_unwind(200, frame.clone()).unwrap();
+    assert!(
+        registrar.live().is_empty(),
+        "nothing to unwind before the code exists"
+    );
+    assert_eq!(heap.unwind_entry(&block), None);
+
+    let code = heap.arch().encode_return_u32(5);
+    heap.write(&mut block, |w| w.write(0, code.as_bytes()))
+        .unwrap();
+    let entry = heap.unwind_entry(&block).unwrap();
+    assert_eq!((entry.pc, entry.len), (block.addr(), 200));
+    assert_eq!(registrar.live(), [entry]);
+    assert_eq!(registrar.lookup(block.addr() + 100), Some(entry));
+
+    let expected = EhFrameEntry::build(&frame, block.addr() as u64, 200).unwrap();
+    assert_eq!(
+        stored_bytes(&heap, &entry, expected.bytes().len()),
+        expected.bytes()
+    );
+    assert_eq!(entry.fde, entry.addr + expected.fde_offset());
+    let segment = pages::PageAllocator::page_size(heap.page_allocator()) * 30;
+    let block_segment = block.addr() - block.addr() % 0x10000;
+    assert!(
+        entry.addr >= block_segment + segment,
+        "the entry lives in the secondary area"
+    );
+
+    // Patching keeps the one registration.
+    heap.write(&mut block, |w| w.write(0, code.as_bytes()))
+        .unwrap();
+    assert_eq!(registrar.log().len(), 1);
+
+    heap.free(block).unwrap();
+    assert!(registrar.live().is_empty());
+    assert_eq!(registrar.log(), [(true, entry), (false, entry)]);
+    assert_eq!(heap.page_allocator().stats().secondary_slots_used, 0);
+}
+
+#[test]
+fn a_new_function_at_a_freed_address_gets_its_own_entry() {
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let first = emit(&heap, 64, FrameDescription::standard(Arch::Aarch64), 1);
+    let (addr, old) = (first.addr(), heap.unwind_entry(&first).unwrap());
+    heap.free(first).unwrap();
+    let other = FrameDescription::new(Arch::Aarch64).row(4, CfaOp::DefCfaOffset(32));
+    let second = emit(&heap, 64, other.clone(), 2);
+    assert_eq!(second.addr(), addr);
+    let new = heap.unwind_entry(&second).unwrap();
+    assert_eq!(new.addr, old.addr, "the slot is reused");
+    assert_eq!(registrar.lookup(addr), Some(new));
+    let expected = EhFrameEntry::build(&other, addr as u64, 64).unwrap();
+    assert_eq!(
+        stored_bytes(&heap, &new, expected.bytes().len()),
+        expected.bytes()
+    );
+    assert_eq!(registrar.live(), [new], "no stale registration");
+}
+
+#[test]
+fn teardown_deregisters_newest_first() {
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let blocks: Vec<Block> = (0..5)
+        .map(|i| {
+            emit(
+                &heap,
+                64 + 64 * i,
+                FrameDescription::standard(Arch::Aarch64),
+                i as u32,
+            )
+        })
+        .collect();
+    let registered: Vec<WrittenEntry> = blocks
+        .iter()
+        .map(|b| heap.unwind_entry(b).unwrap())
+        .collect();
+    heap.decommit_all().unwrap();
+    let deregistered: Vec<WrittenEntry> = registrar
+        .log()
+        .into_iter()
+        .filter(|(on, _)| !on)
+        .map(|(_, e)| e)
+        .collect();
+    let newest_first: Vec<WrittenEntry> = registered.iter().rev().copied().collect();
+    assert_eq!(deregistered, newest_first);
+    for block in blocks {
+        heap.free(block).unwrap();
+    }
+    assert_eq!(heap.page_allocator().stats().secondary_slots_used, 0);
+
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let kept: Vec<Block> = (0..3)
+        .map(|i| emit(&heap, 100, FrameDescription::standard(Arch::Aarch64), i))
+        .collect();
+    let registered: Vec<WrittenEntry> =
+        kept.iter().map(|b| heap.unwind_entry(b).unwrap()).collect();
+    drop(heap);
+    assert!(registrar.live().is_empty(), "drop deregisters everything");
+    let deregistered: Vec<WrittenEntry> = registrar
+        .log()
+        .into_iter()
+        .filter(|(on, _)| !on)
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        deregistered,
+        registered.into_iter().rev().collect::<Vec<_>>()
+    );
+    drop(kept);
+}
+
+#[test]
+fn a_segment_out_of_slots_sends_blocks_to_another() {
+    // Four 4 KiB slots per segment.
+    let config = HeapConfig {
+        pages: PageAllocatorConfig {
+            secondary_pages: 1,
+            secondary_slot_size: 4096,
+            ..PageAllocatorConfig::default()
+        },
+        ..HeapConfig::default()
+    };
+    let (heap, _) = heap_with(config);
+    let blocks: Vec<Block> = (0..5)
+        .map(|i| emit(&heap, 64, FrameDescription::standard(Arch::Aarch64), i))
+        .collect();
+    let segment = |b: &Block| heap.unwind_entry(b).unwrap().addr & !0xFFFF;
+    assert!(
+        blocks[..4]
+            .iter()
+            .all(|b| segment(b) == segment(&blocks[0]))
+    );
+    assert_ne!(
+        segment(&blocks[4]),
+        segment(&blocks[0]),
+        "the fifth goes elsewhere"
+    );
+    // The first segment's page still serves blocks without unwind information: it stays
+    // in its bucket, and a plain block needs no new page.
+    assert_eq!(heap.stats().buckets[0].pages, 2);
+    let acquired = heap.stats().pages_acquired;
+    let _plain = heap.alloc(64).unwrap();
+    assert_eq!(heap.stats().pages_acquired, acquired);
+    let stats = heap.page_allocator().stats();
+    assert_eq!(stats.secondary_slots_used, 5);
+    assert_eq!(
+        stats.segments.full, 1,
+        "slots exhausted: the first segment counts as full"
+    );
+}
+
+#[test]
+fn frames_that_do_not_fit_are_typed_errors() {
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let past_end = FrameDescription::new(Arch::Aarch64).row(64, CfaOp::DefCfaOffset(16));
+    assert_eq!(
+        heap.alloc_with_unwind(32, past_end),
+        Err(Error::Unwind(xdata::Error::RowPastEnd {
+            code_offset: 64,
+            len: 32
+        }))
+    );
+    assert_eq!(
+        heap.alloc_with_unwind(32, FrameDescription::standard(Arch::X86_64)),
+        Err(Error::Unwind(xdata::Error::ArchMismatch {
+            frame: Arch::X86_64,
+            heap: Arch::Aarch64
+        }))
+    );
+    let mut huge = FrameDescription::new(Arch::Aarch64);
+    for i in 0..20_000u32 {
+        huge.push(i * 4, CfaOp::DefCfaOffset(u64::from(i % 2) * 16));
+    }
+    let size = EhFrameEntry::size_for(&huge).unwrap();
+    assert!(matches!(
+        heap.alloc_with_unwind(80_000, huge),
+        Err(Error::Pages(pages::Error::SecondaryTooLarge { bytes, .. })) if bytes == size
+    ));
+    assert_eq!(heap.stats().live_blocks, 0, "nothing allocated");
+    assert!(registrar.log().is_empty());
+}
