@@ -1,0 +1,103 @@
+//! The floor: a bump pointer over one RWX mapping. No bookkeeping, no W^X, no system call
+//! after the first; free does nothing. When the pointer reaches the end it wraps to the
+//! start, so the mapping is a ring: blocks older than a ring's worth of allocations are
+//! overwritten (the overlap check shows it).
+
+use super::Peer;
+
+/// Bytes of the ring: large enough that no workload here wraps onto a live block.
+pub const RING_BYTES: usize = 1 << 30;
+
+/// Block alignment: 16 bytes, as compilers align functions.
+const ALIGN: usize = 16;
+
+/// A bump allocator over one RWX mapping.
+#[derive(Debug)]
+pub struct Bump {
+    base: usize,
+    len: usize,
+    next: usize,
+    high_water: usize,
+}
+
+/// A bump block.
+#[derive(Debug, Clone, Copy)]
+pub struct BumpBlock {
+    addr: usize,
+    size: usize,
+}
+
+impl Bump {
+    /// A ring of [`RING_BYTES`], mapped RWX and not reserved against the commit limit.
+    pub fn new() -> Bump {
+        Bump::with_len(RING_BYTES)
+    }
+
+    /// A ring of `len` bytes.
+    pub fn with_len(len: usize) -> Bump {
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "RWX mmap refused");
+        Bump {
+            base: base as usize,
+            len,
+            next: 0,
+            high_water: 0,
+        }
+    }
+
+    /// The furthest the pointer has gone: bytes handed out before any wrap.
+    pub fn high_water(&self) -> usize {
+        self.high_water
+    }
+}
+
+impl Default for Bump {
+    fn default() -> Self {
+        Bump::new()
+    }
+}
+
+impl Drop for Bump {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `with_len`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+impl Peer for Bump {
+    type Block = BumpBlock;
+
+    fn alloc(&mut self, size: usize) -> BumpBlock {
+        assert!(size <= self.len);
+        if self.next + size > self.len {
+            self.next = 0;
+        }
+        let addr = self.base + self.next;
+        self.next = (self.next + size).next_multiple_of(ALIGN);
+        self.high_water = self.high_water.max(self.next);
+        BumpBlock { addr, size }
+    }
+
+    fn emit(&mut self, block: &mut BumpBlock, code: &[u8]) -> usize {
+        assert!(code.len() <= block.size);
+        // SAFETY: inside the RWX ring; the block's bytes belong to it.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), block.addr as *mut u8, code.len()) };
+        block.addr
+    }
+
+    fn free(&mut self, _block: BumpBlock) {}
+
+    fn span(&self, block: &BumpBlock) -> (usize, usize) {
+        (block.addr, block.size)
+    }
+}

@@ -1,0 +1,53 @@
+//! codeheap through its public API: `alloc`, `write` (which pads, flushes and finalizes),
+//! `entry_point` and `free`.
+
+use codeheap::{Block, Heap, NativeOs, WxStrategy};
+
+use super::Peer;
+
+/// A codeheap [`Heap`] with one strategy.
+#[derive(Debug)]
+pub struct CodeHeap {
+    heap: Heap<NativeOs>,
+}
+
+impl CodeHeap {
+    /// A heap with `strategy`, or `None` if this machine cannot provide it.
+    pub fn new(strategy: WxStrategy) -> Option<CodeHeap> {
+        Heap::with_strategy(strategy)
+            .ok()
+            .map(|heap| CodeHeap { heap })
+    }
+
+    /// The heap, for its stats.
+    pub fn heap(&self) -> &Heap<NativeOs> {
+        &self.heap
+    }
+}
+
+impl Peer for CodeHeap {
+    type Block = Block;
+
+    fn alloc(&mut self, size: usize) -> Block {
+        self.heap.alloc(size).expect("codeheap alloc")
+    }
+
+    fn emit(&mut self, block: &mut Block, code: &[u8]) -> usize {
+        self.heap
+            .write(block, |writer| writer.write(0, code))
+            .expect("codeheap write");
+        self.heap.entry_point(block).expect("codeheap entry point")
+    }
+
+    fn free(&mut self, block: Block) {
+        self.heap.free(block).expect("codeheap free");
+    }
+
+    fn span(&self, block: &Block) -> (usize, usize) {
+        (block.addr(), block.size())
+    }
+
+    fn committed_bytes(&self) -> Option<usize> {
+        Some(self.heap.stats().committed_bytes)
+    }
+}

@@ -1,0 +1,68 @@
+//! jit-allocator (the Rust port of asmjit's `JitAllocator`) with its default options: dual
+//! mapping, trap fill of unused memory, one empty block kept.
+
+use jit_allocator::{JitAllocator, JitAllocatorOptions, flush_instruction_cache};
+
+use super::Peer;
+
+/// A jit-allocator block: its executable and writable addresses and the size asked for.
+#[derive(Debug)]
+pub struct JitBlock {
+    rx: *const u8,
+    rw: *mut u8,
+    size: usize,
+}
+
+/// A `JitAllocator` with default options.
+pub struct JitAlloc {
+    allocator: Box<JitAllocator>,
+}
+
+impl core::fmt::Debug for JitAlloc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("JitAlloc")
+    }
+}
+
+impl JitAlloc {
+    /// An allocator with jit-allocator's defaults.
+    pub fn new() -> JitAlloc {
+        JitAlloc {
+            allocator: JitAllocator::new(JitAllocatorOptions::default()),
+        }
+    }
+}
+
+impl Default for JitAlloc {
+    fn default() -> Self {
+        JitAlloc::new()
+    }
+}
+
+impl Peer for JitAlloc {
+    type Block = JitBlock;
+
+    fn alloc(&mut self, size: usize) -> JitBlock {
+        let (rx, rw) = self.allocator.alloc(size).expect("jit-allocator alloc");
+        JitBlock { rx, rw, size }
+    }
+
+    fn emit(&mut self, block: &mut JitBlock, code: &[u8]) -> usize {
+        assert!(code.len() <= block.size);
+        // SAFETY: `rw` is the writable view of a live block of at least `size` bytes, which
+        // no other thread writes.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), block.rw, code.len()) };
+        flush_instruction_cache(block.rx, code.len());
+        block.rx as usize
+    }
+
+    fn free(&mut self, block: JitBlock) {
+        // SAFETY: `rx` came from this allocator's `alloc` and is released once (the block
+        // is consumed).
+        unsafe { self.allocator.release(block.rx) }.expect("jit-allocator release");
+    }
+
+    fn span(&self, block: &JitBlock) -> (usize, usize) {
+        (block.rx as usize, block.size)
+    }
+}

@@ -1,0 +1,233 @@
+//! W4: one writer thread emits functions while one executor thread keeps calling the newest
+//! published ones, which share pages with the function being written (the scenario that
+//! breaks `mprotect`-based W^X). Run it in a child process: under `Protect` the executor is
+//! expected to die.
+//!
+//! Functions are published in a ring of slots. The writer keeps `WINDOW` functions live and
+//! frees older ones, but never the one the executor has announced it is about to call (a
+//! hazard pointer), so a call never lands in freed memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::code;
+use crate::peers::Peer;
+use crate::rows::RowVisitor;
+
+/// Functions kept live by the writer.
+pub const WINDOW: usize = 64;
+
+/// Bytes per function: 256 bytes, 16 to a 4 KiB page, so the newest functions share the
+/// page being written.
+pub const BYTES: usize = 256;
+
+/// Slots of the publication ring (a power of two, more than `WINDOW`).
+const RING: usize = 256;
+
+/// No function announced.
+const NONE: u64 = u64::MAX;
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RaceResult {
+    /// Functions emitted (and published).
+    pub emits: u64,
+    /// Calls made by the executor.
+    pub calls: u64,
+    /// Calls that returned a wrong value.
+    pub wrong: u64,
+    /// Seconds the two threads ran together.
+    pub seconds: f64,
+}
+
+impl RaceResult {
+    /// The result as one `key=value` line.
+    pub fn line(&self) -> String {
+        format!(
+            "emits={} calls={} wrong={} seconds={}",
+            self.emits, self.calls, self.wrong, self.seconds
+        )
+    }
+
+    /// Parses [`line`](RaceResult::line).
+    pub fn parse(line: &str) -> Option<RaceResult> {
+        let mut result = RaceResult::default();
+        for pair in line.split_whitespace() {
+            let (key, value) = pair.split_once('=')?;
+            match key {
+                "emits" => result.emits = value.parse().ok()?,
+                "calls" => result.calls = value.parse().ok()?,
+                "wrong" => result.wrong = value.parse().ok()?,
+                "seconds" => result.seconds = value.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some(result)
+    }
+
+    /// Emits per second.
+    pub fn emits_per_second(&self) -> f64 {
+        self.emits as f64 / self.seconds
+    }
+
+    /// Calls per second.
+    pub fn calls_per_second(&self) -> f64 {
+        self.calls as f64 / self.seconds
+    }
+}
+
+/// The publication ring shared by the two threads.
+struct Published {
+    entries: [AtomicUsize; RING],
+    values: [AtomicU64; RING],
+    /// Sequence number of the newest published function, plus one (0: none yet).
+    newest: AtomicU64,
+    /// Functions with a sequence number below this may be freed at any moment.
+    retired_below: AtomicU64,
+    /// The sequence number the executor is calling, or `NONE`.
+    hazard: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Published {
+    fn new() -> Published {
+        Published {
+            entries: core::array::from_fn(|_| AtomicUsize::new(0)),
+            values: core::array::from_fn(|_| AtomicU64::new(0)),
+            newest: AtomicU64::new(0),
+            retired_below: AtomicU64::new(0),
+            hazard: AtomicU64::new(NONE),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn publish(&self, seq: u64, entry: usize, value: u32) {
+        let slot = seq as usize % RING;
+        self.entries[slot].store(entry, SeqCst);
+        self.values[slot].store(u64::from(value), SeqCst);
+        self.newest.store(seq + 1, SeqCst);
+    }
+
+    /// Waits until the executor is not calling `seq`, after marking it retired.
+    fn retire(&self, seq: u64) {
+        self.retired_below.store(seq + 1, SeqCst);
+        while self.hazard.load(SeqCst) == seq {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The executor: calls the newest published function, again and again, until stopped.
+fn execute(published: &Published) -> (u64, u64) {
+    let (mut calls, mut wrong) = (0u64, 0u64);
+    while !published.stop.load(SeqCst) {
+        let newest = published.newest.load(SeqCst);
+        if newest == 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let seq = newest - 1;
+        published.hazard.store(seq, SeqCst);
+        if seq < published.retired_below.load(SeqCst) {
+            published.hazard.store(NONE, SeqCst);
+            continue;
+        }
+        let slot = seq as usize % RING;
+        let entry = published.entries[slot].load(SeqCst);
+        let value = published.values[slot].load(SeqCst);
+        // A slot is reused only RING sequence numbers later, long after `seq` is retired,
+        // which the hazard prevents while we hold it; so entry and value belong to `seq`.
+        for _ in 0..16 {
+            // SAFETY: `seq` was published (its code written, made executable and flushed
+            // before `newest` was stored) and is not retired, and the writer frees nothing
+            // the hazard names; so the function stays until the hazard is cleared.
+            let got = unsafe { code::call(entry) };
+            calls += 1;
+            if u64::from(got) != value {
+                wrong += 1;
+            }
+        }
+        published.hazard.store(NONE, SeqCst);
+    }
+    (calls, wrong)
+}
+
+/// Runs W4 for `duration`, with the writer emitting (`writer: true`) or idle after
+/// publishing `WINDOW` functions (the executor's baseline).
+#[derive(Debug, Clone, Copy)]
+pub struct Race {
+    /// How long the threads run together.
+    pub duration: Duration,
+    /// Whether the writer keeps emitting.
+    pub writer: bool,
+}
+
+impl RowVisitor for Race {
+    type Output = RaceResult;
+
+    fn visit<P: Peer + 'static>(self, mut peer: P) -> RaceResult {
+        let published = Published::new();
+        let mut live: std::collections::VecDeque<(P::Block, u64)> =
+            std::collections::VecDeque::new();
+        let mut buffer = code::returning(0, BYTES);
+        let mut seq = 0u64;
+        let mut emit = |peer: &mut P, live: &mut std::collections::VecDeque<_>, seq: &mut u64| {
+            let value = (*seq as u32).wrapping_mul(2_654_435_761);
+            code::write_returning(&mut buffer, value);
+            let mut block = peer.alloc(BYTES);
+            let entry = peer.emit(&mut block, &buffer);
+            published.publish(*seq, entry, value);
+            live.push_back((block, *seq));
+            *seq += 1;
+            if live.len() > WINDOW {
+                let (oldest, old_seq) = live.pop_front().expect("non-empty");
+                published.retire(old_seq);
+                peer.free(oldest);
+            }
+        };
+        for _ in 0..WINDOW {
+            emit(&mut peer, &mut live, &mut seq);
+        }
+        let first = seq;
+        thread::scope(|scope| {
+            let executor = scope.spawn(|| execute(&published));
+            let start = Instant::now();
+            if self.writer {
+                while start.elapsed() < self.duration {
+                    for _ in 0..16 {
+                        emit(&mut peer, &mut live, &mut seq);
+                    }
+                }
+            } else {
+                thread::sleep(self.duration);
+            }
+            published.stop.store(true, SeqCst);
+            let seconds = start.elapsed().as_secs_f64();
+            let (calls, wrong) = executor.join().expect("the executor survived");
+            RaceResult {
+                emits: seq - first,
+                calls,
+                wrong,
+                seconds,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::Bump;
+
+    #[test]
+    fn the_bump_floor_races_without_wrong_results() {
+        let result = Race {
+            duration: Duration::from_millis(100),
+            writer: true,
+        }
+        .visit(Bump::with_len(64 << 20));
+        assert!(result.emits > 0 && result.calls > 0, "{result:?}");
+        assert_eq!(result.wrong, 0);
+    }
+}

@@ -1,0 +1,116 @@
+//! The rows of every table: which allocator, set up how.
+
+use codeheap::WxStrategy;
+
+use crate::peers::{Bump, CodeHeap, DynasmBuffer, JitAlloc, Memmap2, Peer, RegionMap};
+
+/// One allocator in one configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Row {
+    /// codeheap with a strategy.
+    Codeheap(WxStrategy),
+    /// jit-allocator with its defaults (dual mapping on).
+    JitAllocator,
+    /// One memmap2 mapping per function.
+    Memmap2,
+    /// One region allocation per function.
+    Region,
+    /// One dynasmrt buffer per function.
+    Dynasmrt,
+    /// A bump pointer over one RWX mapping: the floor.
+    Bump,
+}
+
+/// Something to do with a row's allocator, whatever its type.
+pub trait RowVisitor {
+    /// What it gives back.
+    type Output;
+    /// Does it with `peer`.
+    fn visit<P: Peer + 'static>(self, peer: P) -> Self::Output;
+}
+
+impl Row {
+    /// Every row, in table order, whether or not this machine can run it.
+    pub const ALL: [Row; 9] = [
+        Row::Codeheap(WxStrategy::MapJit),
+        Row::Codeheap(WxStrategy::DualMap),
+        Row::Codeheap(WxStrategy::Protect),
+        Row::Codeheap(WxStrategy::Rwx),
+        Row::JitAllocator,
+        Row::Memmap2,
+        Row::Region,
+        Row::Dynasmrt,
+        Row::Bump,
+    ];
+
+    /// The rows this machine can run.
+    pub fn available() -> Vec<Row> {
+        Row::ALL.into_iter().filter(|row| row.runs_here()).collect()
+    }
+
+    /// Whether this machine can run the row.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Row::Codeheap(strategy) => CodeHeap::new(strategy).is_some(),
+            _ => true,
+        }
+    }
+
+    /// The row's name in tables and on the command line.
+    pub fn name(self) -> String {
+        match self {
+            Row::Codeheap(strategy) => format!("codeheap {strategy}"),
+            Row::JitAllocator => "jit-allocator".to_string(),
+            Row::Memmap2 => "memmap2 (map/fn)".to_string(),
+            Row::Region => "region (map/fn)".to_string(),
+            Row::Dynasmrt => "dynasmrt (map/fn)".to_string(),
+            Row::Bump => "bump RWX (floor)".to_string(),
+        }
+    }
+
+    /// A short name without spaces, for file names and child processes.
+    pub fn key(self) -> String {
+        match self {
+            Row::Codeheap(strategy) => format!("codeheap-{strategy}"),
+            Row::JitAllocator => "jit-allocator".to_string(),
+            Row::Memmap2 => "memmap2".to_string(),
+            Row::Region => "region".to_string(),
+            Row::Dynasmrt => "dynasmrt".to_string(),
+            Row::Bump => "bump".to_string(),
+        }
+    }
+
+    /// The row whose [`key`](Row::key) is `key`.
+    pub fn from_key(key: &str) -> Option<Row> {
+        Row::ALL.into_iter().find(|row| row.key() == key)
+    }
+
+    /// Whether the row gives each function a mapping of its own.
+    pub fn maps_per_function(self) -> bool {
+        matches!(self, Row::Memmap2 | Row::Region | Row::Dynasmrt)
+    }
+
+    /// Runs `visitor` with a new allocator of this row; `None` if this machine cannot.
+    pub fn visit<V: RowVisitor>(self, visitor: V) -> Option<V::Output> {
+        Some(match self {
+            Row::Codeheap(strategy) => visitor.visit(CodeHeap::new(strategy)?),
+            Row::JitAllocator => visitor.visit(JitAlloc::new()),
+            Row::Memmap2 => visitor.visit(Memmap2),
+            Row::Region => visitor.visit(RegionMap),
+            Row::Dynasmrt => visitor.visit(DynasmBuffer),
+            Row::Bump => visitor.visit(Bump::new()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    #[test]
+    fn keys_name_rows_back() {
+        for row in Row::ALL {
+            assert_eq!(Row::from_key(&row.key()), Some(row));
+        }
+    }
+}
