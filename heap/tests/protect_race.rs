@@ -4,14 +4,12 @@
 //! runs in a child process, so the crash is a result the parent asserts.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use codeheap::{Heap, WxStrategy};
-use common::child;
+use codeheap_test_support::child;
 
 /// How long the workload runs if nothing crashes.
 const WORKLOAD: Duration = Duration::from_secs(3);

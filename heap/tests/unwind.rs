@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use codeheap::{Block, Heap, NativeOs, WxStrategy};
-use common::child;
+use codeheap_test_support::child;
 use common::jit_calls::{Layout, calls_back};
 
 extern "C-unwind" fn panicking_callback() {

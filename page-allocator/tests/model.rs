@@ -1442,29 +1442,7 @@ mod native {
     /// addresses are ours (the simulator maps nothing executable or shared).
     static NATIVE: Mutex<()> = Mutex::new(());
 
-    /// One line of `/proc/self/maps`.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    struct Mapping {
-        start: usize,
-        end: usize,
-        perms: String,
-    }
-
-    fn proc_maps() -> Vec<Mapping> {
-        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable");
-        maps.lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let (range, perms) = (fields.next()?, fields.next()?);
-                let (start, end) = range.split_once('-')?;
-                Some(Mapping {
-                    start: usize::from_str_radix(start, 16).ok()?,
-                    end: usize::from_str_radix(end, 16).ok()?,
-                    perms: perms.to_string(),
-                })
-            })
-            .collect()
-    }
+    use codeheap_test_support::maps::{Mapping, proc_maps};
 
     fn perms(protection: Protection, strategy: WxStrategy) -> &'static str {
         match (strategy, protection) {

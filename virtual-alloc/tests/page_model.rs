@@ -575,32 +575,7 @@ impl Model {
 
 // ---- what the OS shows ---------------------------------------------------------------------
 
-/// One line of `/proc/self/maps`; the whole line is the mapping's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MapLine {
-    start: usize,
-    end: usize,
-    perms: String,
-    line: String,
-}
-
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn proc_maps() -> Vec<MapLine> {
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable");
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (range, perms) = (fields.next()?, fields.next()?);
-            let (start, end) = range.split_once('-')?;
-            Some(MapLine {
-                start: usize::from_str_radix(start, 16).ok()?,
-                end: usize::from_str_radix(end, 16).ok()?,
-                perms: perms.to_string(),
-                line: line.to_string(),
-            })
-        })
-        .collect()
-}
+use codeheap_test_support::maps::{Mapping as MapLine, proc_maps};
 
 fn overlapping(maps: &[MapLine], range: Range<usize>) -> Vec<MapLine> {
     maps.iter()

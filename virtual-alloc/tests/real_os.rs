@@ -3,13 +3,11 @@
 //! release, and see the mapping gone. Runs natively on x86-64 and under qemu on aarch64.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-mod common;
-
+use codeheap_test_support::maps::{perms_at, proc_maps};
 use codeheap_virtual_alloc::{
     Error, NativeOs, Os, PageState, Protection, RegionInfo, SysCall, VirtualAlloc, WriteScope,
     WxStrategy,
 };
-use common::{perms_at, proc_maps};
 
 /// The tests here check `/proc/self/maps` for mappings that must be gone; a test mapping
 /// memory at the same moment could land at a freed address (qemu reuses them at once), so

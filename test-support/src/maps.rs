@@ -1,16 +1,22 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! The process's mappings, as `/proc/self/maps` lists them (Linux).
 
 /// One line of `/proc/self/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
+    /// First address.
     pub start: usize,
+    /// One past the last address.
     pub end: usize,
+    /// Permissions, e.g. `r-xp` or `rw-s`.
     pub perms: String,
+    /// The whole line, for messages.
+    pub line: String,
 }
 
-/// The process's mappings, from `/proc/self/maps`.
-#[cfg(target_os = "linux")]
+/// Every mapping of the process, in address order.
+///
+/// # Panics
+/// If `/proc/self/maps` cannot be read (not Linux).
 pub fn proc_maps() -> Vec<Mapping> {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable");
     maps.lines()
@@ -22,13 +28,13 @@ pub fn proc_maps() -> Vec<Mapping> {
                 start: usize::from_str_radix(start, 16).ok()?,
                 end: usize::from_str_radix(end, 16).ok()?,
                 perms: perms.to_string(),
+                line: line.to_string(),
             })
         })
         .collect()
 }
 
-/// The permissions (`r-xp`, ...) of the mapping holding `addr`, if any.
-#[cfg(target_os = "linux")]
+/// The permissions of the mapping holding `addr`, if any.
 pub fn perms_at(addr: usize) -> Option<String> {
     proc_maps()
         .into_iter()

@@ -1,5 +1,4 @@
 //! Running a test of this binary in a child process, so a crash is a result to assert on.
-#![allow(dead_code)]
 
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

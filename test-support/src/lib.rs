@@ -1,0 +1,5 @@
+//! Helpers shared by codeheap's tests (std only, so any crate's tests can use them).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod child;
+pub mod maps;
