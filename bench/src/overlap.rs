@@ -6,6 +6,7 @@
 //!   block's allocation, fill or free wrote over it).
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::peers::Peer;
 use crate::rows::RowVisitor;
@@ -22,6 +23,8 @@ pub struct Findings {
     pub corrupted: u64,
     /// The first overlap: the new block's address and size, the live block's.
     pub first_overlap: Option<(usize, usize, usize, usize)>,
+    /// The step at which the allocator panicked, if it did (the check stops there).
+    pub panicked_at: Option<u64>,
 }
 
 /// Runs the check for `steps` steps over `live` blocks.
@@ -31,6 +34,9 @@ pub struct OverlapCheck {
     pub live: usize,
     /// Steps.
     pub steps: u64,
+    /// Prints `PROGRESS <step>` every this many steps (0: never), so that if the allocator
+    /// crashes the process, the step it reached is known.
+    pub progress_every: u64,
 }
 
 /// The byte a block tagged `tag` holds at `offset`.
@@ -49,10 +55,10 @@ impl RowVisitor for OverlapCheck {
         let mut live: Vec<(P::Block, u32)> = Vec::with_capacity(self.live);
         let mut buffer = vec![0u8; 64 * 1024];
         let check_free = |peer: &mut P,
-                              shadow: &mut BTreeMap<usize, (usize, u32)>,
-                              found: &mut Findings,
-                              block: P::Block,
-                              tag: u32| {
+                          shadow: &mut BTreeMap<usize, (usize, u32)>,
+                          found: &mut Findings,
+                          block: P::Block,
+                          tag: u32| {
             let (addr, size) = peer.span(&block);
             // SAFETY: the block is live and its `size` bytes are mapped readable (every
             // peer's executable view is readable).
@@ -70,6 +76,10 @@ impl RowVisitor for OverlapCheck {
             peer.free(block);
         };
         for step in 0..self.live as u64 + self.steps {
+            if self.progress_every > 0 && step % self.progress_every == 0 {
+                println!("PROGRESS {step} overlaps={} corrupted={}", found.overlaps, found.corrupted);
+            }
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
             if live.len() == self.live {
                 let victim = sizes.rng().below(live.len());
                 let (block, tag) = live.swap_remove(victim);
@@ -96,6 +106,14 @@ impl RowVisitor for OverlapCheck {
             shadow.insert(addr, (end, tag));
             found.allocs += 1;
             live.push((block, tag));
+            }));
+            if outcome.is_err() {
+                // The allocator's state is broken: leak it and its blocks.
+                found.panicked_at = Some(step);
+                core::mem::forget(live);
+                core::mem::forget(peer);
+                return found;
+            }
         }
         for (block, tag) in live {
             check_free(&mut peer, &mut shadow, &mut found, block, tag);
@@ -115,6 +133,7 @@ mod tests {
         let findings = OverlapCheck {
             live: 1000,
             steps: 2000,
+            progress_every: 0,
         }
         .visit(Bump::with_len(256 * 1024));
         assert!(findings.overlaps > 0);
@@ -126,6 +145,7 @@ mod tests {
         let findings = OverlapCheck {
             live: 100,
             steps: 2000,
+            progress_every: 0,
         }
         .visit(Bump::with_len(64 << 20));
         assert_eq!((findings.overlaps, findings.corrupted), (0, 0));

@@ -86,8 +86,14 @@ impl Peer for RegionMap {
         // SAFETY: the allocation is read-write and at least `code.len()` bytes long.
         unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), base, code.len()) };
         // SAFETY: the allocation's own pages; nothing runs or references them meanwhile.
-        unsafe { region::protect(base, block.allocation.len(), region::Protection::READ_EXECUTE) }
-            .expect("mprotect");
+        unsafe {
+            region::protect(
+                base,
+                block.allocation.len(),
+                region::Protection::READ_EXECUTE,
+            )
+        }
+        .expect("mprotect");
         base as usize
     }
 
@@ -112,8 +118,7 @@ impl Peer for DynasmBuffer {
     }
 
     fn emit(&mut self, block: &mut Self::Block, code: &[u8]) -> usize {
-        let Mapping::Writable(mut buffer, size) = core::mem::replace(block, Mapping::Moving)
-        else {
+        let Mapping::Writable(mut buffer, size) = core::mem::replace(block, Mapping::Moving) else {
             panic!("emitted twice")
         };
         buffer.set_len(code.len());

@@ -1,1 +1,619 @@
-fn main() {}
+//! Runs every workload over every row in one run and prints the tables of
+//! `docs/benchmarks.md`: W1/W2 times and their ratios, W3 memory, W4 races, the overlap
+//! check, and the targets of the benchmarks issue with pass/miss.
+//!
+//! ```text
+//! cargo run --release -p codeheap-bench --bin bench-report             # full run (minutes)
+//! cargo run --release -p codeheap-bench --bin bench-report -- --smoke  # CI: seconds each
+//! cargo run --release -p codeheap-bench --bin bench-report -- --plots docs
+//! ```
+//!
+//! W1 and W2 are timed in interleaved rounds: each round runs a batch of every row, in a
+//! rotating order, so drift in the machine's load hits all rows alike; a row's figure is its
+//! median over the rounds. W3, W4 and the overlap check run each row in a child process of
+//! this binary (`--child ...`), so memory figures are the row's alone and a crash is a
+//! result.
+
+mod plot;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::Command;
+use std::time::Duration;
+
+use codeheap::WxStrategy;
+use codeheap_bench::memory::{self, Churn, Sample};
+use codeheap_bench::overlap::OverlapCheck;
+use codeheap_bench::race::{Race, RaceResult};
+use codeheap_bench::sizes::Sizes;
+use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Workload};
+use codeheap_bench::{Row, workload};
+
+/// How long everything runs.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    smoke: bool,
+    /// Interleaved rounds of W1/W2.
+    rounds: usize,
+    /// Target time of one batch of one row.
+    batch: Duration,
+    w3_live: usize,
+    w3_steps: u64,
+    w4: Duration,
+    overlap_steps: u64,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            smoke: false,
+            rounds: 21,
+            batch: Duration::from_millis(25),
+            w3_live: memory::LIVE,
+            w3_steps: memory::STEPS,
+            w4: Duration::from_secs(2),
+            overlap_steps: 200_000,
+        }
+    }
+
+    fn smoke() -> Plan {
+        Plan {
+            smoke: true,
+            rounds: 5,
+            batch: Duration::from_millis(5),
+            w3_live: 2_000,
+            w3_steps: 20_000,
+            w4: Duration::from_millis(250),
+            overlap_steps: 10_000,
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return child(&args[1..]);
+    }
+    let plan = if args.iter().any(|a| a == "--smoke") {
+        Plan::smoke()
+    } else {
+        Plan::full()
+    };
+    let plots = args
+        .iter()
+        .position(|a| a == "--plots")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_else(|| "docs".into()));
+    report(plan, plots.as_deref());
+}
+
+// ---- child processes ------------------------------------------------------------------
+
+/// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS writer|idle` |
+/// `--child overlap ROW STEPS`
+fn child(args: &[String]) {
+    let row = Row::from_key(&args[1]).expect("a row key");
+    let number = |i: usize| args[i].parse::<u64>().expect("a number");
+    match args[0].as_str() {
+        "w3" => {
+            let churn = Churn {
+                live: number(2) as usize,
+                steps: number(3),
+                every: number(4),
+                report: |sample: Sample| println!("SAMPLE {}", sample.line()),
+            };
+            row.visit(churn).expect("available");
+        }
+        "w4" => {
+            let race = Race {
+                duration: Duration::from_millis(number(2)),
+                writer: args[3] == "writer",
+            };
+            let result = row.visit(race).expect("available");
+            println!("RESULT {}", result.line());
+        }
+        "overlap" => {
+            let check = OverlapCheck {
+                live: workload::LIVE,
+                steps: number(2),
+                progress_every: 1000,
+            };
+            let found = row.visit(check).expect("available");
+            let first = found
+                .first_overlap
+                .map(|(a, s, b, t)| format!("{a:#x}+{s} over {b:#x}+{t}"))
+                .unwrap_or_else(|| "-".into());
+            let panicked = found
+                .panicked_at
+                .map_or("-".to_string(), |step| step.to_string());
+            println!(
+                "RESULT allocs={} overlaps={} corrupted={} panicked={} first={}",
+                found.allocs, found.overlaps, found.corrupted, panicked, first
+            );
+        }
+        other => panic!("unknown child workload {other}"),
+    }
+}
+
+/// Runs this binary as a child; its stdout, or how it died.
+fn run_child(args: &[String]) -> Result<String, String> {
+    let exe = std::env::current_exe().expect("the report knows its path");
+    let output = Command::new(exe)
+        .env("RUST_BACKTRACE", "0")
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("the report can run itself");
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let progress = stdout
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("PROGRESS "))
+        .map_or(String::new(), |p| format!(" (last progress: step {p})"));
+    let died = match output.status.signal() {
+        Some(libc::SIGSEGV) => "crashed: SIGSEGV".into(),
+        Some(libc::SIGBUS) => "crashed: SIGBUS".into(),
+        Some(libc::SIGTRAP) => "crashed: SIGTRAP".into(),
+        Some(signal) => format!("crashed: signal {signal}"),
+        None => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // The panic message is the line after "thread '…' panicked at …:".
+            let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked at"));
+            let message = lines.nth(1).unwrap_or("no message");
+            format!("panicked: {message}")
+        }
+    };
+    Err(format!("{died}{progress}"))
+}
+
+fn result_line(stdout: &str) -> Option<&str> {
+    stdout.lines().find_map(|line| line.strip_prefix("RESULT "))
+}
+
+// ---- W1 / W2 ----------------------------------------------------------------------------
+
+/// Median nanoseconds per step of each row, timed in interleaved rounds; a row whose
+/// allocator panics is dropped from later rounds and reported with the step it reached.
+fn time_rows(rows: &[Row], workload: Workload, plan: Plan) -> Vec<Result<f64, String>> {
+    let mut steppers: Vec<_> = rows
+        .iter()
+        .map(|row| row.visit(MakeStepper(workload)).expect("available"))
+        .collect();
+    let mut failed: Vec<Option<String>> = vec![None; rows.len()];
+    let mut done = vec![0u64; rows.len()];
+    let mut run = |i: usize, steps: u64, failed: &mut Vec<Option<String>>| {
+        if failed[i].is_some() {
+            return None;
+        }
+        let stepper = &mut steppers[i];
+        match catch_unwind(AssertUnwindSafe(|| stepper.run(steps))) {
+            Ok(took) => {
+                done[i] += steps;
+                Some(took)
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failed[i] = Some(format!(
+                    "panicked within {} steps: {message}",
+                    done[i] + steps
+                ));
+                None
+            }
+        }
+    };
+    // Calibrate: steps per batch so that a batch takes about `plan.batch`.
+    let mut steps = vec![0u64; rows.len()];
+    for (i, steps) in steps.iter_mut().enumerate() {
+        run(i, 200, &mut failed);
+        if let Some(took) = run(i, 1000, &mut failed) {
+            let once = took.as_secs_f64() / 1000.0;
+            *steps = ((plan.batch.as_secs_f64() / once.max(1e-9)) as u64).clamp(100, 50_000_000);
+        }
+    }
+    let mut samples = vec![Vec::with_capacity(plan.rounds); rows.len()];
+    for round in 0..plan.rounds {
+        for k in 0..rows.len() {
+            let i = (round + k) % rows.len();
+            if let Some(took) = run(i, steps[i], &mut failed) {
+                samples[i].push(took.as_secs_f64() * 1e9 / steps[i] as f64);
+            }
+        }
+    }
+    // A panicked allocator's state is broken: leak it rather than run its destructor.
+    for (stepper, failed) in steppers.into_iter().zip(&failed) {
+        if failed.is_some() {
+            std::mem::forget(stepper);
+        }
+    }
+    samples
+        .into_iter()
+        .zip(failed)
+        .map(|(samples, failed)| match failed {
+            Some(why) => Err(why),
+            None => Ok(median(samples)),
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The rows of the size sweeps: the ones whose curves tell something apart.
+fn sweep_rows(rows: &[Row]) -> Vec<Row> {
+    rows.iter()
+        .copied()
+        .filter(|row| {
+            matches!(
+                row,
+                Row::Codeheap(WxStrategy::DualMap | WxStrategy::Protect)
+                    | Row::JitAllocator
+                    | Row::Memmap2
+                    | Row::Bump
+            )
+        })
+        .collect()
+}
+
+/// Sizes of the sweeps.
+const SWEEP_SIZES: [usize; 6] = [64, 256, 1024, 4096, 16_384, 65_536];
+
+// ---- the report -------------------------------------------------------------------------
+
+/// Figures gathered for the targets table.
+#[derive(Debug, Default)]
+struct Figures {
+    w1: BTreeMap<String, f64>,
+    w2: BTreeMap<String, f64>,
+    w3: BTreeMap<String, Sample>,
+    w4: BTreeMap<String, (Result<RaceResult, String>, Result<RaceResult, String>)>,
+}
+
+fn report(plan: Plan, plots: Option<&str>) {
+    let rows = Row::available();
+    let missing: Vec<String> = Row::ALL
+        .iter()
+        .filter(|row| !rows.contains(row))
+        .map(|row| row.name())
+        .collect();
+    println!("# codeheap benchmarks{}\n", if plan.smoke { " (smoke)" } else { "" });
+    println!("{}", machine());
+    if !missing.is_empty() {
+        println!("Rows this machine cannot run: {}.\n", missing.join(", "));
+    }
+    let mut figures = Figures::default();
+
+    // W1, W2.
+    let w1 = time_rows(&rows, Workload::W1(Sizes::Mix), plan);
+    let w2 = time_rows(&rows, Workload::W2(EMIT_BYTES), plan);
+    let floor = |values: &[Result<f64, String>]| {
+        let i = rows.iter().position(|r| *r == Row::Bump).expect("bump");
+        *values[i].as_ref().expect("the floor runs")
+    };
+    let (w1_floor, w2_floor) = (floor(&w1), floor(&w2));
+    println!(
+        "## W1 (alloc + free, 1,000 live, mixed sizes) and W2 (emit 256 B, call, free oldest \
+         of 1,000)\n\nMedian of {} interleaved rounds; ratios against the bump floor of the same \
+         run.\n",
+        plan.rounds
+    );
+    println!("| row | W1 ns/step | W1 × floor | W2 ns/emit | W2 × floor |");
+    println!("|---|---:|---:|---:|---:|");
+    let cells = |value: &Result<f64, String>, floor: f64| match value {
+        Ok(ns) => format!("{ns:.1} | {:.2}", ns / floor),
+        Err(why) => format!("{why} | -"),
+    };
+    for (i, row) in rows.iter().enumerate() {
+        println!(
+            "| {} | {} | {} |",
+            row.name(),
+            cells(&w1[i], w1_floor),
+            cells(&w2[i], w2_floor)
+        );
+        if let Ok(ns) = w1[i] {
+            figures.w1.insert(row.key(), ns);
+        }
+        if let Ok(ns) = w2[i] {
+            figures.w2.insert(row.key(), ns);
+        }
+    }
+    println!();
+
+    // Size sweeps (not in smoke runs).
+    let mut sweeps = Vec::new();
+    if !plan.smoke {
+        let sweep = sweep_rows(&rows);
+        for (title, make) in [
+            ("W1 at fixed sizes (ns/step)", Workload::W1 as fn(Sizes) -> Workload),
+            ("W2 at fixed sizes (ns/emit)", |s| match s {
+                Sizes::Fixed(bytes) => Workload::W2(bytes),
+                Sizes::Mix => Workload::W2(EMIT_BYTES),
+            }),
+        ] {
+            let sweep_plan = Plan {
+                rounds: 7,
+                batch: Duration::from_millis(10),
+                ..plan
+            };
+            let by_size: Vec<Vec<f64>> = SWEEP_SIZES
+                .iter()
+                .map(|&size| {
+                    time_rows(&sweep, make(Sizes::Fixed(size)), sweep_plan)
+                        .into_iter()
+                        .map(|ns| ns.unwrap_or(f64::NAN))
+                        .collect()
+                })
+                .collect();
+            println!("## {title}\n");
+            print!("| row |");
+            SWEEP_SIZES.iter().for_each(|s| print!(" {s} B |"));
+            println!();
+            print!("|---|");
+            SWEEP_SIZES.iter().for_each(|_| print!("---:|"));
+            println!();
+            for (r, row) in sweep.iter().enumerate() {
+                print!("| {} |", row.name());
+                by_size.iter().for_each(|v| print!(" {:.0} |", v[r]));
+                println!();
+            }
+            println!();
+            sweeps.push((title, sweep.clone(), by_size));
+        }
+    }
+
+    // W3.
+    let every = (plan.w3_steps / 20).max(1);
+    println!(
+        "## W3 (memory after {} W1 steps over {} live blocks, each block written once)\n",
+        plan.w3_steps, plan.w3_live
+    );
+    println!(
+        "committed: growth of executable mappings; own: what the allocator reports; PSS: \
+         growth of the process's proportional set size. All over the bytes the live blocks \
+         asked for.\n"
+    );
+    println!("| row | live bytes | committed | committed / live | own committed | PSS growth | PSS / live |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut w3_series = Vec::new();
+    for row in &rows {
+        if *row == Row::Bump {
+            println!(
+                "| {} | - | - | never frees | - | - | - |",
+                row.name()
+            );
+            continue;
+        }
+        let args = [
+            "w3".to_string(),
+            row.key(),
+            plan.w3_live.to_string(),
+            plan.w3_steps.to_string(),
+            every.to_string(),
+        ];
+        match run_child(&args) {
+            Ok(stdout) => {
+                let samples: Vec<Sample> = stdout
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("SAMPLE "))
+                    .filter_map(Sample::parse)
+                    .collect();
+                let last = *samples.last().expect("a sample");
+                println!(
+                    "| {} | {} | {} | {:.3} | {} | {} | {:.3} |",
+                    row.name(),
+                    last.live_bytes,
+                    last.executable_bytes,
+                    last.committed_ratio(),
+                    last.own_committed
+                        .map_or("-".to_string(), |b| b.to_string()),
+                    last.pss_bytes,
+                    last.pss_ratio()
+                );
+                figures.w3.insert(row.key(), last);
+                w3_series.push((row.name(), samples));
+            }
+            Err(how) => println!("| {} | {how} | | | | | |", row.name()),
+        }
+    }
+    println!();
+
+    // W4.
+    println!(
+        "## W4 (a writer thread emits 256 B functions while an executor thread calls the newest \
+         ones, {} ms per case)\n",
+        plan.w4.as_millis()
+    );
+    println!("| row | emits/s | calls/s | calls/s, no writer | calls ratio | wrong | outcome |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for row in &rows {
+        let case = |mode: &str| {
+            let args = [
+                "w4".to_string(),
+                row.key(),
+                plan.w4.as_millis().to_string(),
+                mode.to_string(),
+            ];
+            run_child(&args).and_then(|stdout| {
+                result_line(&stdout)
+                    .and_then(RaceResult::parse)
+                    .ok_or_else(|| "no result".to_string())
+            })
+        };
+        let (busy, idle) = (case("writer"), case("idle"));
+        match (&busy, &idle) {
+            (Ok(b), Ok(i)) => println!(
+                "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | ok |",
+                row.name(),
+                b.emits_per_second(),
+                b.calls_per_second(),
+                i.calls_per_second(),
+                b.calls_per_second() / i.calls_per_second(),
+                b.wrong
+            ),
+            (Err(how), idle) => println!(
+                "| {} | - | - | {} | - | - | {how} |",
+                row.name(),
+                idle.as_ref()
+                    .map_or("-".to_string(), |i| format!("{:.0}", i.calls_per_second()))
+            ),
+            (Ok(_), Err(how)) => println!("| {} | | | | | | idle case {how} |", row.name()),
+        }
+        figures.w4.insert(row.key(), (busy, idle));
+    }
+    println!();
+
+    // Overlap check.
+    println!(
+        "## Overlap check ({} mixed-size churn steps over {} live blocks, each block filled with \
+         its own pattern and checked when freed)\n",
+        plan.overlap_steps,
+        workload::LIVE
+    );
+    println!("| row | blocks | overlapping | corrupted | panicked at step | first overlap |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for row in &rows {
+        let args = ["overlap".to_string(), row.key(), plan.overlap_steps.to_string()];
+        match run_child(&args) {
+            Ok(stdout) => {
+                let line = result_line(&stdout).unwrap_or("");
+                let field = |key: &str| {
+                    line.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                println!(
+                    "| {} | {} | {} | {} | {} | {} |",
+                    row.name(),
+                    field("allocs"),
+                    field("overlaps"),
+                    field("corrupted"),
+                    field("panicked"),
+                    line.split_once("first=").map_or("-", |(_, f)| f)
+                );
+            }
+            Err(how) => println!("| {} | {how} | | | | |", row.name()),
+        }
+    }
+    println!();
+
+    targets(&figures);
+
+    if let Some(dir) = plots {
+        for (title, sweep, by_size) in &sweeps {
+            let file = if title.starts_with("W1") { "w1-sizes.png" } else { "w2-sizes.png" };
+            let names: Vec<String> = sweep.iter().map(|r| r.name()).collect();
+            plot::sizes(&format!("{dir}/{file}"), title, &names, &SWEEP_SIZES, by_size)
+                .expect("plot");
+        }
+        if !w3_series.is_empty() {
+            plot::memory_over_time(&format!("{dir}/w3-over-time.png"), &w3_series).expect("plot");
+        }
+        println!("Plots written to {dir}/.");
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("Machine: {cores} cores, {cpu}, Linux {kernel}.\n")
+}
+
+/// One line of the targets table.
+fn verdict(target: &str, measured: String, pass: Option<bool>) {
+    let outcome = match pass {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "n/a",
+    };
+    println!("| {target} | {measured} | {outcome} |");
+}
+
+fn targets(f: &Figures) {
+    let dual = Row::Codeheap(WxStrategy::DualMap).key();
+    let protect = Row::Codeheap(WxStrategy::Protect).key();
+    let bump = Row::Bump.key();
+    let jit = Row::JitAllocator.key();
+    println!("## Targets (ratios from this run)\n");
+    println!("| target | measured | outcome |");
+    println!("|---|---|---|");
+    let get = |map: &BTreeMap<String, f64>, key: &str| map.get(key).copied();
+    if let (Some(d), Some(b)) = (get(&f.w1, &dual), get(&f.w1, &bump)) {
+        verdict("W1 codeheap dual-map ≤ 3× bump floor", format!("{:.2}×", d / b), Some(d / b <= 3.0));
+    }
+    if let (Some(d), Some(j)) = (get(&f.w1, &dual), get(&f.w1, &jit)) {
+        verdict(
+            "W1 far ahead of jit-allocator (jit-allocator / codeheap, want ≥ 2×)",
+            format!("{:.2}×", j / d),
+            Some(j / d >= 2.0),
+        );
+    }
+    if let (Some(d), Some(b)) = (get(&f.w2, &dual), get(&f.w2, &bump)) {
+        verdict("W2 codeheap dual-map ≤ 1.3× bump floor", format!("{:.2}×", d / b), Some(d / b <= 1.3));
+    }
+    let per_fn = [Row::Memmap2, Row::Region, Row::Dynasmrt]
+        .iter()
+        .filter_map(|r| get(&f.w2, &r.key()))
+        .fold(f64::INFINITY, f64::min);
+    if let Some(d) = get(&f.w2, &dual)
+        && per_fn.is_finite()
+    {
+        verdict(
+            "W2 ≥ 100× faster than one mapping per function (fastest of the three)",
+            format!("{:.1}×", per_fn / d),
+            Some(per_fn / d >= 100.0),
+        );
+    }
+    if let (Some(d), Some(p)) = (get(&f.w2, &dual), get(&f.w2, &protect)) {
+        verdict("W2 ≥ 100× faster than codeheap protect", format!("{:.1}×", p / d), Some(p / d >= 100.0));
+    }
+    if let Some(s) = f.w3.get(&dual) {
+        verdict(
+            "W3 codeheap dual-map committed / live ≤ 1.15",
+            format!("{:.3}", s.committed_ratio()),
+            Some(s.committed_ratio() <= 1.15),
+        );
+        verdict(
+            "W3 codeheap dual-map PSS / live ≤ 1.15",
+            format!("{:.3}", s.pss_ratio()),
+            Some(s.pss_ratio() <= 1.15),
+        );
+    }
+    if let Some((busy, idle)) = f.w4.get(&dual) {
+        match busy {
+            Ok(b) => verdict("W4 zero faults under dual-map", format!("0 faults, {} wrong", b.wrong), Some(b.wrong == 0)),
+            Err(how) => verdict("W4 zero faults under dual-map", how.clone(), Some(false)),
+        }
+        if let (Ok(b), Some((Ok(j), _))) = (busy, f.w4.get(&jit)) {
+            let ratio = b.emits_per_second() / j.emits_per_second();
+            verdict("W4 emits/s ≥ 2× jit-allocator's", format!("{ratio:.2}×"), Some(ratio >= 2.0));
+        }
+        if let (Ok(b), Ok(i)) = (busy, idle) {
+            let ratio = b.calls_per_second() / i.calls_per_second();
+            verdict(
+                "W4 executor calls/s with the writer within 10 % of without",
+                format!("{ratio:.2}"),
+                Some(ratio >= 0.9),
+            );
+        }
+    }
+    println!();
+}
