@@ -89,7 +89,8 @@ fn main() {
 // ---- child processes ------------------------------------------------------------------
 
 /// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS writer|idle` |
-/// `--child overlap ROW STEPS`
+/// `--child overlap ROW STEPS` | `--child run ROW w1|w2 STEPS` (one workload alone, to
+/// profile it: `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`)
 fn child(args: &[String]) {
     let row = Row::from_key(&args[1]).expect("a row key");
     let number = |i: usize| args[i].parse::<u64>().expect("a number");
@@ -129,6 +130,16 @@ fn child(args: &[String]) {
                 "RESULT allocs={} overlaps={} corrupted={} panicked={} first={}",
                 found.allocs, found.overlaps, found.corrupted, panicked, first
             );
+        }
+        "run" => {
+            let workload = match args[2].as_str() {
+                "w1" => Workload::W1(Sizes::Mix),
+                "w2" => Workload::W2(EMIT_BYTES),
+                other => panic!("unknown workload {other}"),
+            };
+            let mut stepper = row.visit(MakeStepper(workload)).expect("available");
+            let took = stepper.run(number(3));
+            println!("RESULT ns_per_step={:.1}", took.as_secs_f64() * 1e9 / number(3) as f64);
         }
         other => panic!("unknown child workload {other}"),
     }
