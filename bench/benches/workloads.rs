@@ -30,7 +30,13 @@ fn bench(c: &mut Criterion, group: &str, workload: Workload, rows: &[Row], param
 fn mixed(c: &mut Criterion) {
     let rows = Row::available();
     bench(c, "w1_mixed", Workload::W1(Sizes::Mix), &rows, "mix".into());
-    bench(c, "w2_emit", Workload::W2(EMIT_BYTES), &rows, EMIT_BYTES.to_string());
+    bench(
+        c,
+        "w2_emit",
+        Workload::W2(EMIT_BYTES),
+        &rows,
+        EMIT_BYTES.to_string(),
+    );
 }
 
 fn across_sizes(c: &mut Criterion) {
@@ -39,7 +45,13 @@ fn across_sizes(c: &mut Criterion) {
         .filter(|row| !matches!(row, Row::Region | Row::Dynasmrt))
         .collect();
     for size in SIZES {
-        bench(c, "w1_size", Workload::W1(Sizes::Fixed(size)), &rows, size.to_string());
+        bench(
+            c,
+            "w1_size",
+            Workload::W1(Sizes::Fixed(size)),
+            &rows,
+            size.to_string(),
+        );
         bench(c, "w2_size", Workload::W2(size), &rows, size.to_string());
     }
 }

@@ -72,6 +72,8 @@ pub struct Sample {
     pub executable_bytes: usize,
     /// What the allocator says it committed, if it says (codeheap).
     pub own_committed: Option<usize>,
+    /// What the allocator says the live blocks occupy after rounding, if it says.
+    pub own_allocated: Option<usize>,
     /// Growth of PSS since before the allocator existed.
     pub pss_bytes: usize,
 }
@@ -80,11 +82,12 @@ impl Sample {
     /// The sample as one `key=value` line.
     pub fn line(&self) -> String {
         format!(
-            "step={} live={} exec={} own={} pss={}",
+            "step={} live={} exec={} own={} alloc={} pss={}",
             self.step,
             self.live_bytes,
             self.executable_bytes,
             self.own_committed.map_or(-1, |bytes| bytes as i64),
+            self.own_allocated.map_or(-1, |bytes| bytes as i64),
             self.pss_bytes
         )
     }
@@ -101,6 +104,10 @@ impl Sample {
                 "own" => {
                     let own: i64 = value.parse().ok()?;
                     sample.own_committed = usize::try_from(own).ok();
+                }
+                "alloc" => {
+                    let alloc: i64 = value.parse().ok()?;
+                    sample.own_allocated = usize::try_from(alloc).ok();
                 }
                 "pss" => sample.pss_bytes = value.parse().ok()?,
                 _ => return None,
@@ -169,6 +176,7 @@ impl<F: FnMut(Sample)> RowVisitor for Churn<F> {
             live_bytes,
             executable_bytes: executable_bytes().saturating_sub(exec0),
             own_committed: peer.committed_bytes(),
+            own_allocated: peer.allocated_bytes(),
             pss_bytes: pss_bytes().saturating_sub(pss0),
         };
         (self.report)(sample(&peer, 0, live_bytes));

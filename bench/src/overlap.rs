@@ -77,35 +77,38 @@ impl RowVisitor for OverlapCheck {
         };
         for step in 0..self.live as u64 + self.steps {
             if self.progress_every > 0 && step % self.progress_every == 0 {
-                println!("PROGRESS {step} overlaps={} corrupted={}", found.overlaps, found.corrupted);
+                println!(
+                    "PROGRESS {step} overlaps={} corrupted={}",
+                    found.overlaps, found.corrupted
+                );
             }
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if live.len() == self.live {
-                let victim = sizes.rng().below(live.len());
-                let (block, tag) = live.swap_remove(victim);
-                check_free(&mut peer, &mut shadow, &mut found, block, tag);
-            }
-            let size = sizes.next_size();
-            let tag = step as u32;
-            let mut block = peer.alloc(size);
-            let (addr, _) = peer.span(&block);
-            let end = addr + size;
-            let before = shadow.range(..end).next_back();
-            if let Some((&start, &(live_end, _))) = before
-                && live_end > addr
-            {
-                found.overlaps += 1;
-                found
-                    .first_overlap
-                    .get_or_insert((addr, size, start, live_end - start));
-            }
-            for (offset, byte) in buffer[..size].iter_mut().enumerate() {
-                *byte = pattern(tag, offset);
-            }
-            peer.emit(&mut block, &buffer[..size]);
-            shadow.insert(addr, (end, tag));
-            found.allocs += 1;
-            live.push((block, tag));
+                if live.len() == self.live {
+                    let victim = sizes.rng().below(live.len());
+                    let (block, tag) = live.swap_remove(victim);
+                    check_free(&mut peer, &mut shadow, &mut found, block, tag);
+                }
+                let size = sizes.next_size();
+                let tag = step as u32;
+                let mut block = peer.alloc(size);
+                let (addr, _) = peer.span(&block);
+                let end = addr + size;
+                let before = shadow.range(..end).next_back();
+                if let Some((&start, &(live_end, _))) = before
+                    && live_end > addr
+                {
+                    found.overlaps += 1;
+                    found
+                        .first_overlap
+                        .get_or_insert((addr, size, start, live_end - start));
+                }
+                for (offset, byte) in buffer[..size].iter_mut().enumerate() {
+                    *byte = pattern(tag, offset);
+                }
+                peer.emit(&mut block, &buffer[..size]);
+                shadow.insert(addr, (end, tag));
+                found.allocs += 1;
+                live.push((block, tag));
             }));
             if outcome.is_err() {
                 // The allocator's state is broken: leak it and its blocks.

@@ -153,14 +153,44 @@ fn execute(published: &Published) -> (u64, u64) {
     (calls, wrong)
 }
 
-/// Runs W4 for `duration`, with the writer emitting (`writer: true`) or idle after
-/// publishing `WINDOW` functions (the executor's baseline).
+/// What the writer thread does once `WINDOW` functions are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// Keeps emitting: the workload.
+    Emits,
+    /// Sleeps: the executor's baseline, alone on the machine.
+    Sleeps,
+    /// Spins without writing: the executor's baseline with the other core busy, which
+    /// separates what a second busy thread costs on this machine (a shared or loaded host)
+    /// from what writing shared pages costs.
+    Spins,
+}
+
+impl Writer {
+    /// The name used on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Writer::Emits => "emits",
+            Writer::Sleeps => "sleeps",
+            Writer::Spins => "spins",
+        }
+    }
+
+    /// The writer whose [`key`](Writer::key) is `key`.
+    pub fn from_key(key: &str) -> Option<Writer> {
+        [Writer::Emits, Writer::Sleeps, Writer::Spins]
+            .into_iter()
+            .find(|w| w.key() == key)
+    }
+}
+
+/// Runs W4 for `duration`.
 #[derive(Debug, Clone, Copy)]
 pub struct Race {
     /// How long the threads run together.
     pub duration: Duration,
-    /// Whether the writer keeps emitting.
-    pub writer: bool,
+    /// What the writer does meanwhile.
+    pub writer: Writer,
 }
 
 impl RowVisitor for Race {
@@ -193,14 +223,20 @@ impl RowVisitor for Race {
         thread::scope(|scope| {
             let executor = scope.spawn(|| execute(&published));
             let start = Instant::now();
-            if self.writer {
-                while start.elapsed() < self.duration {
-                    for _ in 0..16 {
-                        emit(&mut peer, &mut live, &mut seq);
+            match self.writer {
+                Writer::Emits => {
+                    while start.elapsed() < self.duration {
+                        for _ in 0..16 {
+                            emit(&mut peer, &mut live, &mut seq);
+                        }
                     }
                 }
-            } else {
-                thread::sleep(self.duration);
+                Writer::Sleeps => thread::sleep(self.duration),
+                Writer::Spins => {
+                    while start.elapsed() < self.duration {
+                        core::hint::spin_loop();
+                    }
+                }
             }
             published.stop.store(true, SeqCst);
             let seconds = start.elapsed().as_secs_f64();
@@ -224,7 +260,7 @@ mod tests {
     fn the_bump_floor_races_without_wrong_results() {
         let result = Race {
             duration: Duration::from_millis(100),
-            writer: true,
+            writer: Writer::Emits,
         }
         .visit(Bump::with_len(64 << 20));
         assert!(result.emits > 0 && result.calls > 0, "{result:?}");

@@ -98,7 +98,7 @@ mod tests {
             assert!((64..=65_536).contains(&size));
             match size {
                 ..=512 => small += 1,
-                ..=4096 => medium += 1,
+                513..=4096 => medium += 1,
                 _ => large += 1,
             }
             sum += size;

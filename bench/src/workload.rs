@@ -161,7 +161,14 @@ mod tests {
 
     #[test]
     fn every_row_runs_a_few_steps_of_each_workload() {
-        for row in Row::available() {
+        // jit-allocator 0.2.8 is left out: in a debug build its bit-range iterator panics
+        // ("attempt to shift left with overflow", `u32::MAX << 32`) on the first mixed-size
+        // churn, and in a release build the same shift corrupts its bitmaps. The report
+        // shows what it does; these tests check the harness.
+        for row in Row::available()
+            .into_iter()
+            .filter(|row| *row != Row::JitAllocator)
+        {
             for workload in [Workload::W1(Sizes::Mix), Workload::W2(EMIT_BYTES)] {
                 let mut stepper = row.visit(MakeStepper(workload)).expect("available");
                 stepper.run(50);

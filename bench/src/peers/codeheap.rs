@@ -50,4 +50,8 @@ impl Peer for CodeHeap {
     fn committed_bytes(&self) -> Option<usize> {
         Some(self.heap.stats().committed_bytes)
     }
+
+    fn allocated_bytes(&self) -> Option<usize> {
+        Some(self.heap.stats().allocated_bytes)
+    }
 }

@@ -34,6 +34,11 @@ pub trait Peer {
     fn committed_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Bytes the live blocks occupy once rounded to the allocator's sizes, if it says.
+    fn allocated_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The OS page size.
