@@ -61,6 +61,8 @@ pub(crate) struct BlockRecord {
     pub(crate) id: u64,
     pub(crate) size: usize,
     pub(crate) capacity: usize,
+    /// Where the block is written (its address but for dual-mapped pages).
+    pub(crate) write_addr: usize,
     pub(crate) home: Home,
     pub(crate) state: BlockState,
     /// Open write sessions on a large block (small blocks count on their page).

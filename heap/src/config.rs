@@ -4,13 +4,32 @@ use codeheap_page_allocator::PageAllocatorConfig;
 use codeheap_virtual_alloc::WxStrategy;
 
 /// Configuration of a [`Heap`](crate::Heap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeapConfig {
     /// The W^X strategy; `None` picks the platform's default (MapJit on macOS, DualMap on
     /// Linux, Protect where memfd is refused).
     pub strategy: Option<WxStrategy>,
     /// Segment geometry and decommit policy of the pages underneath.
     pub pages: PageAllocatorConfig,
+}
+
+/// Free pages the heap's page allocator keeps committed by default. ChakraCore's code heap
+/// keeps none, so a block freed and allocated again in a loop decommits and recommits its
+/// page each time (a hole punched in the memfd, a TLB shootdown, page faults on the next
+/// trap fill); 256 pages (1 MiB of 4 KiB pages, 4 MiB of Apple's 16 KiB pages) absorb that
+/// churn. Kept pages hold traps.
+pub const DEFAULT_FREE_PAGES: usize = 256;
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        HeapConfig {
+            strategy: None,
+            pages: PageAllocatorConfig {
+                max_free_pages: DEFAULT_FREE_PAGES,
+                ..PageAllocatorConfig::default()
+            },
+        }
+    }
 }
 
 impl HeapConfig {

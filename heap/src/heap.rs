@@ -19,6 +19,15 @@ use crate::state::HeapState;
 use crate::stats::{BucketStats, HeapStats};
 use crate::unwind::UnwindRecord;
 
+/// Pages just taken from the page allocator and prepared.
+pub(crate) struct Acquired {
+    pub(crate) run: PageRun,
+    /// Where the first page is written.
+    pub(crate) write_addr: usize,
+    /// Secondary-area bytes taken with them, if asked for.
+    pub(crate) slot: Option<SecondarySlot>,
+}
+
 /// Block ids, unique in the process, so a stale or foreign handle never matches a record.
 static NEXT_BLOCK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -140,19 +149,30 @@ impl<O: Os> Heap<O> {
 
     // ---- memory primitives ------------------------------------------------------------
 
-    /// Fills `addr..addr + len` with traps and flushes it, in write mode. On aarch64 a
-    /// leading or trailing partial word is zeroed.
-    pub(crate) fn fill_traps(&self, state: &mut HeapState, addr: usize, len: usize) -> Result<()> {
+    /// Fills `addr..addr + len` (written through `write_addr`) with traps and flushes it, in
+    /// write mode. On aarch64 a leading or trailing partial word is zeroed.
+    ///
+    /// The range must lie in pages the heap holds, committed and open for writing (under
+    /// `Protect`: read-write): the heap's own bookkeeping vouches for that, so the bytes go
+    /// straight to the OS without the OS layer's per-call region lookup.
+    pub(crate) fn fill_traps(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        write_addr: usize,
+        len: usize,
+    ) -> Result<()> {
         let _write = WriteScope::enter();
-        let vm = self.vm();
+        let os = self.vm().os();
         let head = (addr.next_multiple_of(self.arch.instruction_alignment()) - addr).min(len);
-        if head > 0 {
-            vm.fill(addr, head, &[0])?;
+        // SAFETY: per this function's contract the range is committed, writable for this
+        // thread (in write mode now) and held by the heap, whose lock the caller holds, so
+        // nothing releases or reprotects it meanwhile; no Rust reference aliases it.
+        unsafe {
+            os.fill(write_addr, head, &[0])?;
+            os.fill(write_addr + head, len - head, self.arch.trap_bytes())?;
+            os.flush_icache(addr, len)?;
         }
-        if len > head {
-            vm.fill(addr + head, len - head, self.arch.trap_bytes())?;
-        }
-        vm.flush_instruction_cache(addr, len)?;
         let counters = &mut state.counters;
         counters.fills += 1;
         counters.filled_bytes += len as u64;
@@ -214,8 +234,9 @@ impl<O: Os> Heap<O> {
 
     /// New pages from the page allocator arrive read-write: fill them with traps and make
     /// them executable (the heap's invariant: executable whenever no write is in progress).
-    fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<()> {
-        self.fill_traps(state, run.addr, run.pages * self.page)?;
+    fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<usize> {
+        let write_addr = self.vm().writable_address(run.addr)?;
+        self.fill_traps(state, run.addr, write_addr, run.pages * self.page)?;
         // Recorded for every strategy (a no-op but under Protect), so queries of heap pages
         // tell the truth; later flips are made only under Protect.
         self.pages.protect_pages(
@@ -230,7 +251,7 @@ impl<O: Os> Heap<O> {
             state.counters.protect_skipped += 1;
         }
         state.counters.pages_acquired += run.pages as u64;
-        Ok(())
+        Ok(write_addr)
     }
 
     /// New pages from the page allocator, prepared, with `unwind_bytes` of secondary area
@@ -240,7 +261,7 @@ impl<O: Os> Heap<O> {
         state: &mut HeapState,
         pages: usize,
         unwind_bytes: Option<usize>,
-    ) -> Result<(PageRun, Option<SecondarySlot>)> {
+    ) -> Result<Acquired> {
         let (run, slot) = match unwind_bytes {
             Some(bytes) => {
                 let (run, slot) = self.pages.alloc_pages_with_secondary(pages, bytes)?;
@@ -248,22 +269,33 @@ impl<O: Os> Heap<O> {
             }
             None => (self.pages.alloc_pages(pages)?, None),
         };
-        if let Err(err) = self.prepare_pages(state, run) {
-            if let Some(slot) = slot {
-                let _ = self.pages.release_secondary(slot.addr);
+        match self.prepare_pages(state, run) {
+            Ok(write_addr) => Ok(Acquired {
+                run,
+                write_addr,
+                slot,
+            }),
+            Err(err) => {
+                if let Some(slot) = slot {
+                    let _ = self.pages.release_secondary(slot.addr);
+                }
+                let _ = self.pages.release_pages(run.addr, run.pages);
+                Err(err)
             }
-            let _ = self.pages.release_pages(run.addr, run.pages);
-            return Err(err);
         }
-        Ok((run, slot))
     }
 
     /// Adds a freshly acquired page to the table, serving `bucket`.
-    pub(crate) fn add_page(&self, state: &mut HeapState, run: PageRun, bucket: usize) -> PageId {
-        let id = state
-            .pages
-            .insert(Page::new(run.addr, self.page / CHUNK, bucket));
-        state.page_index.insert(run.addr, id);
+    pub(crate) fn add_page(
+        &self,
+        state: &mut HeapState,
+        acquired: &Acquired,
+        bucket: usize,
+    ) -> PageId {
+        let addr = acquired.run.addr;
+        let page = Page::new(addr, acquired.write_addr, self.page / CHUNK, bucket);
+        let id = state.pages.insert(page);
+        state.page_index.insert(addr, id);
         id
     }
 
@@ -301,21 +333,27 @@ impl<O: Os> Heap<O> {
             None => None,
         };
         let mut state = self.state();
-        let (addr, home, slot) = match (class, entry_size) {
+        let (addr, write_addr, home, slot) = match (class, entry_size) {
             (SizeClass::Small { bucket }, None) => {
                 let id = self.page_for(&mut state, bucket)?;
-                let (addr, home) = self.take_chunks(&mut state, id, bucket);
-                (addr, home, None)
+                let (addr, write_addr, home) = self.take_chunks(&mut state, id, bucket);
+                (addr, write_addr, home, None)
             }
             (SizeClass::Small { bucket }, Some(bytes)) => {
                 let (id, slot) = self.page_with_unwind_room(&mut state, bucket, bytes)?;
-                let (addr, home) = self.take_chunks(&mut state, id, bucket);
-                (addr, home, Some(slot))
+                let (addr, write_addr, home) = self.take_chunks(&mut state, id, bucket);
+                (addr, write_addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
-                let (run, slot) = self.acquire_pages(&mut state, pages, bytes)?;
-                state.large.insert(run.addr, capacity);
-                (run.addr, Home::Large { pages }, slot)
+                let acquired = self.acquire_pages(&mut state, pages, bytes)?;
+                let addr = acquired.run.addr;
+                state.large.insert(addr, capacity);
+                (
+                    addr,
+                    acquired.write_addr,
+                    Home::Large { pages },
+                    acquired.slot,
+                )
             }
         };
         let id = NEXT_BLOCK_ID.fetch_add(1, Relaxed);
@@ -323,6 +361,7 @@ impl<O: Os> Heap<O> {
             id,
             size,
             capacity,
+            write_addr,
             home,
             state: BlockState::Fresh,
             large_writers: 0,
@@ -346,7 +385,7 @@ impl<O: Os> Heap<O> {
         state: &mut HeapState,
         id: PageId,
         bucket: usize,
-    ) -> (usize, Home) {
+    ) -> (usize, usize, Home) {
         let chunks = 1 << bucket;
         let page = state.pages.get_mut(id);
         let first = page
@@ -355,7 +394,7 @@ impl<O: Os> Heap<O> {
             .expect("a page in a bucket list has room for its bucket's blocks");
         page.free.clear_range(first, chunks);
         page.starts.set_range(first, 1);
-        let addr = page.addr + first * CHUNK;
+        let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
         if page.is_full() {
             state.pages.relist(id, PageList::Full, bucket);
         }
@@ -363,7 +402,7 @@ impl<O: Os> Heap<O> {
             page: id,
             first_chunk: first,
         };
-        (addr, home)
+        (addr, write_addr, home)
     }
 
     /// A page with room for a block of `bucket`: one of the bucket's own, one split off a
@@ -383,8 +422,8 @@ impl<O: Os> Heap<O> {
             state.pages.relist(id, PageList::Bucket, bucket);
             return Ok(id);
         }
-        let (run, _) = self.acquire_pages(state, 1, None)?;
-        Ok(self.add_page(state, run, bucket))
+        let acquired = self.acquire_pages(state, 1, None)?;
+        Ok(self.add_page(state, &acquired, bucket))
     }
 
     // ---- free ---------------------------------------------------------------------------
@@ -423,13 +462,9 @@ impl<O: Os> Heap<O> {
                 block: info.addr,
             };
         }
-        let in_a_page = state.page_index.contains_key(&(addr - addr % self.page));
-        let in_a_large_block = state
-            .large
-            .range(..=addr)
-            .next_back()
-            .is_some_and(|(&base, &capacity)| addr < base + capacity);
-        if in_a_page || in_a_large_block {
+        // Inside memory the heap has reserved but no live block: freed already (a double
+        // free), or never handed out.
+        if self.vm().is_jit_address(addr) {
             Error::NotAllocated { addr }
         } else {
             Error::NotFromHeap { addr }
@@ -484,10 +519,10 @@ impl<O: Os> Heap<O> {
         if writers == 0 {
             self.open_pages(state, page_addr, pages)?;
         }
-        let filled = self.fill_traps(state, addr, record.capacity);
-        // A large block's pages are released next; a small block's page runs code again.
-        let reclose = writers == 0 && matches!(record.home, Home::Small { .. });
-        if reclose || filled.is_err() {
+        let filled = self.fill_traps(state, addr, record.write_addr, record.capacity);
+        // Closed again even when the pages go back to the page allocator next: it may keep
+        // them, and every committed code page not being written is execute-read.
+        if writers == 0 {
             self.close_pages(state, page_addr, pages)?;
         }
         filled

@@ -250,12 +250,15 @@ impl<O: Os> Heap<O> {
             ensure(n == 1 || !page.starts.any_set(chunk + 1, n - 1), || {
                 format!("another block starts inside the block at {block:#x}")
             })?;
-            ensure(chunk.is_multiple_of(group) && n.is_multiple_of(group), || {
-                format!(
-                    "the block at {block:#x} ({n} chunks at chunk {chunk}) is not aligned to bucket {} of its page",
-                    page.bucket
-                )
-            })?;
+            ensure(
+                chunk.is_multiple_of(group) && n.is_multiple_of(group),
+                || {
+                    format!(
+                        "the block at {block:#x} ({n} chunks at chunk {chunk}) is not aligned to bucket {} of its page",
+                        page.bucket
+                    )
+                },
+            )?;
             ensure(
                 (record.state == BlockState::Parked) == (page.list == PageList::Parked),
                 || {

@@ -27,6 +27,8 @@ pub(crate) enum PageList {
 #[derive(Debug)]
 pub(crate) struct Page {
     pub(crate) addr: usize,
+    /// Where the page is written (`addr` but for dual-mapped pages).
+    pub(crate) write_addr: usize,
     pub(crate) bucket: usize,
     pub(crate) free: Bitmap<8>,
     pub(crate) starts: Bitmap<8>,
@@ -39,9 +41,10 @@ pub(crate) struct Page {
 }
 
 impl Page {
-    pub(crate) fn new(addr: usize, chunks: usize, bucket: usize) -> Page {
+    pub(crate) fn new(addr: usize, write_addr: usize, chunks: usize, bucket: usize) -> Page {
         Page {
             addr,
+            write_addr,
             bucket,
             free: Bitmap::full(chunks),
             starts: Bitmap::new(chunks),

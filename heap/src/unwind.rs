@@ -82,9 +82,9 @@ impl<O: Os> Heap<O> {
                 Err(err) => return Err(err.into()),
             }
         }
-        let (run, slot) = self.acquire_pages(state, 1, Some(bytes))?;
-        let slot = slot.expect("asked for");
-        Ok((self.add_page(state, run, bucket), slot))
+        let acquired = self.acquire_pages(state, 1, Some(bytes))?;
+        let slot = acquired.slot.expect("asked for");
+        Ok((self.add_page(state, &acquired, bucket), slot))
     }
 
     /// At finalize: writes the block's entry into its slot and registers it, once.

@@ -9,7 +9,9 @@
 //! the session is abandoned: the block is left unfinalized, its pages closed, and the
 //! thread back in the mode it was in.
 
-use codeheap_virtual_alloc::{Arch, Os, VirtualAlloc, WriteScope};
+use core::marker::PhantomData;
+
+use codeheap_virtual_alloc::{Arch, Os, WriteScope};
 
 use crate::block::{Block, BlockState, Home};
 use crate::error::{Error, Result};
@@ -17,12 +19,19 @@ use crate::heap::Heap;
 use crate::state::HeapState;
 
 /// Writes into one block during a [`Heap::write`] session.
+///
+/// It is neither `Send` nor `Sync`: the session put this thread, and only this thread, in
+/// write mode.
 #[derive(Debug)]
 pub struct CodeWriter<'a, O: Os> {
-    vm: &'a VirtualAlloc<O>,
+    os: &'a O,
     addr: usize,
+    write_addr: usize,
     size: usize,
+    _bound_to_thread: PhantomData<*const ()>,
 }
+
+static_assertions::assert_not_impl_any!(CodeWriter<'static, codeheap_virtual_alloc::sim::SimOs>: Send, Sync);
 
 impl<O: Os> CodeWriter<'_, O> {
     /// Address of the block's first byte, where it runs from (for pc-relative code).
@@ -42,7 +51,7 @@ impl<O: Os> CodeWriter<'_, O> {
 
     /// The instruction set.
     pub fn arch(&self) -> Arch {
-        self.vm.arch()
+        self.os.arch()
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<()> {
@@ -56,30 +65,32 @@ impl<O: Os> CodeWriter<'_, O> {
         }
     }
 
+    // The block is the session's own: allocated, committed (not decommitted: sessions
+    // refuse decommitted blocks, and `decommit_all` refuses while a session is open), its
+    // pages open for writing (under `Protect`), the thread in write mode for the session's
+    // whole length, and bounds checked. So bytes go straight to the block's writable view.
+
     /// Copies `bytes` to `offset` in the block; `OutOfBounds` past its end.
     pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.check(offset, bytes.len())?;
-        if !bytes.is_empty() {
-            self.vm.write(self.addr + offset, bytes)?;
-        }
+        // SAFETY: in bounds of the session's block, which is writable by this thread (above).
+        unsafe { self.os.write(self.write_addr + offset, bytes) }?;
         Ok(())
     }
 
     /// Fills `len` bytes at `offset` with `pattern` repeated.
     pub fn fill(&mut self, offset: usize, len: usize, pattern: &[u8]) -> Result<()> {
         self.check(offset, len)?;
-        if len > 0 {
-            self.vm.fill(self.addr + offset, len, pattern)?;
-        }
+        // SAFETY: in bounds of the session's block, which is writable by this thread (above).
+        unsafe { self.os.fill(self.write_addr + offset, len, pattern) }?;
         Ok(())
     }
 
     /// Reads back `buf.len()` bytes at `offset`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
-        if !buf.is_empty() {
-            self.vm.read(self.addr + offset, buf)?;
-        }
+        // SAFETY: in bounds of the session's block, whose writable view is readable.
+        unsafe { self.os.read(self.write_addr + offset, buf) }?;
         Ok(())
     }
 }
@@ -113,7 +124,7 @@ impl<O: Os> Heap<O> {
         block: &mut Block,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<R> {
-        self.begin_session(block)?;
+        let write_addr = self.begin_session(block)?;
         let mut abandon = Abandon {
             heap: self,
             addr: block.addr,
@@ -121,17 +132,21 @@ impl<O: Os> Heap<O> {
         };
         let _write = WriteScope::enter();
         let mut writer = CodeWriter {
-            vm: self.vm(),
+            os: self.vm().os(),
             addr: block.addr,
+            write_addr,
             size: block.size,
+            _bound_to_thread: PhantomData,
         };
         let value = emit(&mut writer)?;
         let tail = block.capacity - block.size;
         let mut state = self.state();
         if tail > 0 {
-            self.fill_traps(&mut state, block.addr + block.size, tail)?;
+            let (addr, write_addr) = (block.addr + block.size, write_addr + block.size);
+            self.fill_traps(&mut state, addr, write_addr, tail)?;
         }
-        self.vm().flush_instruction_cache(block.addr, block.size)?;
+        // SAFETY: the block's bytes are committed and readable (its session is open).
+        unsafe { self.vm().os().flush_icache(block.addr, block.size) }?;
         state.counters.icache_flushes += 1;
         self.register_unwind(&mut state, block)?;
         abandon.armed = false;
@@ -139,7 +154,8 @@ impl<O: Os> Heap<O> {
         Ok(value)
     }
 
-    fn begin_session(&self, block: &Block) -> Result<()> {
+    /// Opens a session on `block` and returns where it is written.
+    fn begin_session(&self, block: &Block) -> Result<usize> {
         let mut state = self.state();
         let record = self.record(&state, block.addr, Some(block.id))?;
         match record.state {
@@ -153,7 +169,7 @@ impl<O: Os> Heap<O> {
         }
         adjust_writers(&mut state, block.addr, record.home, 1);
         state.blocks.get_mut(&block.addr).expect("live").state = BlockState::Writing;
-        Ok(())
+        Ok(record.write_addr)
     }
 
     /// Closes a session: the block takes `outcome`, and its pages close once no session has

@@ -795,9 +795,9 @@ impl<'h, O: Inspect> Driver<'h, O> {
                     prop_assert_eq!(result, Err(Error::InteriorAddress { addr, block }));
                     return Ok(());
                 }
-                // A page still holding a small block, or committed (committed code pages
-                // are the heap's), is the heap's: a double free there is `NotAllocated`.
-                // Otherwise the page may have gone back to the page allocator.
+                // A page still holding a small block, or committed, lies in a segment the
+                // heap still has reserved: a double free there is `NotAllocated`. Otherwise
+                // the segment may have gone back to the OS (`NotFromHeap`).
                 let page = addr - addr % self.page;
                 let small_on_page = |(start, size): (usize, usize)| {
                     size <= self.page && start - start % self.page == page

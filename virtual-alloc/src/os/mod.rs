@@ -235,16 +235,29 @@ pub unsafe trait Os: Send + Sync {
 }
 
 /// Fills `buf` with `pattern` repeated, zeroing a last partial repetition.
+///
+/// Trap fills are on every free, so this runs at memset speed: a one-byte pattern is a
+/// `fill`, a longer one is written once and then doubled with `copy_within`, a handful of
+/// `memcpy` calls however long the buffer.
 pub(crate) fn fill_pattern(buf: &mut [u8], pattern: &[u8]) {
-    if pattern.is_empty() {
-        buf.fill(0);
-        return;
+    match *pattern {
+        [] => buf.fill(0),
+        [byte] => buf.fill(byte),
+        _ => {
+            let whole = buf.len() / pattern.len() * pattern.len();
+            let (body, tail) = buf.split_at_mut(whole);
+            if let Some(first) = body.get_mut(..pattern.len()) {
+                first.copy_from_slice(pattern);
+                let mut filled = pattern.len();
+                while filled < body.len() {
+                    let count = filled.min(body.len() - filled);
+                    body.copy_within(..count, filled);
+                    filled += count;
+                }
+            }
+            tail.fill(0);
+        }
     }
-    let mut chunks = buf.chunks_exact_mut(pattern.len());
-    for chunk in &mut chunks {
-        chunk.copy_from_slice(pattern);
-    }
-    chunks.into_remainder().fill(0);
 }
 
 // SAFETY: every call is forwarded to the shared implementation, whose guarantees carry over
@@ -346,5 +359,32 @@ unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
     unsafe fn call(&self, entry: usize) -> Result<u32> {
         // SAFETY: forwarded to the caller.
         unsafe { (**self).call(entry) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_pattern;
+
+    #[test]
+    fn patterns_repeat_and_partial_repetitions_are_zeroed() {
+        for len in [0, 1, 3, 4, 5, 8, 13, 64, 1000, 4099] {
+            let mut buf = vec![0xAA; len];
+            fill_pattern(&mut buf, &[1, 2, 3, 4]);
+            let expected: Vec<u8> = (0..len)
+                .map(|i| {
+                    if i < len / 4 * 4 {
+                        (i % 4) as u8 + 1
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            assert_eq!(buf, expected, "len {len}");
+            fill_pattern(&mut buf, &[0xCC]);
+            assert!(buf.iter().all(|&b| b == 0xCC));
+            fill_pattern(&mut buf, &[]);
+            assert!(buf.iter().all(|&b| b == 0));
+        }
     }
 }
