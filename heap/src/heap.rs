@@ -392,8 +392,7 @@ impl<O: Os> Heap<O> {
             .free
             .find_run(chunks)
             .expect("a page in a bucket list has room for its bucket's blocks");
-        page.free.clear_range(first, chunks);
-        page.starts.set_range(first, 1);
+        page.take(first, chunks);
         let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
         if page.is_full() {
             state.pages.relist(id, PageList::Full, bucket);
@@ -530,8 +529,7 @@ impl<O: Os> Heap<O> {
 
     fn free_chunks(&self, state: &mut HeapState, id: PageId, first: usize, chunks: usize) {
         let page = state.pages.get_mut(id);
-        page.free.set_range(first, chunks);
-        page.starts.clear_range(first, 1);
+        page.give_back(first, chunks);
         let (list, bucket, empty) = (page.list, page.bucket, page.is_empty());
         match list {
             PageList::Parked if empty => self.release_page(state, id),

@@ -192,6 +192,13 @@ impl<O: Os> Heap<O> {
                 page.bucket
             )
         })?;
+        ensure(page.free_chunks == page.free.count_ones(), || {
+            format!(
+                "page {addr:#x} counts {} free chunks, its bitmap {}",
+                page.free_chunks,
+                page.free.count_ones()
+            )
+        })?;
         let (empty, full) = (page.is_empty(), page.is_full());
         let placed = match page.list {
             PageList::Bucket => !full && !empty,

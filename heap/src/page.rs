@@ -31,6 +31,8 @@ pub(crate) struct Page {
     pub(crate) write_addr: usize,
     pub(crate) bucket: usize,
     pub(crate) free: Bitmap<8>,
+    /// Set bits of `free`, kept so that "empty" and "full" are O(1) on every free.
+    pub(crate) free_chunks: usize,
     pub(crate) starts: Bitmap<8>,
     pub(crate) list: PageList,
     /// Position in its list's vector, for O(1) removal.
@@ -47,6 +49,7 @@ impl Page {
             write_addr,
             bucket,
             free: Bitmap::full(chunks),
+            free_chunks: chunks,
             starts: Bitmap::new(chunks),
             list: PageList::Bucket,
             slot: 0,
@@ -55,11 +58,25 @@ impl Page {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.free.count_ones() == self.free.len()
+        self.free_chunks == self.free.len()
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.free.next_set(0).is_none()
+        self.free_chunks == 0
+    }
+
+    /// Marks `n` chunks from `first` allocated, the first of them a block's start.
+    pub(crate) fn take(&mut self, first: usize, n: usize) {
+        self.free.clear_range(first, n);
+        self.starts.set_range(first, 1);
+        self.free_chunks -= n;
+    }
+
+    /// Marks the block of `n` chunks at `first` free.
+    pub(crate) fn give_back(&mut self, first: usize, n: usize) {
+        self.free.set_range(first, n);
+        self.starts.clear_range(first, 1);
+        self.free_chunks += n;
     }
 
     /// The start chunk of the live block holding `chunk`, if any.
