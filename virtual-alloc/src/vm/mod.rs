@@ -229,18 +229,20 @@ impl<O: Os> VirtualAlloc<O> {
     /// Maps and registers a region: a reserve without its counter.
     fn make_region(&self, size: usize, strategy: WxStrategy) -> Result<RegionInfo> {
         let size = self.page_rounded(size)?;
-        let (info, mut shared) = reserve::reserve(&self.os, strategy, size, self.granularity)?;
-        let region = Arc::new(Region::new(info, self.page_size(), None));
+        let (info, shared) = reserve::reserve(&self.os, strategy, size, self.granularity)?;
+        // The region is complete, its memfd included, before it is registered: from then on
+        // any thread can find it and decommit or release it.
+        let region = Arc::new(Region::new(info, self.page_size(), shared));
+        self.counters.reserved_bytes.fetch_add(size, Relaxed);
         if let Err(err) = self
             .regions
             .register(info.base, info.size, Arc::clone(&region))
         {
-            // SAFETY: the mappings were made above and nobody else knows them.
-            let _ = unsafe { reserve::release(&self.os, &info, &mut shared) };
+            self.counters.reserved_bytes.fetch_sub(size, Relaxed);
+            // SAFETY: the mappings were made above and, unregistered, nobody else knows them.
+            let _ = unsafe { reserve::release(&self.os, &info, &mut lock(&region.state).shared) };
             return Err(err);
         }
-        lock(&region.state).shared = shared;
-        self.counters.reserved_bytes.fetch_add(size, Relaxed);
         Ok(info)
     }
 
