@@ -1,21 +1,25 @@
-//! The machine code the workloads emit: `mov eax, imm32; ret`, padded with `int3`.
+//! The machine code the workloads emit: a function returning a constant (x86-64
+//! `mov eax, imm32; ret`, aarch64 `mov w0, #imm; [movk;] ret`), padded with the
+//! architecture's trap (`int3`, or `BRK #0xF000`).
 
-/// `int3`.
-pub const INT3: u8 = 0xCC;
+use codeheap::Arch;
 
-/// A function that returns `value`: `mov eax, value; ret`, then `int3` up to `len` bytes
-/// (at least 6).
+/// Bytes of the longest "return a constant" sequence (aarch64 `movz; movk; ret`).
+pub const MIN_LEN: usize = 12;
+
+/// A function that returns `value`, then traps up to `len` bytes (at least [`MIN_LEN`]).
 pub fn returning(value: u32, len: usize) -> Vec<u8> {
-    let mut code = vec![INT3; len.max(6)];
+    let mut code = vec![0; len.max(MIN_LEN)];
+    Arch::host().fill_traps(&mut code);
     write_returning(&mut code, value);
     code
 }
 
-/// Writes `mov eax, value; ret` over the first 6 bytes of `code`.
+/// Writes "return `value`" over the start of `code`.
 pub fn write_returning(code: &mut [u8], value: u32) {
-    code[0] = 0xB8;
-    code[1..5].copy_from_slice(&value.to_le_bytes());
-    code[5] = 0xC3;
+    let sequence = Arch::host().encode_return_u32(value);
+    let bytes = sequence.as_bytes();
+    code[..bytes.len()].copy_from_slice(bytes);
 }
 
 /// Calls the `extern "C" fn() -> u32` at `entry`.
@@ -32,12 +36,17 @@ pub unsafe fn call(entry: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn the_function_is_mov_ret_then_traps() {
-        let code = super::returning(0x1234_5678, 10);
-        assert_eq!(
-            code,
-            [0xB8, 0x78, 0x56, 0x34, 0x12, 0xC3, 0xCC, 0xCC, 0xCC, 0xCC]
-        );
+    fn the_function_returns_then_traps() {
+        let code = returning(0x1234_5678, 16);
+        let sequence = Arch::host().encode_return_u32(0x1234_5678);
+        let len = sequence.as_bytes().len();
+        assert_eq!(&code[..len], sequence.as_bytes());
+        assert_eq!(code.len(), 16);
+        assert!(Arch::host().is_trap_filled(&code[len.next_multiple_of(4)..]));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(&code[..7], [0xB8, 0x78, 0x56, 0x34, 0x12, 0xC3, 0xCC]);
     }
 }

@@ -50,8 +50,10 @@ impl Bump {
             )
         };
         assert_ne!(base, libc::MAP_FAILED, "RWX mmap refused");
-        // SAFETY: the whole mapping was just made readable and writable.
-        unsafe { core::ptr::write_bytes(base.cast::<u8>(), crate::code::INT3, len) };
+        // SAFETY: the whole mapping was just made readable and writable, and nothing else
+        // refers to it yet.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(base.cast::<u8>(), len) };
+        codeheap::Arch::host().fill_traps(bytes);
         Bump {
             base: base as usize,
             len,
