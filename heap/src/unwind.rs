@@ -89,6 +89,10 @@ impl<O: Os> Heap<O> {
 
     /// At finalize: writes the block's entry into its slot and registers it, once.
     pub(crate) fn register_unwind(&self, state: &mut HeapState, block: &Block) -> Result<()> {
+        // Most heaps have no block with unwind information: no hashing for them.
+        if state.unwind.is_empty() {
+            return Ok(());
+        }
         let Some(record) = state.unwind.get(&block.addr) else {
             return Ok(());
         };
@@ -112,6 +116,9 @@ impl<O: Os> Heap<O> {
 
     /// Deregisters the entry of the block at `addr`, if it has a registered one.
     pub(crate) fn deregister_unwind(&self, state: &mut HeapState, addr: usize) {
+        if state.unwind.is_empty() {
+            return;
+        }
         let registered = state
             .unwind
             .get_mut(&addr)
@@ -124,6 +131,9 @@ impl<O: Os> Heap<O> {
 
     /// Gives the slot of the block at `addr` back (after `deregister_unwind`).
     pub(crate) fn release_unwind_slot(&self, state: &mut HeapState, addr: usize) {
+        if state.unwind.is_empty() {
+            return;
+        }
         if let Some(record) = state.unwind.remove(&addr) {
             debug_assert!(record.registered.is_none(), "deregistered before release");
             // The slot was handed out by the page allocator and is released once.

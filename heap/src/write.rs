@@ -180,9 +180,10 @@ impl<O: Os> Heap<O> {
         addr: usize,
         outcome: BlockState,
     ) -> Result<()> {
-        let home = state.blocks[&addr].home;
+        let record = state.blocks.get_mut(&addr).expect("live");
+        record.state = outcome;
+        let home = record.home;
         adjust_writers(state, addr, home, -1);
-        state.blocks.get_mut(&addr).expect("live").state = outcome;
         let (page_addr, pages, writers) = session_pages(state, addr, home);
         if writers == 0 {
             self.close_pages(state, page_addr, pages)?;
