@@ -211,3 +211,26 @@ fn memfd_refused_falls_back_to_protect() {
         WxStrategy::DualMap
     );
 }
+
+/// Two failures planned for the same call fail two calls in a row (the simulator used to
+/// underflow its countdown on the second one; found by the `heap_ops` fuzz target).
+#[test]
+fn failures_planned_for_the_same_call_fail_successive_calls() {
+    use codeheap_virtual_alloc::Os;
+    let os = SimOs::linux();
+    os.fail_after(0, libc::ENOMEM);
+    os.fail_after(0, libc::EPERM);
+    os.fail_after(1, libc::EINVAL);
+    let page = os.page_size();
+    let outcomes: Vec<_> = (0..4).map(|_| os.map_reserve(page).map(drop)).collect();
+    let fail = |errno| Err(Error::from_errno(SysCall::Mmap, errno));
+    assert_eq!(
+        outcomes,
+        [
+            fail(libc::ENOMEM),
+            fail(libc::EPERM),
+            fail(libc::EINVAL),
+            Ok(())
+        ]
+    );
+}

@@ -93,8 +93,10 @@ impl SimState {
                 failure = Some(*errno);
                 false
             }
+            // A second plan due at this call (or a plan due at a call that failed for
+            // another plan) stays due: it fails the next call.
             PlannedFailure::AfterCalls { remaining, .. } => {
-                *remaining -= 1;
+                *remaining = remaining.saturating_sub(1);
                 true
             }
             PlannedFailure::NextOf {
