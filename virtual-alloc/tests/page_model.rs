@@ -1239,8 +1239,11 @@ fn run_case<O: Os>(alloc: VirtualAlloc<O>, sim: Option<&SimOs>, ops: &[Op], rele
         assert_eq!(sim.shared_objects(), 0, "dropped: no memfd");
         assert_eq!(sim.resident_frames(), 0, "dropped: no frame");
     }
-    for (info, lines) in &left {
-        assert_lines_gone(lines, info);
+    // Simulated regions have no lines in /proc/self/maps (which miri cannot read anyway).
+    if native {
+        for (info, lines) in &left {
+            assert_lines_gone(lines, info);
+        }
     }
 }
 
