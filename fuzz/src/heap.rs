@@ -1,0 +1,597 @@
+//! Heap operation sequences on the simulated OS: allocations of every size class, write
+//! sessions (finished, abandoned, out of bounds, with other operations nested inside),
+//! calls, frees by handle and by address (good, interior, foreign, double), stale handles,
+//! `decommit_all`, and system calls failed on purpose. After every operation
+//! `Heap::check_invariants` must pass, the thread must be back in execute mode, every live
+//! block must be found at its address, and every finalized block must still return the
+//! value written into it.
+
+use arbitrary::Arbitrary;
+use codeheap::vm::sim::SimRules;
+use codeheap::{
+    Block, Error, Heap, HeapConfig, PageAllocatorConfig, SimOs, ThreadMode, WxStrategy,
+    current_mode,
+};
+
+use crate::ensure;
+
+/// Which simulated machine, strategy and page geometry the heap runs on.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Machine {
+    /// macOS on Apple Silicon: MAP_JIT, 16 KiB pages, icache flushes required.
+    AppleMapJit,
+    /// Linux x86-64, dual-mapped memfd.
+    LinuxDualMap,
+    /// Linux x86-64, `mprotect` flips.
+    LinuxProtect,
+    /// Linux x86-64, RWX pages.
+    LinuxRwx,
+    /// Linux aarch64, dual-mapped memfd, icache flushes required.
+    LinuxAarch64DualMap,
+}
+
+/// A structured fuzz input: the machine, page-allocator knobs, and the operations.
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    pub machine: Machine,
+    /// Pages per segment: 2 + this % 31 (so 2..=32).
+    pub segment_pages: u8,
+    /// Free pages the page allocator keeps: this % 4.
+    pub max_free_pages: u8,
+    pub ops: Vec<Op>,
+}
+
+/// What may happen inside a write session, besides writing.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Nested {
+    /// Allocate another block (it is kept).
+    Alloc { size: u16 },
+    /// Free another live block.
+    Free { which: u8 },
+    /// Ask for an entry point: refused, the thread is in write mode.
+    EntryPoint { which: u8 },
+    /// Free the block being written by address: `BlockBusy`.
+    FreeSelf,
+    /// `decommit_all` while a block is written: `BlockBusy`.
+    DecommitAll,
+}
+
+/// One heap operation. `which` picks a live block (modulo their number).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Op {
+    /// A small block: 1 + size % page bytes.
+    Alloc { size: u16 },
+    /// A large block of 2 + pages % 3 pages, less `shave` bytes.
+    AllocLarge { pages: u8, shave: u8 },
+    /// Writes `return value` and finalizes.
+    Write { which: u8, value: u32 },
+    /// Writes some bytes, then the closure fails: the session is abandoned.
+    AbandonedWrite { which: u8, len: u8 },
+    /// Writes past the block's end: `OutOfBounds`, abandoned.
+    WritePastEnd { which: u8 },
+    /// Writes `return value` with another operation inside the session.
+    WriteWith {
+        which: u8,
+        value: u32,
+        nested: Nested,
+    },
+    /// Calls a block (finalized ones return their value; others are refused).
+    Call { which: u8 },
+    /// Frees through the handle.
+    Free { which: u8 },
+    /// Frees by address; a handle kept for it becomes stale.
+    FreeAddress { which: u8 },
+    /// Frees an address inside a block (`InteriorAddress`), changing nothing.
+    FreeInterior { which: u8, offset: u16 },
+    /// Frees an address no block starts at: `offset` bytes from a live block (anywhere if
+    /// there is none).
+    FreeForeign { near: u8, offset: i32 },
+    /// `decommit_all`.
+    DecommitAll,
+    /// Fails the next call of one of the system calls that can fail on a real machine
+    /// (`mmap`, `mprotect`, `madvise`, `memfd_create`, `ftruncate`, `fallocate`; not
+    /// `munmap` or `close` of our own mappings and descriptors) with `ENOMEM` or `EPERM`,
+    /// replacing any failure planned before.
+    FailSyscall { call: u8, enomem: bool },
+    /// Drops every planned failure not yet triggered.
+    ClearFailures,
+}
+
+/// A block the driver holds.
+#[derive(Debug)]
+struct Live {
+    addr: usize,
+    /// `None` once freed by address behind the handle's back (then it is in `stale`).
+    handle: Option<Block>,
+    /// What its code returns, if it is finalized.
+    value: Option<u32>,
+    /// Parked by `decommit_all`: it can only be freed.
+    decommitted: bool,
+}
+
+struct Driver {
+    heap: Heap<SimOs>,
+    live: Vec<Live>,
+    /// Handles of blocks freed by address.
+    stale: Vec<Block>,
+    /// Whether a system call failure is planned: errors are then allowed.
+    failures_planned: bool,
+}
+
+/// Runs one input; `Err` describes the first violation.
+pub fn run(input: &Input) -> Result<(), String> {
+    let mut driver = Driver::new(input)?;
+    for (step, op) in input.ops.iter().enumerate() {
+        driver
+            .step(*op)
+            .and_then(|()| driver.check())
+            .map_err(|err| format!("step {step} ({op:?}): {err}"))?;
+    }
+    driver.finish()
+}
+
+/// Runs one input with the first chunk of a live small block marked free behind the heap's
+/// back just before the last operation: the check after it must fail. For showing that the
+/// fuzz target catches corruption; `Ok(false)` if the input never had a small block to
+/// corrupt.
+pub fn run_with_corruption(input: &Input) -> Result<bool, String> {
+    let mut driver = Driver::new(input)?;
+    let last = input.ops.len().saturating_sub(1);
+    for (step, op) in input.ops.iter().enumerate() {
+        if step == last {
+            let target = driver.live.iter().find(|live| {
+                live.handle
+                    .as_ref()
+                    .is_some_and(|b| b.capacity() <= driver.heap.page_size())
+            });
+            let Some(target) = target else {
+                return Ok(false);
+            };
+            assert!(driver.heap.corrupt_chunk_bitmap_for_test(target.addr));
+        }
+        driver.step(*op).and_then(|()| driver.check())?;
+    }
+    Ok(true)
+}
+
+impl Driver {
+    fn new(input: &Input) -> Result<Driver, String> {
+        let (rules, strategy) = match input.machine {
+            Machine::AppleMapJit => (SimRules::apple(), WxStrategy::MapJit),
+            Machine::LinuxDualMap => (SimRules::linux(), WxStrategy::DualMap),
+            Machine::LinuxProtect => (SimRules::linux(), WxStrategy::Protect),
+            Machine::LinuxRwx => (SimRules::linux(), WxStrategy::Rwx),
+            Machine::LinuxAarch64DualMap => (SimRules::linux_aarch64(), WxStrategy::DualMap),
+        };
+        let config = HeapConfig {
+            strategy: Some(strategy),
+            pages: PageAllocatorConfig {
+                segment_pages: 2 + usize::from(input.segment_pages) % 31,
+                secondary_pages: 1,
+                max_free_pages: usize::from(input.max_free_pages) % 4,
+                ..PageAllocatorConfig::default()
+            },
+        };
+        let heap = Heap::with_config(SimOs::new(rules), config)
+            .map_err(|err| format!("heap setup: {err}"))?;
+        Ok(Driver {
+            heap,
+            live: Vec::new(),
+            stale: Vec::new(),
+            failures_planned: false,
+        })
+    }
+
+    fn pick(&self, which: u8) -> Option<usize> {
+        (!self.live.is_empty()).then(|| usize::from(which) % self.live.len())
+    }
+
+    /// An error is fine only while a system call failure is planned.
+    fn allowed(&self, what: &str, err: Error) -> Result<(), String> {
+        ensure(self.failures_planned, || format!("{what} failed: {err}"))
+    }
+
+    fn step(&mut self, op: Op) -> Result<(), String> {
+        let page = self.heap.page_size();
+        match op {
+            Op::Alloc { size } => self.alloc(1 + usize::from(size) % page),
+            Op::AllocLarge { pages, shave } => {
+                let pages = 2 + usize::from(pages) % 3;
+                self.alloc(pages * page - usize::from(shave))
+            }
+            Op::Write { which, value } => self.write(which, value, None),
+            Op::WriteWith {
+                which,
+                value,
+                nested,
+            } => self.write(which, value, Some(nested)),
+            Op::AbandonedWrite { which, len } => self.abandoned_write(which, len),
+            Op::WritePastEnd { which } => {
+                let Some(i) = self.pick(which) else {
+                    return Ok(());
+                };
+                let Some(mut handle) = self.live[i].handle.take() else {
+                    return Ok(());
+                };
+                let size = handle.size();
+                let result = self.heap.write(&mut handle, |w| w.write(size, &[0x90]));
+                self.live[i].handle = Some(handle);
+                match result {
+                    Err(Error::OutOfBounds { .. }) => self.live[i].value = None,
+                    Err(Error::Decommitted { .. }) if self.live[i].decommitted => {}
+                    Err(_) if self.failures_planned => self.live[i].value = None,
+                    other => return Err(format!("a write past the end gave {other:?}")),
+                }
+                Ok(())
+            }
+            Op::Call { which } => self.call(which),
+            Op::Free { which } => {
+                let Some(i) = self.pick(which) else {
+                    return Ok(());
+                };
+                let Some(handle) = self.live[i].handle.take() else {
+                    return Ok(());
+                };
+                let addr = handle.addr();
+                match self.heap.free(handle) {
+                    Ok(()) => {
+                        self.live.remove(i);
+                        ensure(self.heap.find(addr).is_none(), || {
+                            format!("freed block {addr:#x} is still found")
+                        })
+                    }
+                    // The handle is gone; the block stays and is freed by address later.
+                    Err(err) => self.allowed("free", err),
+                }
+            }
+            Op::FreeAddress { which } => {
+                let Some(i) = self.pick(which) else {
+                    return Ok(());
+                };
+                let addr = self.live[i].addr;
+                match self.heap.free_address(addr) {
+                    Ok(()) => {
+                        let live = self.live.remove(i);
+                        self.stale.extend(live.handle);
+                        // A second free of the same address is refused (`NotFromHeap` if
+                        // its page went back).
+                        let again = self.heap.free_address(addr);
+                        let refused = matches!(
+                            again,
+                            Err(Error::NotAllocated { .. } | Error::NotFromHeap { .. })
+                        );
+                        ensure(refused, || {
+                            format!("double free of {addr:#x} gave {again:?}")
+                        })
+                    }
+                    Err(err) => self.allowed("free by address", err),
+                }
+            }
+            Op::FreeInterior { which, offset } => {
+                let Some(i) = self.pick(which) else {
+                    return Ok(());
+                };
+                let addr = self.live[i].addr;
+                let capacity = self.heap.find(addr).map_or(1, |info| info.capacity);
+                let inside = addr + 1 + usize::from(offset) % (capacity - 1).max(1);
+                if inside >= addr + capacity {
+                    return Ok(());
+                }
+                let result = self.heap.free_address(inside);
+                ensure(
+                    matches!(result, Err(Error::InteriorAddress { block, .. }) if block == addr),
+                    || format!("freeing {inside:#x} inside {addr:#x} gave {result:?}"),
+                )
+            }
+            Op::FreeForeign { near, offset } => {
+                let from = self.pick(near).map_or(0, |i| self.live[i].addr);
+                let addr = from.wrapping_add(offset as isize as usize);
+                if self.live.iter().any(|live| live.addr == addr) {
+                    return Ok(());
+                }
+                let result = self.heap.free_address(addr);
+                ensure(result.is_err(), || {
+                    format!("freeing {addr:#x}, where no block starts, succeeded")
+                })
+            }
+            // Not while a system call may fail: `decommit_all` failing midway leaves parked
+            // pages whose blocks are still runnable, which is reported, not yet fixed (see
+            // docs/verification.md).
+            Op::DecommitAll if self.failures_planned => Ok(()),
+            Op::DecommitAll => match self.heap.decommit_all() {
+                Ok(()) => {
+                    for live in &mut self.live {
+                        live.decommitted = true;
+                        live.value = None;
+                    }
+                    // Stale handles stay refused.
+                    for stale in &self.stale {
+                        let refused = self.heap.entry_point(stale);
+                        ensure(matches!(refused, Err(Error::StaleBlock { .. })), || {
+                            format!("a stale handle's entry point gave {refused:?}")
+                        })?;
+                    }
+                    Ok(())
+                }
+                Err(err) => {
+                    self.allowed("decommit_all", err)?;
+                    // The blocks decommitted before the failure stay decommitted.
+                    for live in &mut self.live {
+                        let parked = live.handle.as_ref().map(|h| self.heap.entry_point(h));
+                        if let Some(Err(Error::Decommitted { .. })) = parked {
+                            live.decommitted = true;
+                            live.value = None;
+                        }
+                    }
+                    Ok(())
+                }
+            },
+            // Not under `Protect`: a failed `mprotect` closing a write session leaves the
+            // page read-write with no session open, which is reported, not yet fixed (see
+            // docs/verification.md).
+            Op::FailSyscall { .. } if self.heap.strategy() == WxStrategy::Protect => Ok(()),
+            Op::FailSyscall { call, enomem } => {
+                // One planned failure at a time: a failure of the clean-up after a failure
+                // is out of scope.
+                let errno = if enomem { libc::ENOMEM } else { libc::EPERM };
+                let os = self.heap.vm().os();
+                os.clear_failures();
+                os.fail_next(crate::failing_call(call), errno);
+                self.failures_planned = true;
+                Ok(())
+            }
+            Op::ClearFailures => {
+                self.heap.vm().os().clear_failures();
+                self.failures_planned = false;
+                Ok(())
+            }
+        }
+    }
+
+    fn alloc(&mut self, size: usize) -> Result<(), String> {
+        match self.heap.alloc(size) {
+            Ok(block) => {
+                ensure(block.size() == size && block.capacity() >= size, || {
+                    format!("alloc({size}) gave {block:?}")
+                })?;
+                self.live.push(Live {
+                    addr: block.addr(),
+                    handle: Some(block),
+                    value: None,
+                    decommitted: false,
+                });
+                Ok(())
+            }
+            Err(err) => self.allowed("alloc", err),
+        }
+    }
+
+    fn write(&mut self, which: u8, value: u32, nested: Option<Nested>) -> Result<(), String> {
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        let Some(mut handle) = self.live[i].handle.take() else {
+            return Ok(());
+        };
+        let code = self.heap.arch().encode_return_u32(value);
+        let fits = code.as_bytes().len() <= handle.size();
+        let addr = handle.addr();
+        let heap = &self.heap;
+        let mut nested_outcome: Result<Option<Block>, String> = Ok(None);
+        // Blocks other than the one written, for nested operations.
+        let others: Vec<(usize, bool)> = self
+            .live
+            .iter()
+            .filter(|live| live.addr != addr)
+            .map(|live| (live.addr, live.value.is_some()))
+            .collect();
+        let mut nested_freed = None;
+        let result = heap.write(&mut handle, |w| {
+            if let Some(nested) = nested {
+                nested_outcome = nested_op(heap, addr, &others, nested, &mut nested_freed);
+            }
+            w.write(0, code.as_bytes())
+        });
+        self.live[i].handle = Some(handle);
+        let new_block = nested_outcome.or_else(|err| {
+            if self.failures_planned {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        })?;
+        if let Some(freed) = nested_freed {
+            let j = self
+                .live
+                .iter()
+                .position(|l| l.addr == freed)
+                .expect("live");
+            let live = self.live.remove(j);
+            self.stale.extend(live.handle);
+        }
+        let i = self.live.iter().position(|l| l.addr == addr).expect("live");
+        if let Some(block) = new_block {
+            self.live.push(Live {
+                addr: block.addr(),
+                handle: Some(block),
+                value: None,
+                decommitted: false,
+            });
+        }
+        let live = &mut self.live[i];
+        match result {
+            Ok(()) => {
+                ensure(fits && !live.decommitted, || {
+                    format!("writing {value} into {addr:#x} should have failed")
+                })?;
+                live.value = Some(value);
+                Ok(())
+            }
+            Err(Error::OutOfBounds { .. }) if !fits => {
+                live.value = None;
+                Ok(())
+            }
+            Err(Error::Decommitted { .. }) if live.decommitted => Ok(()),
+            Err(err) => {
+                live.value = None;
+                self.allowed("write", err)
+            }
+        }
+    }
+
+    fn abandoned_write(&mut self, which: u8, len: u8) -> Result<(), String> {
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        let Some(mut handle) = self.live[i].handle.take() else {
+            return Ok(());
+        };
+        let len = usize::from(len).min(handle.size());
+        let result = self.heap.write(&mut handle, |w| {
+            w.fill(0, len, &[0x90])?;
+            Err::<(), _>(Error::ZeroSize)
+        });
+        self.live[i].handle = Some(handle);
+        let live = &mut self.live[i];
+        live.value = None;
+        match result {
+            Err(Error::ZeroSize) => Ok(()),
+            Err(Error::Decommitted { .. }) if live.decommitted => Ok(()),
+            Err(_) if self.failures_planned => Ok(()),
+            other => Err(format!("an abandoned write gave {other:?}")),
+        }
+    }
+
+    fn call(&mut self, which: u8) -> Result<(), String> {
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        let live = &self.live[i];
+        let Some(handle) = &live.handle else {
+            return Ok(());
+        };
+        // SAFETY: on the simulator a call decodes the block's bytes in its own memory; a
+        // block not finalized is refused before anything runs.
+        let result = unsafe { self.heap.call(handle) };
+        match (live.value, result) {
+            (Some(value), Ok(got)) => ensure(got == value, || {
+                format!("block {:#x} returned {got}, not {value}", live.addr)
+            }),
+            (None, Err(Error::NotFinalized { .. })) if !live.decommitted => Ok(()),
+            (None, Err(Error::Decommitted { .. })) if live.decommitted => Ok(()),
+            (expected, got) => Err(format!(
+                "calling {:#x} (expecting {expected:?}) gave {got:?}",
+                live.addr
+            )),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.heap.check_invariants()?;
+        ensure(current_mode() == ThreadMode::Execute, || {
+            "the thread was left in write mode".to_string()
+        })?;
+        for live in &self.live {
+            let info = self.heap.find(live.addr);
+            ensure(info.is_some_and(|info| info.addr == live.addr), || {
+                format!("live block {:#x} is found as {info:?}", live.addr)
+            })?;
+        }
+        for stale in &self.stale {
+            let refused = self.heap.entry_point(stale);
+            ensure(matches!(refused, Err(Error::StaleBlock { .. })), || {
+                format!("a stale handle for {:#x} gave {refused:?}", stale.addr())
+            })?;
+        }
+        let stats = self.heap.stats();
+        ensure(stats.live_blocks == self.live.len(), || {
+            format!(
+                "{} live blocks, the driver holds {}",
+                stats.live_blocks,
+                self.live.len()
+            )
+        })
+    }
+
+    /// Calls every finalized block, frees everything, and checks the heap is empty.
+    fn finish(mut self) -> Result<(), String> {
+        self.heap.vm().os().clear_failures();
+        self.failures_planned = false;
+        for i in 0..self.live.len() {
+            self.call(i as u8)?;
+        }
+        for live in std::mem::take(&mut self.live) {
+            match live.handle {
+                Some(handle) => self.heap.free(handle),
+                None => self.heap.free_address(live.addr),
+            }
+            .map_err(|err| format!("freeing {:#x} at the end: {err}", live.addr))?;
+        }
+        self.check()?;
+        let stats = self.heap.stats();
+        ensure(stats.live_blocks == 0 && stats.parked_pages == 0, || {
+            format!("an empty heap has {stats:?}")
+        })
+    }
+}
+
+/// An operation run inside another block's write session (the thread is in write mode).
+fn nested_op(
+    heap: &Heap<SimOs>,
+    written: usize,
+    others: &[(usize, bool)],
+    nested: Nested,
+    freed: &mut Option<usize>,
+) -> Result<Option<Block>, String> {
+    let pick = |which: u8| (!others.is_empty()).then(|| others[usize::from(which) % others.len()]);
+    match nested {
+        Nested::Alloc { size } => {
+            let size = 1 + usize::from(size) % heap.page_size();
+            heap.alloc(size)
+                .map(Some)
+                .map_err(|err| format!("alloc inside a session failed: {err}"))
+        }
+        Nested::Free { which } => {
+            if let Some((addr, _)) = pick(which) {
+                heap.free_address(addr)
+                    .map_err(|err| format!("free inside a session failed: {err}"))?;
+                *freed = Some(addr);
+            }
+            Ok(None)
+        }
+        Nested::EntryPoint { which } => {
+            let result = pick(which).map(|(addr, _)| heap.find(addr));
+            // Entry points need a handle; the mode check comes first, so any handle-free
+            // way in is refused too: `call` through the OS layer.
+            if let Some(Some(info)) = result {
+                // SAFETY: refused before anything runs: the thread is in write mode.
+                let refused = unsafe { heap.vm().call(info.addr) };
+                ensure(
+                    matches!(
+                        refused,
+                        Err(codeheap::vm::Error::WrongThreadMode {
+                            current: ThreadMode::Write,
+                            ..
+                        })
+                    ),
+                    || format!("running code in a write session gave {refused:?}"),
+                )?;
+            }
+            Ok(None)
+        }
+        Nested::FreeSelf => {
+            let result = heap.free_address(written);
+            ensure(matches!(result, Err(Error::BlockBusy { .. })), || {
+                format!("freeing the block being written gave {result:?}")
+            })?;
+            Ok(None)
+        }
+        Nested::DecommitAll => {
+            let result = heap.decommit_all();
+            ensure(matches!(result, Err(Error::BlockBusy { .. })), || {
+                format!("decommit_all during a session gave {result:?}")
+            })?;
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The fuzz drivers on fixed inputs: a representative sequence passes on every machine,
+//! the committed seeds pass, and a chunk bitmap broken on purpose is caught.
+
+use std::path::Path;
+
+use arbitrary::{Arbitrary, Unstructured};
+use codeheap_fuzz::{heap, page_allocator, registry};
+
+fn every_machine() -> [heap::Machine; 5] {
+    use heap::Machine::*;
+    [
+        AppleMapJit,
+        LinuxDualMap,
+        LinuxProtect,
+        LinuxRwx,
+        LinuxAarch64DualMap,
+    ]
+}
+
+/// Allocations of several sizes, writes (one with a free nested inside), calls, frees by
+/// handle and address, `decommit_all`, more allocations.
+fn heap_ops() -> Vec<heap::Op> {
+    use heap::{Nested, Op::*};
+    vec![
+        Alloc { size: 99 },
+        Alloc { size: 300 },
+        AllocLarge { pages: 1, shave: 7 },
+        Alloc { size: 12 },
+        Write { which: 0, value: 7 },
+        WriteWith {
+            which: 1,
+            value: 9,
+            nested: Nested::Free { which: 1 },
+        },
+        Call { which: 0 },
+        AbandonedWrite { which: 2, len: 40 },
+        WritePastEnd { which: 0 },
+        FreeInterior {
+            which: 0,
+            offset: 5,
+        },
+        FreeForeign {
+            near: 0,
+            offset: -4096,
+        },
+        WriteWith {
+            which: 0,
+            value: 1,
+            nested: Nested::DecommitAll,
+        },
+        Free { which: 1 },
+        Alloc { size: 5000 },
+        DecommitAll,
+        Alloc { size: 64 },
+        Write { which: 3, value: 3 },
+        FreeAddress { which: 0 },
+        Call { which: 0 },
+    ]
+}
+
+#[test]
+fn a_representative_heap_sequence_passes_on_every_machine() {
+    for machine in every_machine() {
+        let input = heap::Input {
+            machine,
+            segment_pages: 6,
+            max_free_pages: 1,
+            ops: heap_ops(),
+        };
+        if let Err(err) = heap::run(&input) {
+            panic!("{machine:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn the_heap_target_catches_a_chunk_marked_free_behind_the_heaps_back() {
+    for machine in every_machine() {
+        let input = heap::Input {
+            machine,
+            segment_pages: 6,
+            max_free_pages: 1,
+            ops: heap_ops(),
+        };
+        let err = heap::run_with_corruption(&input)
+            .expect_err("the check after the corrupted step must fail");
+        assert!(err.contains("free"), "{machine:?}: {err}");
+    }
+}
+
+#[test]
+fn a_representative_page_allocator_sequence_passes() {
+    use page_allocator::{Op::*, Prot};
+    let ops = vec![
+        Alloc { pages: 1 },
+        Alloc { pages: 3 },
+        AllocWithSecondary {
+            pages: 2,
+            bytes: 100,
+        },
+        Alloc { pages: 40 },
+        Protect {
+            which: 0,
+            to: Prot::ExecuteRead,
+            expected_right: true,
+        },
+        Protect {
+            which: 1,
+            to: Prot::ExecuteRead,
+            expected_right: false,
+        },
+        ReleasePart { which: 1, skip: 1 },
+        Decommit { which: 0 },
+        AllocSecondary {
+            which: 2,
+            bytes: 64,
+        },
+        ReleaseBad {
+            near: 0,
+            offset: 4096 * 200,
+            pages: 1,
+        },
+        Release { which: 0 },
+        DecommitFree,
+        ReleaseSecondary { which: 0 },
+        ReleaseSecondaryBad { offset: 8 },
+        FailSyscall { call: 0 },
+        Alloc { pages: 2 },
+        ClearFailures,
+        Alloc { pages: 2 },
+    ];
+    for machine in 0..4 {
+        let input = page_allocator::Input {
+            machine,
+            segment_pages: 8,
+            secondary_pages: 1,
+            slot_shift: 6,
+            max_free_pages: 1,
+            ops: ops.clone(),
+        };
+        if let Err(err) = page_allocator::run(&input) {
+            panic!("machine {machine}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_representative_registry_sequence_passes() {
+    use registry::{Addr::*, Op::*};
+    let input = registry::Input {
+        ops: vec![
+            Register {
+                base: Small(4),
+                size: 2,
+                extra: 0,
+            },
+            Register {
+                base: Small(5),
+                size: 1,
+                extra: 0,
+            },
+            Register {
+                base: Small(6),
+                size: 1,
+                extra: 3,
+            },
+            Register {
+                base: High(10),
+                size: 0,
+                extra: 11,
+            },
+            Register {
+                base: High(10),
+                size: 0,
+                extra: 10,
+            },
+            Lookup { addr: Small(5) },
+            LookupRange {
+                addr: Small(5),
+                size: 0x40,
+            },
+            Contains { addr: High(0) },
+            Unregister { base: Small(5) },
+            UnregisterLive { which: 1 },
+            Drain,
+        ],
+    };
+    registry::run(&input).unwrap();
+}
+
+/// Every committed seed decodes (as libFuzzer hands it to the target) and passes.
+#[test]
+fn the_committed_seeds_pass() {
+    fn each_seed<T: for<'a> Arbitrary<'a>>(target: &str, run: impl Fn(&T) -> Result<(), String>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target);
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let Ok(input) = T::arbitrary_take_rest(Unstructured::new(&bytes)) else {
+                continue;
+            };
+            if let Err(err) = run(&input) {
+                panic!("{}: {err}", path.display());
+            }
+            seeds += 1;
+        }
+        assert!(seeds >= 3, "{target}: {seeds} seeds decode");
+    }
+    each_seed("heap_ops", heap::run);
+    each_seed("page_allocator_ops", page_allocator::run);
+    each_seed("registry_ops", registry::run);
+}
