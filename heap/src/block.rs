@@ -67,6 +67,8 @@ pub(crate) struct BlockRecord {
     pub(crate) state: BlockState,
     /// Open write sessions on a large block (small blocks count on their page).
     pub(crate) large_writers: u32,
+    /// Whether a large block's pages are open for writing (small blocks: their page's flag).
+    pub(crate) open: bool,
 }
 
 /// Facts about a live block, found by address.

@@ -15,6 +15,7 @@ use crate::config::HeapConfig;
 use crate::error::{Error, Result};
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
 use crate::size_class::{CHUNK, SizeClass, bucket_count};
+use crate::opening::Span;
 use crate::state::HeapState;
 use crate::stats::{BucketStats, HeapStats};
 use crate::unwind::UnwindRecord;
@@ -200,38 +201,6 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// Makes pages writable for a write or a fill, unless a write session already has.
-    pub(crate) fn open_pages(
-        &self,
-        state: &mut HeapState,
-        addr: usize,
-        pages: usize,
-    ) -> Result<()> {
-        self.reprotect(
-            state,
-            addr,
-            pages,
-            Protection::ReadWrite,
-            Protection::ExecuteRead,
-        )
-    }
-
-    /// Makes pages executable again once nothing writes them.
-    pub(crate) fn close_pages(
-        &self,
-        state: &mut HeapState,
-        addr: usize,
-        pages: usize,
-    ) -> Result<()> {
-        self.reprotect(
-            state,
-            addr,
-            pages,
-            Protection::ExecuteRead,
-            Protection::ReadWrite,
-        )
-    }
-
     /// New pages from the page allocator arrive read-write: fill them with traps and make
     /// them executable (the heap's invariant: executable whenever no write is in progress).
     fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<usize> {
@@ -365,6 +334,7 @@ impl<O: Os> Heap<O> {
             home,
             state: BlockState::Fresh,
             large_writers: 0,
+            open: false,
         };
         state.blocks.insert(addr, record);
         if let (Some(frame), Some(slot)) = (frame, slot) {
@@ -491,7 +461,6 @@ impl<O: Os> Heap<O> {
                 if let Err(err) = self.pages.release_pages(addr, pages) {
                     // Still allocated, trap-filled, not runnable: close it again.
                     if record.state != BlockState::Parked {
-                        self.close_pages(&mut state, addr, pages)?;
                         state.blocks.get_mut(&addr).expect("live").state = BlockState::Fresh;
                     }
                     return Err(err.into());
@@ -508,21 +477,17 @@ impl<O: Os> Heap<O> {
     /// Fills a freed block with traps, opening its pages under `Protect` if no write
     /// session has them open.
     fn scrub(&self, state: &mut HeapState, addr: usize, record: &BlockRecord) -> Result<()> {
-        let (page_addr, pages, writers) = match record.home {
-            Home::Small { page, .. } => {
-                let page = state.pages.get(page);
-                (page.addr, 1, page.writers)
-            }
-            Home::Large { pages } => (addr, pages, record.large_writers),
-        };
-        if writers == 0 {
-            self.open_pages(state, page_addr, pages)?;
-        }
+        let span = Span::of(addr, record.home);
+        self.open_span(state, span)?;
         let filled = self.fill_traps(state, addr, record.write_addr, record.capacity);
-        // Closed again even when the pages go back to the page allocator next: it may keep
-        // them, and every committed code page not being written is execute-read.
-        if writers == 0 {
-            self.close_pages(state, page_addr, pages)?;
+        // Closed again even when the pages go back to the page allocator next (it may keep
+        // them: every committed code page not being written is execute-read). Once the
+        // traps are in, the free goes on: a refused close leaves the span recorded open, for
+        // the next close on it to retry.
+        if filled.is_ok() {
+            let _ = self.close_span_if_idle(state, span);
+        } else {
+            self.close_span_if_idle(state, span)?;
         }
         filled
     }
@@ -556,7 +521,17 @@ impl<O: Os> Heap<O> {
         {
             return Err(Error::BlockBusy { addr });
         }
-        self.deregister_all_unwind(&mut state);
+        let mut parked = Vec::new();
+        let outcome = self.decommit_holdings(&mut state, &mut parked);
+        // Whatever the OS refused, the code that is gone is forgotten by the unwinder.
+        self.deregister_unwind_newest_first(&mut state, &parked);
+        outcome
+    }
+
+    /// Gives back the spare pages and decommits every page and large block holding blocks,
+    /// one at a time; each block is parked as soon as its memory is gone, so an error
+    /// midway leaves no runnable block on decommitted memory. `parked` collects them.
+    fn decommit_holdings(&self, state: &mut HeapState, parked: &mut Vec<usize>) -> Result<()> {
         while let Some(&id) = state.pages.spare.last() {
             let addr = state.pages.get(id).addr;
             self.pages.release_pages(addr, 1)?;
@@ -574,22 +549,28 @@ impl<O: Os> Heap<O> {
             let (addr, bucket) = (state.pages.get(id).addr, state.pages.get(id).bucket);
             self.pages.decommit_pages(addr, 1)?;
             state.pages.relist(id, PageList::Parked, bucket);
+            let page = state.pages.get(id);
+            let starts: Vec<usize> = (0..page.starts.len())
+                .filter(|&chunk| page.starts.get(chunk))
+                .map(|chunk| addr + chunk * CHUNK)
+                .collect();
+            for block in starts {
+                state.blocks.get_mut(&block).expect("a start is a block").state = BlockState::Parked;
+                parked.push(block);
+            }
         }
         let large: Vec<(usize, usize)> = state
             .blocks
             .iter()
             .filter_map(|(&addr, record)| match (record.home, record.state) {
-                (_, BlockState::Parked) => None,
-                (Home::Large { pages }, _) => Some((addr, pages)),
+                (Home::Large { pages }, state) if state != BlockState::Parked => Some((addr, pages)),
                 _ => None,
             })
             .collect();
         for (addr, pages) in large {
             self.pages.decommit_pages(addr, pages)?;
             state.blocks.get_mut(&addr).expect("listed").state = BlockState::Parked;
-        }
-        for record in state.blocks.values_mut() {
-            record.state = BlockState::Parked;
+            parked.push(addr);
         }
         Ok(())
     }

@@ -15,7 +15,8 @@
 //!   write sessions are its blocks being written. Large blocks are recorded in `large`, whole
 //!   pages each, and overlap neither each other nor a small page.
 //! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
-//!   (read-write under `Protect` while a session is open on them), parked ones are not
+//!   (read-write under `Protect` while open for writing, which every page with a session
+//!   is), parked ones are not
 //!   committed; free chunks hold traps, and so does the tail of every finalized block.
 //! * **Below.** The page allocator's own check passes, and the pages it counts as handed out
 //!   (and parked) are exactly the heap's.
@@ -289,10 +290,13 @@ impl<O: Os> Heap<O> {
             )
         })?;
 
+        ensure(page.writers == 0 || page.open, || {
+            format!("page {addr:#x} has open sessions but is not open for writing")
+        })?;
         if page.list == PageList::Parked {
             return self.expect_page_state(addr, PageState::Reserved);
         }
-        self.expect_page_state(addr, PageState::Committed(self.protection(page.writers)))?;
+        self.expect_page_state(addr, PageState::Committed(self.protection(page.open)))?;
         let mut bytes = vec![0; self.page];
         self.vm()
             .read(addr, &mut bytes)
@@ -314,9 +318,10 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// The protection a held page has in the OS layer's books.
-    fn protection(&self, writers: u32) -> Protection {
-        if self.strategy == WxStrategy::Protect && writers > 0 {
+    /// The protection a held page has in the OS layer's books: read-write while it is open
+    /// for writing, under `Protect`.
+    fn protection(&self, open: bool) -> Protection {
+        if self.strategy == WxStrategy::Protect && open {
             Protection::ReadWrite
         } else {
             Protection::ExecuteRead
@@ -454,7 +459,7 @@ impl<O: Os> Heap<O> {
             })?;
             let expected = match record.state {
                 BlockState::Parked => PageState::Reserved,
-                _ => PageState::Committed(self.protection(record.large_writers)),
+                _ => PageState::Committed(self.protection(record.open)),
             };
             for i in 0..pages {
                 self.expect_page_state(addr + i * self.page, expected)?;

@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod heap;
 mod invariants;
+mod opening;
 mod page;
 mod size_class;
 mod state;

@@ -37,9 +37,10 @@ pub(crate) struct Page {
     pub(crate) list: PageList,
     /// Position in its list's vector, for O(1) removal.
     pub(crate) slot: usize,
-    /// Open write sessions on blocks of this page. Under `Protect` the page is read-write
-    /// while this is non-zero and execute-read otherwise.
+    /// Open write sessions on blocks of this page.
     pub(crate) writers: u32,
+    /// Whether the page is open for writing (under `Protect`: read-write). See `opening.rs`.
+    pub(crate) open: bool,
 }
 
 impl Page {
@@ -54,6 +55,7 @@ impl Page {
             list: PageList::Bucket,
             slot: 0,
             writers: 0,
+            open: false,
         }
     }
 

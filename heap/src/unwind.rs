@@ -144,10 +144,18 @@ impl<O: Os> Heap<O> {
     /// Deregisters every registered entry, newest first (libgcc searches its registrations
     /// from the newest, so this order makes a mass teardown linear).
     pub(crate) fn deregister_all_unwind(&self, state: &mut HeapState) {
-        let mut registered: Vec<(u64, usize)> = state
-            .unwind
+        let all: Vec<usize> = state.unwind.keys().copied().collect();
+        self.deregister_unwind_newest_first(state, &all);
+    }
+
+    /// Deregisters the entries of the blocks at `addrs`, newest first.
+    pub(crate) fn deregister_unwind_newest_first(&self, state: &mut HeapState, addrs: &[usize]) {
+        if state.unwind.is_empty() {
+            return;
+        }
+        let mut registered: Vec<(u64, usize)> = addrs
             .iter()
-            .filter_map(|(&addr, record)| Some((record.registered?.1, addr)))
+            .filter_map(|addr| Some((state.unwind.get(addr)?.registered?.1, *addr)))
             .collect();
         registered.sort_unstable_by(|a, b| b.cmp(a));
         for (_, addr) in registered {

@@ -13,9 +13,10 @@ use core::marker::PhantomData;
 
 use codeheap_virtual_alloc::{Arch, Os, WriteScope};
 
-use crate::block::{Block, BlockState, Home};
+use crate::block::{Block, BlockState};
 use crate::error::{Error, Result};
 use crate::heap::Heap;
+use crate::opening::{Span, adjust_writers};
 use crate::state::HeapState;
 
 /// Writes into one block during a [`Heap::write`] session.
@@ -163,17 +164,16 @@ impl<O: Os> Heap<O> {
             BlockState::Parked => return Err(Error::Decommitted { addr: block.addr }),
             BlockState::Fresh | BlockState::Finalized => {}
         }
-        let (page_addr, pages, writers) = session_pages(&state, block.addr, record.home);
-        if writers == 0 {
-            self.open_pages(&mut state, page_addr, pages)?;
-        }
-        adjust_writers(&mut state, block.addr, record.home, 1);
+        let span = Span::of(block.addr, record.home);
+        self.open_span(&mut state, span)?;
+        adjust_writers(&mut state, span, 1);
         state.blocks.get_mut(&block.addr).expect("live").state = BlockState::Writing;
         Ok(record.write_addr)
     }
 
     /// Closes a session: the block takes `outcome`, and its pages close once no session has
-    /// them open.
+    /// them open. If the OS refuses the close, the pages stay open (recorded so) and the
+    /// block is left unfinalized: its code cannot run from a page that is not executable.
     pub(crate) fn end_session(
         &self,
         state: &mut HeapState,
@@ -182,31 +182,12 @@ impl<O: Os> Heap<O> {
     ) -> Result<()> {
         let record = state.blocks.get_mut(&addr).expect("live");
         record.state = outcome;
-        let home = record.home;
-        adjust_writers(state, addr, home, -1);
-        let (page_addr, pages, writers) = session_pages(state, addr, home);
-        if writers == 0 {
-            self.close_pages(state, page_addr, pages)?;
+        let span = Span::of(addr, record.home);
+        adjust_writers(state, span, -1);
+        let closed = self.close_span_if_idle(state, span);
+        if closed.is_err() {
+            state.blocks.get_mut(&addr).expect("live").state = BlockState::Fresh;
         }
-        Ok(())
+        closed
     }
-}
-
-/// The pages a block's session opens, and how many sessions have them open now.
-fn session_pages(state: &HeapState, addr: usize, home: Home) -> (usize, usize, u32) {
-    match home {
-        Home::Small { page, .. } => {
-            let page = state.pages.get(page);
-            (page.addr, 1, page.writers)
-        }
-        Home::Large { pages } => (addr, pages, state.blocks[&addr].large_writers),
-    }
-}
-
-fn adjust_writers(state: &mut HeapState, addr: usize, home: Home, delta: i32) {
-    let writers = match home {
-        Home::Small { page, .. } => &mut state.pages.get_mut(page).writers,
-        Home::Large { .. } => &mut state.blocks.get_mut(&addr).expect("live").large_writers,
-    };
-    *writers = writers.checked_add_signed(delta).expect("sessions balance");
 }

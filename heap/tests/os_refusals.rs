@@ -1,8 +1,6 @@
 //! A system call refused in the middle of a heap operation must leave the heap consistent
-//! (`check_invariants`) and usable. Both cases here were found by the `heap_ops` fuzz target
-//! and are not fixed yet, so they are ignored; the fuzz target avoids them meanwhile (see
-//! docs/verification.md). Run them with `cargo test -p codeheap --test os_refusals --
-//! --ignored`.
+//! (`check_invariants`) and usable. Both cases here were found by the `heap_ops` fuzz
+//! target.
 
 use codeheap::vm::SysCall;
 use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
@@ -12,7 +10,6 @@ use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
 /// heap then refuses every later write and free on that page (`ProtectionMismatch`, since
 /// it expects the page executable), and the block can never be freed.
 #[test]
-#[ignore = "reported: a failed close of a write session leaves the page read-write"]
 fn a_refused_mprotect_closing_a_session_leaves_the_page_usable() {
     let heap = Heap::with_config(
         SimOs::linux(),
@@ -39,7 +36,6 @@ fn a_refused_mprotect_closing_a_session_leaves_the_page_usable() {
 /// its block is still finalized, so `entry_point` hands out an address in decommitted
 /// memory (a real call would fault), and the heap's invariants no longer hold.
 #[test]
-#[ignore = "reported: decommit_all failing midway leaves runnable blocks on decommitted pages"]
 fn decommit_all_refused_midway_leaves_no_runnable_block_on_a_decommitted_page() {
     let heap = Heap::with_config(SimOs::apple(), HeapConfig::default()).unwrap();
     let code = heap.arch().encode_return_u32(5);

@@ -1,0 +1,85 @@
+//! Opening heap memory for writing and closing it again.
+//!
+//! Under `Protect` a page (or a large block's pages) is read-write while a write session or
+//! a free is at work on it, and execute-read otherwise; the other strategies never change a
+//! protection and only count these transitions as skipped. Whether memory is open is
+//! recorded, not inferred from the sessions: if the OS refuses to close it, it stays open,
+//! consistently recorded, and the next session or free on it opens nothing and tries the
+//! close again.
+
+use codeheap_virtual_alloc::{Os, Protection};
+
+use crate::block::Home;
+use crate::error::Result;
+use crate::heap::Heap;
+use crate::page::PageId;
+use crate::state::HeapState;
+
+/// What opens and closes together: a small block's page, or a large block's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Span {
+    Page(PageId),
+    Large { addr: usize, pages: usize },
+}
+
+impl Span {
+    pub(crate) fn of(addr: usize, home: Home) -> Span {
+        match home {
+            Home::Small { page, .. } => Span::Page(page),
+            Home::Large { pages } => Span::Large { addr, pages },
+        }
+    }
+}
+
+/// The span's first address, pages, open sessions and whether it is open.
+fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
+    match span {
+        Span::Page(id) => {
+            let page = state.pages.get(id);
+            (page.addr, 1, page.writers, page.open)
+        }
+        Span::Large { addr, pages } => {
+            let record = &state.blocks[&addr];
+            (addr, pages, record.large_writers, record.open)
+        }
+    }
+}
+
+fn set_open(state: &mut HeapState, span: Span, open: bool) {
+    match span {
+        Span::Page(id) => state.pages.get_mut(id).open = open,
+        Span::Large { addr, .. } => state.blocks.get_mut(&addr).expect("live").open = open,
+    }
+}
+
+/// Counts a write session opening (`+1`) or closing (`-1`) on the span.
+pub(crate) fn adjust_writers(state: &mut HeapState, span: Span, delta: i32) {
+    let writers = match span {
+        Span::Page(id) => &mut state.pages.get_mut(id).writers,
+        Span::Large { addr, .. } => &mut state.blocks.get_mut(&addr).expect("live").large_writers,
+    };
+    *writers = writers.checked_add_signed(delta).expect("sessions balance");
+}
+
+impl<O: Os> Heap<O> {
+    /// Makes the span writable, unless it already is.
+    pub(crate) fn open_span(&self, state: &mut HeapState, span: Span) -> Result<()> {
+        let (addr, pages, _, open) = status(state, span);
+        if !open {
+            self.reprotect(state, addr, pages, Protection::ReadWrite, Protection::ExecuteRead)?;
+            set_open(state, span, true);
+        }
+        Ok(())
+    }
+
+    /// Makes the span executable again if it is open and no session is at work on it. A
+    /// refused close leaves it open (and recorded so) for the next close to retry.
+    pub(crate) fn close_span_if_idle(&self, state: &mut HeapState, span: Span) -> Result<()> {
+        let (addr, pages, writers, open) = status(state, span);
+        if open && writers == 0 {
+            self.reprotect(state, addr, pages, Protection::ExecuteRead, Protection::ReadWrite)?;
+            set_open(state, span, false);
+        }
+        Ok(())
+    }
+}
