@@ -13,9 +13,9 @@ use std::sync::Arc;
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
 use crate::config::HeapConfig;
 use crate::error::{Error, Result};
+use crate::opening::Span;
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
 use crate::size_class::{CHUNK, SizeClass, bucket_count};
-use crate::opening::Span;
 use crate::state::HeapState;
 use crate::stats::{BucketStats, HeapStats};
 use crate::unwind::UnwindRecord;
@@ -555,7 +555,11 @@ impl<O: Os> Heap<O> {
                 .map(|chunk| addr + chunk * CHUNK)
                 .collect();
             for block in starts {
-                state.blocks.get_mut(&block).expect("a start is a block").state = BlockState::Parked;
+                state
+                    .blocks
+                    .get_mut(&block)
+                    .expect("a start is a block")
+                    .state = BlockState::Parked;
                 parked.push(block);
             }
         }
@@ -563,7 +567,9 @@ impl<O: Os> Heap<O> {
             .blocks
             .iter()
             .filter_map(|(&addr, record)| match (record.home, record.state) {
-                (Home::Large { pages }, state) if state != BlockState::Parked => Some((addr, pages)),
+                (Home::Large { pages }, state) if state != BlockState::Parked => {
+                    Some((addr, pages))
+                }
                 _ => None,
             })
             .collect();

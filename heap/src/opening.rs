@@ -66,7 +66,13 @@ impl<O: Os> Heap<O> {
     pub(crate) fn open_span(&self, state: &mut HeapState, span: Span) -> Result<()> {
         let (addr, pages, _, open) = status(state, span);
         if !open {
-            self.reprotect(state, addr, pages, Protection::ReadWrite, Protection::ExecuteRead)?;
+            self.reprotect(
+                state,
+                addr,
+                pages,
+                Protection::ReadWrite,
+                Protection::ExecuteRead,
+            )?;
             set_open(state, span, true);
         }
         Ok(())
@@ -77,7 +83,13 @@ impl<O: Os> Heap<O> {
     pub(crate) fn close_span_if_idle(&self, state: &mut HeapState, span: Span) -> Result<()> {
         let (addr, pages, writers, open) = status(state, span);
         if open && writers == 0 {
-            self.reprotect(state, addr, pages, Protection::ExecuteRead, Protection::ReadWrite)?;
+            self.reprotect(
+                state,
+                addr,
+                pages,
+                Protection::ExecuteRead,
+                Protection::ReadWrite,
+            )?;
             set_open(state, span, false);
         }
         Ok(())
