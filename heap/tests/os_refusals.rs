@@ -1,6 +1,8 @@
 //! A system call refused in the middle of a heap operation must leave the heap consistent
-//! (`check_invariants`) and usable. Both cases here were found by the `heap_ops` fuzz
-//! target.
+//! (`check_invariants`) and usable. The cases here were found by the `heap_ops` fuzz
+//! target; the last one is not fixed yet, so it is ignored and the fuzz target avoids it
+//! meanwhile (see docs/verification.md). Run it with `cargo test -p codeheap --test
+//! os_refusals -- --ignored`.
 
 use codeheap::vm::SysCall;
 use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
@@ -64,4 +66,28 @@ fn decommit_all_refused_midway_leaves_no_runnable_block_on_a_decommitted_page() 
             );
         }
     }
+}
+
+/// The page allocator refuses to take back a page parked by `decommit_all` when its last
+/// block is freed (here `fallocate`, which gives a dual-mapped page's memory back, fails).
+/// The heap must not keep that page as its spare: it has no memory, so the next block
+/// allocated on it can never be written.
+#[test]
+#[ignore = "reported: a parked page whose release is refused becomes the spare"]
+fn a_refused_release_of_a_parked_page_does_not_make_it_the_spare() {
+    let heap = Heap::with_config(
+        SimOs::linux(),
+        HeapConfig::with_strategy(WxStrategy::DualMap),
+    )
+    .unwrap();
+    let block = heap.alloc(64).unwrap();
+    heap.decommit_all().unwrap();
+    heap.vm().os().fail_next(SysCall::Fallocate, libc::ENOMEM);
+    let freed = heap.free(block);
+    heap.vm().os().clear_failures();
+    assert_eq!(heap.check_invariants(), Ok(()), "free gave {freed:?}");
+    let mut next = heap.alloc(64).unwrap();
+    let code = heap.arch().encode_return_u32(5);
+    heap.write(&mut next, |w| w.write(0, code.as_bytes()))
+        .unwrap();
 }
