@@ -72,28 +72,46 @@ skip() {
     exit 0
 }
 
-# run_tests CMD...: runs a cargo test command, keeps its totals for the summary, and fails
-# the lane if it fails or if it ran no test at all.
+# run_tests CMD...: runs a cargo test command, adds its totals to the lane's for the summary,
+# and fails the lane if it fails or if it ran no test at all.
 run_tests() {
     local log=$LANE_DIR/test.log
     local rc=0
     printf '+ %s\n' "$*"
     "$@" 2>&1 | tee "$log" || rc=$?
-    awk '/^test result:/ {
+    local passed
+    passed=$(count_tests "$log")
+    ((rc == 0)) || return "$rc"
+    if ((passed == 0)); then
+        echo "error: '$*' ran no test" >&2
+        return 1
+    fi
+}
+
+# count_tests LOG: adds the `test result:` totals of a cargo test log to the lane's totals
+# and prints how many passed in that log.
+count_tests() {
+    local totals=$LANE_DIR/tests passed failed ignored p=0 f=0 g=0
+    read -r passed failed ignored < <(awk '/^test result:/ {
             for (i = 2; i <= NF; i++) {
                 if ($i == "passed;") p += $(i - 1)
                 if ($i == "failed;") f += $(i - 1)
                 if ($i == "ignored;") g += $(i - 1)
             }
          }
-         END { print p + 0, f + 0, g + 0 }' "$log" >"$LANE_DIR/tests"
-    ((rc == 0)) || return "$rc"
-    local passed _
-    read -r passed _ <"$LANE_DIR/tests"
-    if ((passed == 0)); then
-        echo "error: '$*' ran no test" >&2
-        return 1
-    fi
+         END { print p + 0, f + 0, g + 0 }' "$1")
+    [[ -f $totals ]] && read -r p f g <"$totals"
+    echo "$((p + passed)) $((f + failed)) $((g + ignored))" >"$totals"
+    echo "$passed"
+}
+
+# need_nightly: makes sure the nightly toolchain exists (a minimal one if not); skips the
+# lane if it cannot be installed.
+need_nightly() {
+    command -v rustup >/dev/null || skip "rustup not found, cannot use the nightly toolchain"
+    rustup run nightly rustc --version >/dev/null 2>&1 && return 0
+    timeout 900 rustup toolchain install nightly --profile minimal ||
+        skip "rustup toolchain install nightly failed"
 }
 
 # print_summary: the lane table, then the test totals; returns non-zero if a lane failed.
