@@ -274,11 +274,13 @@ impl<O: Os> Heap<O> {
             state.pages.remove(id);
             state.page_index.remove(&addr);
             state.counters.pages_released += 1;
-        } else {
-            // Kept as a spare: consistent, and tried again when it empties next.
+        } else if state.pages.get(id).list != PageList::Parked {
+            // Kept as the spare: committed, trap-filled and consistent.
             let bucket = state.pages.get(id).bucket;
             state.pages.relist(id, PageList::Spare, bucket);
         }
+        // A parked page has no memory to be a spare with: it stays parked, empty, and its
+        // release is tried again by the next `decommit_all`.
     }
 
     // ---- allocation -------------------------------------------------------------------
@@ -532,6 +534,16 @@ impl<O: Os> Heap<O> {
     /// one at a time; each block is parked as soon as its memory is gone, so an error
     /// midway leaves no runnable block on decommitted memory. `parked` collects them.
     fn decommit_holdings(&self, state: &mut HeapState, parked: &mut Vec<usize>) -> Result<()> {
+        let empty_parked: Vec<PageId> = state
+            .pages
+            .parked
+            .iter()
+            .copied()
+            .filter(|&id| state.pages.get(id).is_empty())
+            .collect();
+        for id in empty_parked {
+            self.release_page(state, id);
+        }
         while let Some(&id) = state.pages.spare.last() {
             let addr = state.pages.get(id).addr;
             self.pages.release_pages(addr, 1)?;

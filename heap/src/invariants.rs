@@ -7,7 +7,7 @@
 //!   one list at the slot it records, and on the list its state calls for: a bucket list
 //!   holds pages with free chunks that are not empty, the full list pages without a free
 //!   chunk, the spare list empty pages, the parked list pages decommitted by `decommit_all`
-//!   that still hold blocks. On a page of bucket `b` the free chunks come in aligned groups
+//!   that still hold blocks (or none, if the OS refused to take them back). On a page of bucket `b` the free chunks come in aligned groups
 //!   of `2^b` (what lets allocation take any free chunk).
 //! * **Blocks.** Every live block's chunks are allocated in its page's bitmap, its first
 //!   chunk marks a start and no other chunk of it does; every start belongs to a block; the
@@ -205,7 +205,8 @@ impl<O: Os> Heap<O> {
             PageList::Bucket => !full && !empty,
             PageList::Full => full,
             PageList::Spare => empty && page.writers == 0,
-            PageList::Parked => !empty && page.writers == 0,
+            // Empty only if the OS refused to take it back (retried by `decommit_all`).
+            PageList::Parked => page.writers == 0,
         };
         ensure(placed, || {
             format!(

@@ -1,8 +1,6 @@
 //! A system call refused in the middle of a heap operation must leave the heap consistent
 //! (`check_invariants`) and usable. The cases here were found by the `heap_ops` fuzz
-//! target; the last one is not fixed yet, so it is ignored and the fuzz target avoids it
-//! meanwhile (see docs/verification.md). Run it with `cargo test -p codeheap --test
-//! os_refusals -- --ignored`.
+//! target.
 
 use codeheap::vm::SysCall;
 use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
@@ -73,7 +71,6 @@ fn decommit_all_refused_midway_leaves_no_runnable_block_on_a_decommitted_page() 
 /// The heap must not keep that page as its spare: it has no memory, so the next block
 /// allocated on it can never be written.
 #[test]
-#[ignore = "reported: a parked page whose release is refused becomes the spare"]
 fn a_refused_release_of_a_parked_page_does_not_make_it_the_spare() {
     let heap = Heap::with_config(
         SimOs::linux(),
