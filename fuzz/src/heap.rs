@@ -234,9 +234,6 @@ impl Driver {
                 let Some(i) = self.pick(which) else {
                     return Ok(());
                 };
-                if self.avoid_refused_release(i) {
-                    return Ok(());
-                }
                 let Some(handle) = self.live[i].handle.take() else {
                     return Ok(());
                 };
@@ -261,9 +258,6 @@ impl Driver {
                 let Some(i) = self.pick(which) else {
                     return Ok(());
                 };
-                if self.avoid_refused_release(i) {
-                    return Ok(());
-                }
                 let addr = self.live[i].addr;
                 match self.heap.free_address(addr) {
                     Ok(()) => {
@@ -359,14 +353,6 @@ impl Driver {
         }
     }
 
-    /// Whether to leave the `i`-th block alone for now: freeing the last block of a parked
-    /// page while a system call may be refused makes that page the spare when the page
-    /// allocator refuses to take it back, which is reported, not yet fixed (see
-    /// docs/verification.md).
-    fn avoid_refused_release(&self, i: usize) -> bool {
-        self.failures_planned && self.live[i].decommitted
-    }
-
     fn alloc(&mut self, size: usize) -> Result<(), String> {
         match self.heap.alloc(size) {
             Ok(block) => {
@@ -402,9 +388,7 @@ impl Driver {
         let others: Vec<(usize, bool)> = self
             .live
             .iter()
-            .enumerate()
-            .filter(|(j, live)| live.addr != addr && !self.avoid_refused_release(*j))
-            .map(|(_, live)| live)
+            .filter(|live| live.addr != addr)
             .map(|live| (live.addr, live.value.is_some()))
             .collect();
         let mut nested_freed = None;
@@ -422,14 +406,18 @@ impl Driver {
                 Err(err)
             }
         })?;
-        if let Some(freed) = nested_freed {
+        if let Some((freed, done)) = nested_freed {
             let j = self
                 .live
                 .iter()
                 .position(|l| l.addr == freed)
                 .expect("live");
-            let live = self.live.remove(j);
-            self.stale.extend(live.handle);
+            if done {
+                let live = self.live.remove(j);
+                self.stale.extend(live.handle);
+            } else {
+                self.live[j].uncertain = true;
+            }
         }
         let i = self.live.iter().position(|l| l.addr == addr).expect("live");
         if let Some(block) = new_block {
@@ -570,6 +558,14 @@ impl Driver {
             .map_err(|err| format!("freeing {:#x} at the end: {err}", live.addr))?;
         }
         self.check()?;
+        // A parked page whose release was refused stays parked until the next
+        // `decommit_all`, which releases it.
+        if self.heap.stats().parked_pages > 0 {
+            self.heap
+                .decommit_all()
+                .map_err(|err| format!("decommit_all of an empty heap: {err}"))?;
+            self.check()?;
+        }
         let stats = self.heap.stats();
         ensure(stats.live_blocks == 0 && stats.parked_pages == 0, || {
             format!("an empty heap has {stats:?}")
@@ -583,7 +579,7 @@ fn nested_op(
     written: usize,
     others: &[(usize, bool)],
     nested: Nested,
-    freed: &mut Option<usize>,
+    freed: &mut Option<(usize, bool)>,
 ) -> Result<Option<Block>, String> {
     let pick = |which: u8| (!others.is_empty()).then(|| others[usize::from(which) % others.len()]);
     match nested {
@@ -595,9 +591,12 @@ fn nested_op(
         }
         Nested::Free { which } => {
             if let Some((addr, _)) = pick(which) {
-                heap.free_address(addr)
-                    .map_err(|err| format!("free inside a session failed: {err}"))?;
-                *freed = Some(addr);
+                // Refused, it may have been scrubbed already: the caller marks it uncertain.
+                let done = heap.free_address(addr).is_ok();
+                *freed = Some((addr, done));
+                if !done {
+                    return Err(format!("free of {addr:#x} inside a session failed"));
+                }
             }
             Ok(None)
         }
