@@ -7,6 +7,7 @@
 //! and what a model of the operations says. It returns the first violation as an `Err`,
 //! which the fuzz target turns into a crash.
 
+pub mod eh_frame;
 pub mod heap;
 pub mod page_allocator;
 pub mod registry;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
-use codeheap_fuzz::{heap, page_allocator, registry};
+use codeheap_fuzz::{eh_frame, heap, page_allocator, registry};
 
 fn every_machine() -> [heap::Machine; 5] {
     use heap::Machine::*;
@@ -212,4 +212,68 @@ fn the_committed_seeds_pass() {
     each_seed("heap_ops", heap::run);
     each_seed("page_allocator_ops", page_allocator::run);
     each_seed("registry_ops", registry::run);
+    each_seed("eh_frame", eh_frame::run);
+}
+
+/// A standard prologue builds and round-trips; a restore with nothing remembered, a row
+/// past the end and a misaligned aarch64 row are refused for exactly that reason.
+#[test]
+fn representative_frames_pass_the_eh_frame_driver() {
+    use eh_frame::{Input, Op, Row};
+    let row = |advance, op| Row { advance, op };
+    let standard = |aarch64| Input {
+        aarch64,
+        pc: 0x7f00_1234_5670,
+        len: 64,
+        rows: vec![
+            row(4, Op::DefCfaOffset(16)),
+            row(
+                0,
+                Op::Offset {
+                    register: 29,
+                    offset: -16,
+                },
+            ),
+            row(
+                0,
+                Op::Offset {
+                    register: 30,
+                    offset: -8,
+                },
+            ),
+            row(4, Op::DefCfaRegister(29)),
+            row(8, Op::RememberState),
+            row(
+                4,
+                Op::DefCfa {
+                    register: 31,
+                    offset: 0,
+                },
+            ),
+            row(4, Op::RestoreState),
+        ],
+    };
+    eh_frame::run(&standard(true)).unwrap();
+    eh_frame::run(&standard(false)).unwrap();
+    for rows in [
+        vec![row(4, Op::RestoreState)],
+        vec![row(80, Op::DefCfaOffset(16))],
+        vec![row(2, Op::DefCfaOffset(16))],
+        vec![row(8, Op::SameValue(3)), row(-4, Op::SameValue(4))],
+        vec![row(
+            4,
+            Op::Offset {
+                register: 19,
+                offset: -12,
+            },
+        )],
+    ] {
+        let input = Input {
+            aarch64: true,
+            pc: 0x1000,
+            len: 64,
+            rows,
+        };
+        eh_frame::run(&input).unwrap();
+    }
 }

@@ -127,6 +127,7 @@ fn encode_rows(
     params: &CieParams,
 ) -> Result<()> {
     let mut at = 0u32;
+    let mut remembered = 0usize;
     for row in frame.rows() {
         let offset = row.code_offset;
         if offset < at {
@@ -145,6 +146,16 @@ fn encode_rows(
                 code_offset: offset,
                 align: params.code_align,
             });
+        }
+        match row.op {
+            CfaOp::RememberState => remembered += 1,
+            CfaOp::RestoreState if remembered == 0 => {
+                return Err(Error::UnbalancedRestoreState {
+                    code_offset: offset,
+                });
+            }
+            CfaOp::RestoreState => remembered -= 1,
+            _ => {}
         }
         advance(out, (offset - at) / params.code_align);
         at = offset;
@@ -281,6 +292,14 @@ mod tests {
                 code_offset: 2,
                 align: 4
             })
+        );
+        let unbalanced = FrameDescription::new(Arch::X86_64)
+            .row(1, CfaOp::RememberState)
+            .row(2, CfaOp::RestoreState)
+            .row(3, CfaOp::RestoreState);
+        assert_eq!(
+            EhFrameEntry::build(&unbalanced, 0, 16),
+            Err(Error::UnbalancedRestoreState { code_offset: 3 })
         );
         let unfactorable = FrameDescription::new(Arch::X86_64).row(
             1,

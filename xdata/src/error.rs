@@ -36,6 +36,12 @@ pub enum Error {
         /// Its offset from the CFA.
         offset: i64,
     },
+    /// A `RestoreState` row has no `RememberState` before it to restore.
+    #[error("unwind row at code offset {code_offset} restores a state never remembered")]
+    UnbalancedRestoreState {
+        /// The row's offset.
+        code_offset: u32,
+    },
     /// The entry does not fit the slot reserved for it.
     #[error("a {needed}-byte entry does not fit a {slot}-byte slot")]
     SlotTooSmall {

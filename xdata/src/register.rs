@@ -13,7 +13,7 @@
 //! `__unw_add_dynamic_fde`, libgcc does not. A registrar must get every entry deregistered
 //! before its bytes or its code go away; the heap does that when a block is freed.
 
-use std::sync::Mutex;
+use codeheap_virtual_alloc::sync::{Mutex, lock};
 
 /// An entry written to memory and ready for the unwinder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,41 +174,32 @@ impl RecordingRegistrar {
 
     /// The registered entry covering `pc`, as an unwinder would find it.
     pub fn lookup(&self, pc: usize) -> Option<WrittenEntry> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = lock(&self.live);
         live.iter().rev().find(|entry| entry.covers(pc)).copied()
     }
 
     /// The entries registered now, oldest first.
     pub fn live(&self) -> Vec<WrittenEntry> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.live).clone()
     }
 
     /// Every registration (`true`) and deregistration (`false`), in order.
     pub fn log(&self) -> Vec<(bool, WrittenEntry)> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.log).clone()
     }
 }
 
 impl Registrar for RecordingRegistrar {
     unsafe fn register(&self, entry: WrittenEntry) {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(entry);
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((true, entry));
+        lock(&self.live).push(entry);
+        lock(&self.log).push((true, entry));
     }
 
     unsafe fn deregister(&self, entry: WrittenEntry) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = lock(&self.live);
         if let Some(at) = live.iter().rposition(|e| *e == entry) {
             live.remove(at);
         }
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((false, entry));
+        lock(&self.log).push((false, entry));
     }
 }
