@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use codeheap_page_allocator::{PageAllocator, PageRun, SecondarySlot};
 use codeheap_virtual_alloc::sync::{Mutex, MutexGuard, lock};
 use codeheap_virtual_alloc::{
-    Arch, Os, Protection, ThreadMode, VirtualAlloc, WriteScope, WxStrategy, current_mode,
+    Arch, Os, Protection, ThreadMode, VirtualAlloc, WriteScope, WxStrategy, require_mode,
 };
 use codeheap_xdata::{FrameDescription, RecordingRegistrar, Registrar, SystemRegistrar};
 use std::sync::Arc;
@@ -598,14 +598,7 @@ impl<O: Os> Heap<O> {
     /// The entry point of a finalized block, for a thread in execute mode: a background
     /// compiler in write mode is refused (`WrongThreadMode`), as is a block not finalized.
     pub fn entry_point(&self, block: &Block) -> Result<usize> {
-        let current = current_mode();
-        if current != ThreadMode::Execute {
-            return Err(codeheap_virtual_alloc::Error::WrongThreadMode {
-                required: ThreadMode::Execute,
-                current,
-            }
-            .into());
-        }
+        require_mode(ThreadMode::Execute)?;
         let state = self.state();
         let record = self.record(&state, block.addr, Some(block.id))?;
         match record.state {

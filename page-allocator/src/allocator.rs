@@ -608,8 +608,7 @@ impl<O: Os> PageAllocator<O> {
                 .as_mut(),
             Place::Large(base) => state.large.get_mut(&base).expect("placed").slots.as_mut(),
         };
-        let released =
-            slots.is_some_and(|slots| slots.contains(slot_addr) && slots.release(slot_addr));
+        let released = slots.is_some_and(|slots| slots.release(slot_addr));
         if !released {
             return Err(not_a_slot);
         }

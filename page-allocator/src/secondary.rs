@@ -77,10 +77,6 @@ impl SlotAllocator {
         true
     }
 
-    pub(crate) fn contains(&self, addr: usize) -> bool {
-        addr >= self.base && addr < self.base + self.free.len() * self.slot_size
-    }
-
     pub(crate) fn is_exhausted(&self) -> bool {
         self.free.next_set(0).is_none()
     }

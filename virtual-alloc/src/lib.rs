@@ -47,7 +47,7 @@ pub use strategy::WxStrategy;
 pub use vm::{MemoryInfo, PageState, RegionInfo, VirtualAlloc, VirtualAllocStats};
 pub use write_mode::{
     ThreadMode, WriteScope, current_mode, enter_permanent_write_mode, is_permanent_write_mode,
-    leave_permanent_write_mode, with_write_mode,
+    leave_permanent_write_mode, require_mode, with_write_mode,
 };
 
 /// The allocation granularity of reservations, as on Windows: every region starts on a
