@@ -69,6 +69,24 @@ pub(crate) struct BlockRecord {
     pub(crate) large_writers: u32,
     /// Whether a large block's pages are open for writing (small blocks: their page's flag).
     pub(crate) open: bool,
+    /// Whether a write session was ever opened on it. A block starts as traps and only its
+    /// first `size` bytes can be written, so a block never written needs no scrub when it
+    /// is freed, and a written one only up to its size.
+    pub(crate) written: bool,
+}
+
+impl BlockRecord {
+    /// Bytes from the block's start that may hold something other than traps: what a
+    /// free must scrub. The partial instruction word after the code counts (it is zeroed).
+    pub(crate) fn dirty_len(&self, instruction_alignment: usize) -> usize {
+        if self.written {
+            self.size
+                .next_multiple_of(instruction_alignment)
+                .min(self.capacity)
+        } else {
+            0
+        }
+    }
 }
 
 /// Facts about a live block, found by address.

@@ -201,23 +201,30 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// New pages from the page allocator arrive read-write: fill them with traps and make
-    /// them executable (the heap's invariant: executable whenever no write is in progress).
+    /// Makes pages from the page allocator ready for blocks: trap-filled and executable
+    /// (the heap's invariant: executable whenever no write is in progress). Fresh pages
+    /// arrive read-write and are filled; pages the heap released come back as it left
+    /// them, trap-filled (it scrubs what it frees) and usually executable already, and then
+    /// cost nothing.
     fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<usize> {
         let write_addr = self.vm().writable_address(run.addr)?;
-        self.fill_traps(state, run.addr, write_addr, run.pages * self.page)?;
-        // Recorded for every strategy (a no-op but under Protect), so queries of heap pages
-        // tell the truth; later flips are made only under Protect.
-        self.pages.protect_pages(
-            run.addr,
-            run.pages,
-            Protection::ExecuteRead,
-            Protection::ReadWrite,
-        )?;
-        if self.strategy == WxStrategy::Protect {
-            state.counters.protect_made += 1;
-        } else {
-            state.counters.protect_skipped += 1;
+        if run.fresh {
+            self.fill_traps(state, run.addr, write_addr, run.pages * self.page)?;
+        }
+        if run.protection != Protection::ExecuteRead {
+            // Recorded for every strategy (a no-op but under Protect), so queries of heap
+            // pages tell the truth; later flips are made only under Protect.
+            self.pages.protect_pages(
+                run.addr,
+                run.pages,
+                Protection::ExecuteRead,
+                run.protection,
+            )?;
+            if self.strategy == WxStrategy::Protect {
+                state.counters.protect_made += 1;
+            } else {
+                state.counters.protect_skipped += 1;
+            }
         }
         state.counters.pages_acquired += run.pages as u64;
         Ok(write_addr)
@@ -248,7 +255,8 @@ impl<O: Os> Heap<O> {
                 if let Some(slot) = slot {
                     let _ = self.pages.release_secondary(slot.addr);
                 }
-                let _ = self.pages.release_pages(run.addr, run.pages);
+                // Their fill may not have happened: they must not come back as they are.
+                let _ = self.pages.discard_pages(run.addr, run.pages);
                 Err(err)
             }
         }
@@ -337,6 +345,7 @@ impl<O: Os> Heap<O> {
             state: BlockState::Fresh,
             large_writers: 0,
             open: false,
+            written: false,
         };
         state.blocks.insert(addr, record);
         if let (Some(frame), Some(slot)) = (frame, slot) {
@@ -476,12 +485,17 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// Fills a freed block with traps, opening its pages under `Protect` if no write
-    /// session has them open.
+    /// Fills what a freed block's code may have left with traps, opening its pages under
+    /// `Protect` if no write session has them open. A block never written holds nothing
+    /// but traps already, and costs nothing here.
     fn scrub(&self, state: &mut HeapState, addr: usize, record: &BlockRecord) -> Result<()> {
+        let dirty = record.dirty_len(self.arch.instruction_alignment());
+        if dirty == 0 {
+            return Ok(());
+        }
         let span = Span::of(addr, record.home);
         self.open_span(state, span)?;
-        let filled = self.fill_traps(state, addr, record.write_addr, record.capacity);
+        let filled = self.fill_traps(state, addr, record.write_addr, dirty);
         // Closed again even when the pages go back to the page allocator next (it may keep
         // them: every committed code page not being written is execute-read). Once the
         // traps are in, the free goes on: a refused close leaves the span recorded open, for

@@ -17,7 +17,8 @@
 //! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
 //!   (read-write under `Protect` while open for writing, which every page with a session
 //!   is), parked ones are not
-//!   committed; free chunks hold traps, and so does the tail of every finalized block.
+//!   committed; free chunks hold traps, and so does every block past what its code may
+//!   have touched (all of a block never written).
 //! * **Below.** The page allocator's own check passes, and the pages it counts as handed out
 //!   (and parked) are exactly the heap's.
 //! * **Counters.** Allocations minus frees are the live blocks; pages acquired minus pages
@@ -314,7 +315,7 @@ impl<O: Os> Heap<O> {
         for chunk in (0..chunks).filter(|&c| page.starts.get(c)) {
             let record = &state.blocks[&(addr + chunk * CHUNK)];
             let at = chunk * CHUNK;
-            self.check_tail(addr + at, record, &bytes[at..at + record.capacity])?;
+            self.check_untouched(addr + at, record, &bytes[at..at + record.capacity])?;
         }
         Ok(())
     }
@@ -339,22 +340,28 @@ impl<O: Os> Heap<O> {
         })
     }
 
-    /// A finalized block's bytes past its size hold traps (a partial instruction word right
-    /// after the code is zeroed).
-    fn check_tail(&self, addr: usize, record: &BlockRecord, bytes: &[u8]) -> Result<(), String> {
-        if record.state != BlockState::Finalized {
-            return Ok(());
+    /// What a block's code cannot have touched holds traps: everything from its dirty
+    /// length on (all of a block never written). Once finalized, the partial instruction
+    /// word right after the code is zeroed.
+    fn check_untouched(
+        &self,
+        addr: usize,
+        record: &BlockRecord,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let dirty = record.dirty_len(self.arch.instruction_alignment());
+        if record.state == BlockState::Finalized {
+            ensure(record.written, || {
+                format!("the block at {addr:#x} is finalized but was never written")
+            })?;
+            ensure(bytes[record.size..dirty].iter().all(|&b| b == 0), || {
+                format!("the partial word after the block at {addr:#x} is not zeroed")
+            })?;
         }
-        let align = self.arch.instruction_alignment();
-        let pad = (addr + record.size).next_multiple_of(align) - addr;
-        let pad = pad.min(record.capacity);
-        ensure(bytes[record.size..pad].iter().all(|&b| b == 0), || {
-            format!("the partial word after the block at {addr:#x} is not zeroed")
-        })?;
-        ensure(self.arch.is_trap_filled(&bytes[pad..]), || {
+        ensure(self.arch.is_trap_filled(&bytes[dirty..]), || {
             format!(
-                "the tail of the finalized block at {addr:#x} (bytes {}..{}) does not hold traps",
-                record.size, record.capacity
+                "the block at {addr:#x} (bytes {dirty}..{} of {}) does not hold traps",
+                record.capacity, record.size
             )
         })
     }
@@ -470,7 +477,7 @@ impl<O: Os> Heap<O> {
                 self.vm()
                     .read(addr, &mut bytes)
                     .map_err(|err| format!("large block {addr:#x} cannot be read: {err}"))?;
-                self.check_tail(addr, record, &bytes)?;
+                self.check_untouched(addr, record, &bytes)?;
             } else {
                 parked += pages;
             }

@@ -4,8 +4,9 @@
 //! once), opens its pages under `Protect`, and puts the calling thread in write mode. The
 //! caller's closure writes through a [`CodeWriter`], bounds-checked against the block, via
 //! the region's writable view; the heap's lock is not held meanwhile, so other threads keep
-//! allocating, freeing and running code. When the closure returns `Ok`, the block's tail is
-//! padded with traps, the icache flushed and the block finalized. On an error or a panic
+//! allocating, freeing and running code. When the closure returns `Ok`, the icache is
+//! flushed and the block finalized; its tail past `size` still holds the traps it was
+//! allocated with (a partial instruction word right after the code is zeroed). On an error or a panic
 //! the session is abandoned: the block is left unfinalized, its pages closed, and the
 //! thread back in the mode it was in.
 
@@ -116,8 +117,8 @@ impl<O: Os> Drop for Abandon<'_, O> {
 }
 
 impl<O: Os> Heap<O> {
-    /// Writes the block through `emit`, then pads its tail with traps, flushes the icache
-    /// and finalizes it. The calling thread is in write mode during `emit` and back in its
+    /// Writes the block through `emit`, then flushes the icache and finalizes it (the tail
+    /// past `size` holds traps). The calling thread is in write mode during `emit` and back in its
     /// previous mode afterwards, even if `emit` fails or panics (the block is then left
     /// unfinalized). A finalized block can be written again (patched).
     pub fn write<R>(
@@ -140,11 +141,14 @@ impl<O: Os> Heap<O> {
             _bound_to_thread: PhantomData,
         };
         let value = emit(&mut writer)?;
-        let tail = block.capacity - block.size;
+        // Past `size` the block holds the traps it was allocated with (nothing can write
+        // there); only a partial instruction word after the code needs zeroing.
+        let align = self.arch.instruction_alignment();
+        let partial = block.size.next_multiple_of(align).min(block.capacity) - block.size;
         let mut state = self.state();
-        if tail > 0 {
+        if partial > 0 {
             let (addr, write_addr) = (block.addr + block.size, write_addr + block.size);
-            self.fill_traps(&mut state, addr, write_addr, tail)?;
+            self.fill_traps(&mut state, addr, write_addr, partial)?;
         }
         // SAFETY: the block's bytes are committed and readable (its session is open).
         unsafe { self.vm().os().flush_icache(block.addr, block.size) }?;
@@ -167,7 +171,9 @@ impl<O: Os> Heap<O> {
         let span = Span::of(block.addr, record.home);
         self.open_span(&mut state, span)?;
         adjust_writers(&mut state, span, 1);
-        state.blocks.get_mut(&block.addr).expect("live").state = BlockState::Writing;
+        let record = state.blocks.get_mut(&block.addr).expect("live");
+        record.state = BlockState::Writing;
+        record.written = true;
         Ok(record.write_addr)
     }
 

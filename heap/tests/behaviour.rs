@@ -170,13 +170,69 @@ fn new_blocks_freed_blocks_and_tails_hold_traps() {
         assert_eq!(read(&heap, block.addr(), len), code.as_bytes());
         assert!(
             arch.is_trap_filled(&read(&heap, block.addr() + 300, 212)),
-            "tail padded"
+            "the tail holds traps"
         );
         let neighbour = heap.alloc(100).unwrap();
         let addr = block.addr();
         heap.free(block).unwrap();
         assert!(arch.is_trap_filled(&read(&heap, addr, 512)), "freed");
         heap.free(neighbour).unwrap();
+    }
+}
+
+/// A free scrubs what the block's code may have touched (its size, to a whole instruction
+/// word) and nothing when it was never written; pages the heap gave back and takes again
+/// still hold its traps and are not filled twice. Memory stays traps all along.
+#[test]
+fn scrubbing_costs_only_what_code_may_have_touched() {
+    for heap in every_strategy() {
+        let arch = heap.arch();
+        let filled = |heap: &Heap<SimOs>| heap.stats().filled_bytes;
+        // Pages for both sizes, kept, so the blocks below take no fresh page.
+        let keep = [heap.alloc(1000).unwrap(), heap.alloc(301).unwrap()];
+        let unwritten = heap.alloc(1000).unwrap();
+        let before = filled(&heap);
+        let addr = unwritten.addr();
+        heap.free(unwritten).unwrap();
+        assert_eq!(filled(&heap), before, "an unwritten block is not scrubbed");
+        assert!(arch.is_trap_filled(&read(&heap, addr, 1024)));
+
+        let mut written = heap.alloc(301).unwrap();
+        emit(&heap, &mut written, 3);
+        let word = arch.instruction_alignment();
+        let dirty = 301usize.next_multiple_of(word);
+        assert_eq!(
+            filled(&heap),
+            before + (dirty - 301) as u64,
+            "a write pads only the partial word after the code"
+        );
+        let addr = written.addr();
+        heap.free(written).unwrap();
+        assert_eq!(filled(&heap), before + (2 * dirty - 301) as u64);
+        assert!(arch.is_trap_filled(&read(&heap, addr, 512)));
+
+        let page = heap.page_size();
+        let first = heap.alloc(3 * page).unwrap();
+        let after_fresh = filled(&heap);
+        assert!(
+            after_fresh >= before + 3 * page as u64,
+            "fresh pages are filled"
+        );
+        let addr = first.addr();
+        heap.free(first).unwrap();
+        let again = heap.alloc(3 * page).unwrap();
+        assert_eq!(again.addr(), addr, "the kept pages come back");
+        assert_eq!(
+            filled(&heap),
+            after_fresh,
+            "kept pages are not filled again"
+        );
+        assert!(arch.is_trap_filled(&read(&heap, addr, 3 * page)));
+        heap.free(again).unwrap();
+        for block in keep {
+            heap.free(block).unwrap();
+        }
+        heap.check_invariants().unwrap();
     }
 }
 

@@ -22,6 +22,13 @@ pub struct PageRun {
     pub segment: usize,
     /// Whether they have a dedicated large segment.
     pub large: bool,
+    /// Whether any of them was committed by this call: such pages hold unspecified bytes
+    /// (zeros on most systems). Otherwise every page holds what it held when it was
+    /// released, so a caller that scrubs what it releases need not scrub again.
+    pub fresh: bool,
+    /// The protection they all have: read-write when fresh; otherwise the one they were
+    /// released with (read-write if that differed from page to page).
+    pub protection: Protection,
 }
 
 /// Hands out runs of code pages from segments, as ChakraCore's `HeapPageAllocator`.
@@ -34,8 +41,9 @@ pub struct PageRun {
 ///   none by default); a segment with nothing allocated, nothing committed and no slot in
 ///   use goes back to the OS.
 /// * Segments sit on lists by state (partial, full, empty, decommitted); allocation takes
-///   free committed pages first, then commits decommitted ones, then reserves a segment,
-///   each time from the lowest address.
+///   free committed pages first (the shortest free run that fits, so holes are filled
+///   before long runs are cut), then commits decommitted ones (where the fewest need
+///   committing), then reserves a segment.
 ///
 /// State is kept under one lock. `protect_pages` validates under it but makes its system
 /// call outside it, as ChakraCore does: an `mprotect` costs microseconds (more with other
@@ -117,8 +125,10 @@ impl<O: Os> PageAllocator<O> {
 
     // ---- allocation ---------------------------------------------------------------------
 
-    /// Hands out `pages` contiguous pages, committed read-write. Their contents are
-    /// unspecified (zero when freshly committed).
+    /// Hands out `pages` contiguous pages, committed. Fresh ones ([`PageRun::fresh`]) are
+    /// read-write with unspecified contents; pages reused as they were released keep their
+    /// contents and protection ([`PageRun::protection`]), so a caller that releases pages
+    /// executable and trap-filled takes them back with no system call at all.
     pub fn alloc_pages(&self, pages: usize) -> Result<PageRun> {
         let bytes = self.bytes(pages)?;
         let mut state = lock(&self.state);
@@ -184,59 +194,74 @@ impl<O: Os> PageAllocator<O> {
         self.take_from_new_segment(state, pages)
     }
 
-    /// Pages already committed and free, if a segment has a run of them.
+    /// Pages already committed and free, if a segment has a run of them: the shortest run
+    /// that fits, over all segments (the lowest address of equals), so single pages fill
+    /// holes and long runs stay whole for large requests. Segments on the full list (their
+    /// secondary area exhausted) are passed over, as ChakraCore does.
     fn take_free(
         &self,
         state: &mut State,
         pages: usize,
         fits: &dyn Fn(&Segment) -> bool,
     ) -> Result<Option<PageRun>> {
-        let lists = [
-            SegmentList::Partial,
-            SegmentList::Decommitted,
-            SegmentList::Empty,
-        ];
-        let found = lists
-            .into_iter()
-            .flat_map(|list| state.lists[list as usize].iter())
-            .filter(|base| fits(&state.segments[base]))
-            .find_map(|base| Some((*base, state.segments[base].free.find_run(pages)?)));
+        let found = state
+            .free_runs
+            .range((pages, 0, 0)..)
+            .find(|(_, base, _)| {
+                let segment = &state.segments[base];
+                segment.list != SegmentList::Full && fits(segment)
+            })
+            .map(|&(_, base, first)| (base, first));
         let Some((base, first)) = found else {
             return Ok(None);
         };
         let addr = base + first * self.page;
-        // Free pages keep whatever protection their last holder left; hand them out RW.
+        // Free pages keep the protection their last holder left; a run that mixes several
+        // is made read-write.
         let info = self.vm.query(addr)?;
-        let already_rw = info.state == PageState::Committed(Protection::ReadWrite)
-            && info.size >= pages * self.page;
-        if !already_rw {
-            self.vm
-                .protect(addr, pages * self.page, Protection::ReadWrite)?;
-        }
-        let segment = state.segments.get_mut(&base).expect("found above");
-        segment.free.clear_range(first, pages);
+        let protection = match info.state {
+            PageState::Committed(protection) if info.size >= pages * self.page => protection,
+            _ => {
+                self.vm
+                    .protect(addr, pages * self.page, Protection::ReadWrite)?;
+                Protection::ReadWrite
+            }
+        };
+        state.set_free(base, first, pages, false);
         state.free_pages -= pages;
         state.refile(base);
-        Ok(Some(self.run(base, first, pages)))
+        Ok(Some(PageRun {
+            protection,
+            ..self.run(base, first, pages, false)
+        }))
     }
 
-    /// A run of free or decommitted pages in a segment that has decommitted ones; the
-    /// decommitted pages are committed.
+    /// A run of free or decommitted pages in a segment that has decommitted ones, the one
+    /// with the most free pages (the first of equals in list order); the decommitted pages
+    /// are committed. Taking free pages along keeps fewer committed pages idle, so fewer
+    /// are decommitted later.
     fn take_decommitted(
         &self,
         state: &mut State,
         pages: usize,
         fits: &dyn Fn(&Segment) -> bool,
     ) -> Result<Option<PageRun>> {
-        let found = state.lists[SegmentList::Decommitted as usize]
+        let mut best: Option<(usize, usize, usize)> = None;
+        let candidates = state.lists[SegmentList::Decommitted as usize]
             .iter()
-            .filter(|base| fits(&state.segments[base]))
-            .find_map(|base| {
-                let segment = &state.segments[base];
-                let available = segment.free.union(&segment.decommitted);
-                Some((*base, available.find_run(pages)?))
-            });
-        let Some((base, first)) = found else {
+            .filter(|base| fits(&state.segments[base]));
+        for &base in candidates {
+            let Some((first, free)) = state.segments[&base].fullest_window(pages) else {
+                continue;
+            };
+            if best.is_none_or(|(_, _, most)| free > most) {
+                best = Some((base, first, free));
+                if free + 1 >= pages {
+                    break;
+                }
+            }
+        }
+        let Some((base, first, _)) = best else {
             return Ok(None);
         };
         let addr = base + first * self.page;
@@ -246,11 +271,11 @@ impl<O: Os> PageAllocator<O> {
         let was_free = (first..first + pages)
             .filter(|&i| segment.free.get(i))
             .count();
-        segment.free.clear_range(first, pages);
         segment.decommitted.clear_range(first, pages);
+        state.set_free(base, first, pages, false);
         state.free_pages -= was_free;
         state.refile(base);
-        Ok(Some(self.run(base, first, pages)))
+        Ok(Some(self.run(base, first, pages, true)))
     }
 
     /// Reserves a segment, commits its secondary area and the first `pages` code pages.
@@ -281,7 +306,7 @@ impl<O: Os> PageAllocator<O> {
         state.list(SegmentList::Full).insert(region.base);
         state.segments_created += 1;
         state.refile(region.base);
-        Ok(self.run(region.base, 0, pages))
+        Ok(self.run(region.base, 0, pages, true))
     }
 
     fn commit_secondary(&self, secondary_base: usize) -> Result<()> {
@@ -323,15 +348,19 @@ impl<O: Os> PageAllocator<O> {
             pages,
             segment: region.base,
             large: true,
+            fresh: true,
+            protection: Protection::ReadWrite,
         })
     }
 
-    fn run(&self, base: usize, first: usize, pages: usize) -> PageRun {
+    fn run(&self, base: usize, first: usize, pages: usize, fresh: bool) -> PageRun {
         PageRun {
             addr: base + first * self.page,
             pages,
             segment: base,
             large: false,
+            fresh,
+            protection: Protection::ReadWrite,
         }
     }
 
@@ -391,6 +420,17 @@ impl<O: Os> PageAllocator<O> {
     /// allocation is released whole). Pages beyond `max_free_pages` are decommitted; a
     /// segment left with nothing in use goes back to the OS.
     pub fn release_pages(&self, addr: usize, pages: usize) -> Result<()> {
+        self.release(addr, pages, true)
+    }
+
+    /// Gives back pages, as [`release_pages`](Self::release_pages), but decommits them all
+    /// whatever `max_free_pages` allows: for pages whose contents must not be handed out
+    /// again as they are (a caller's scrub of them failed).
+    pub fn discard_pages(&self, addr: usize, pages: usize) -> Result<()> {
+        self.release(addr, pages, false)
+    }
+
+    fn release(&self, addr: usize, pages: usize, may_keep: bool) -> Result<()> {
         let mut state = lock(&self.state);
         let (place, first) = self.locate_allocated(&state, addr, pages, true)?;
         let base = match place {
@@ -398,7 +438,7 @@ impl<O: Os> PageAllocator<O> {
             Place::Segment(base) => base,
         };
         let any_parked = state.segments[&base].parked.any_set(first, pages);
-        let keep = if any_parked {
+        let keep = if any_parked || !may_keep {
             // Parked pages have no memory to keep; the run is decommitted whole.
             0
         } else {
@@ -416,8 +456,8 @@ impl<O: Os> PageAllocator<O> {
         let parked = segment.parked.count_ones();
         segment.parked.clear_range(first, pages);
         let unparked = parked - segment.parked.count_ones();
-        segment.free.set_range(first, keep);
         segment.decommitted.set_range(first + keep, decommit);
+        state.set_free(base, first, keep, true);
         state.free_pages += keep;
         state.used_pages -= pages;
         state.parked_pages -= unparked;
@@ -509,8 +549,8 @@ impl<O: Os> PageAllocator<O> {
                 self.vm
                     .decommit(base + first * self.page, pages * self.page)?;
                 let segment = state.segments.get_mut(&base).expect("present");
-                segment.free.clear_range(first, pages);
                 segment.decommitted.set_range(first, pages);
+                state.set_free(base, first, pages, false);
                 state.free_pages -= pages;
                 state.decommitted_pages += pages as u64;
                 total += pages;

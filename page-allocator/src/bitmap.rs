@@ -142,6 +142,24 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         None
     }
 
+    /// Best fit: the start and length of the shortest run of at least `n` set bits (the
+    /// lowest of equals).
+    pub fn best_run(&self, n: usize) -> Option<(usize, usize)> {
+        if n == 0 {
+            return None;
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for (start, len) in self.runs() {
+            if len >= n && best.is_none_or(|(_, best_len)| len < best_len) {
+                best = Some((start, len));
+                if len == n {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
     /// The bitwise or of two bitmaps of the same length.
     pub fn union(&self, other: &Self) -> Self {
         debug_assert_eq!(self.len, other.len);
@@ -196,6 +214,21 @@ mod tests {
         assert_eq!(bitmap.find_run(12), Some(20));
         assert_eq!(bitmap.find_run(13), None);
         assert_eq!(bitmap.find_run(0), None);
+    }
+
+    #[test]
+    fn best_run_is_the_shortest_that_fits() {
+        let mut bitmap = Bitmap::<2>::new(100);
+        bitmap.set_range(2, 6);
+        bitmap.set_range(10, 3);
+        bitmap.set_range(20, 4);
+        bitmap.set_range(62, 3);
+        assert_eq!(bitmap.best_run(1), Some((10, 3)));
+        assert_eq!(bitmap.best_run(3), Some((10, 3)));
+        assert_eq!(bitmap.best_run(4), Some((20, 4)));
+        assert_eq!(bitmap.best_run(5), Some((2, 6)));
+        assert_eq!(bitmap.best_run(7), None);
+        assert_eq!(bitmap.best_run(0), None);
     }
 
     #[test]

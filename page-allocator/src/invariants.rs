@@ -50,6 +50,23 @@ pub(crate) fn check<O: Os>(
         )
     })?;
 
+    let runs: std::collections::BTreeSet<(usize, usize, usize)> = state
+        .segments
+        .iter()
+        .flat_map(|(&base, segment)| {
+            segment
+                .free
+                .runs()
+                .map(move |(first, len)| (len, base, first))
+        })
+        .collect();
+    ensure(runs == state.free_runs, || {
+        format!(
+            "the free-run index {:?} is not the segments' free runs {runs:?}",
+            state.free_runs
+        )
+    })?;
+
     for (&base, segment) in &state.segments {
         ensure(!segment.free.intersects(&segment.decommitted), || {
             format!("segment {base:#x} has pages both free and decommitted")

@@ -56,6 +56,26 @@ impl Segment {
         available.next_set(first).filter(|&i| i < first + n)
     }
 
+    /// Where `n` pages that are free or decommitted lie with the most of them free (so the
+    /// fewest need committing), the lowest such place among equals; and how many are free.
+    pub(crate) fn fullest_window(&self, n: usize) -> Option<(usize, usize)> {
+        let available = self.free.union(&self.decommitted);
+        let mut best: Option<(usize, usize)> = None;
+        for (start, len) in available.runs().filter(|&(_, len)| len >= n) {
+            let mut free = (start..start + n).filter(|&i| self.free.get(i)).count();
+            for first in start..=start + len - n {
+                if first > start {
+                    free -= usize::from(self.free.get(first - 1));
+                    free += usize::from(self.free.get(first + n - 1));
+                }
+                if best.is_none_or(|(_, most)| free > most) {
+                    best = Some((first, free));
+                }
+            }
+        }
+        best
+    }
+
     fn slots_in_use(&self) -> usize {
         self.slots.as_ref().map_or(0, SlotAllocator::in_use)
     }

@@ -9,6 +9,10 @@ use crate::segment::{LargeSegment, Segment, SegmentList};
 pub(crate) struct State {
     pub(crate) segments: BTreeMap<usize, Segment>,
     pub(crate) lists: [BTreeSet<usize>; SegmentList::ALL.len()],
+    /// Every maximal run of free pages as (length, segment base, first page): best fit is
+    /// the first entry from `(n, 0, 0)` on, the lowest address among equals. Kept by
+    /// [`State::set_free`].
+    pub(crate) free_runs: BTreeSet<(usize, usize, usize)>,
     pub(crate) large: BTreeMap<usize, LargeSegment>,
     /// Committed pages no one holds, over all segments.
     pub(crate) free_pages: usize,
@@ -47,6 +51,37 @@ impl State {
         large
             .filter(|(base, large)| addr < **base + large.size)
             .map(|(&base, _)| Place::Large(base))
+    }
+
+    /// Marks pages `first..first + n` of the segment at `base` free (`true`) or not, and
+    /// re-indexes the free runs they touch (those they merge with or split included).
+    pub(crate) fn set_free(&mut self, base: usize, first: usize, n: usize, free: bool) {
+        if n == 0 {
+            return;
+        }
+        let segment = self
+            .segments
+            .get_mut(&base)
+            .expect("segments changed exist");
+        let (lo, hi) = (first.saturating_sub(1), first + n + 1);
+        let touching = |free: &crate::bitmap::Bitmap<1>| -> Vec<(usize, usize)> {
+            free.runs()
+                .filter(|&(start, len)| start < hi && start + len > lo)
+                .collect()
+        };
+        let before = touching(&segment.free);
+        if free {
+            segment.free.set_range(first, n);
+        } else {
+            segment.free.clear_range(first, n);
+        }
+        let after = touching(&segment.free);
+        for (start, len) in before {
+            self.free_runs.remove(&(len, base, start));
+        }
+        for (start, len) in after {
+            self.free_runs.insert((len, base, start));
+        }
     }
 
     /// Moves the segment to the list its state calls for. Returns `false` if it should be

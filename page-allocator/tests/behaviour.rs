@@ -156,7 +156,8 @@ fn kept_free_pages_are_reused_without_a_system_call() {
     assert_eq!(again.addr, run.addr);
     assert_eq!(pages.vm().os().syscalls().since(&before).total(), 0);
 
-    // Pages released after being made executable come back read-write.
+    // Pages released executable come back executable, without a system call, and say so;
+    // a run whose pages were released with different protections comes back read-write.
     pages
         .protect_pages(
             again.addr,
@@ -166,11 +167,35 @@ fn kept_free_pages_are_reused_without_a_system_call() {
         )
         .unwrap();
     pages.release_pages(again.addr, 4).unwrap();
+    let before = pages.vm().os().syscalls();
     let reused = pages.alloc_pages(2).unwrap();
+    assert_eq!(pages.vm().os().syscalls().since(&before).total(), 0);
+    assert_eq!(
+        (reused.fresh, reused.protection),
+        (false, Protection::ExecuteRead)
+    );
     assert_eq!(
         pages.vm().query(reused.addr).unwrap().state,
+        PageState::Committed(Protection::ExecuteRead)
+    );
+    let other = pages.alloc_pages(2).unwrap();
+    pages
+        .protect_pages(
+            other.addr,
+            1,
+            Protection::ReadWrite,
+            Protection::ExecuteRead,
+        )
+        .unwrap();
+    pages.release_pages(other.addr, 2).unwrap();
+    let mixed = pages.alloc_pages(2).unwrap();
+    assert_eq!(mixed.addr, other.addr);
+    assert_eq!(mixed.protection, Protection::ReadWrite);
+    assert_eq!(
+        pages.vm().query(mixed.addr).unwrap().state,
         PageState::Committed(Protection::ReadWrite)
     );
+    pages.release_pages(mixed.addr, 2).unwrap();
     checked(&pages);
 
     assert_eq!(pages.decommit_free_pages(), Ok(2));

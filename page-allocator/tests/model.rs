@@ -83,8 +83,11 @@ enum Op {
     AllocHuge {
         beyond_address_space: bool,
     },
-    /// A live run, exactly.
-    ReleaseRun(usize),
+    /// A live run, exactly; `discard` gives it back with `discard_pages`.
+    ReleaseRun {
+        run: usize,
+        discard: bool,
+    },
     Release(Range),
     /// A whole live run; `expected: None` is the protection it has.
     ProtectRun {
@@ -169,7 +172,8 @@ fn op(code_pages: usize) -> impl Strategy<Value = Op> {
         2 => prop_oneof![Just(Count::Zero), (0..3usize).prop_map(Count::Huge)]
             .prop_map(Op::AllocBad),
         1 => any::<bool>().prop_map(|beyond_address_space| Op::AllocHuge { beyond_address_space }),
-        16 => any::<usize>().prop_map(Op::ReleaseRun),
+        16 => (any::<usize>(), prop::bool::weighted(0.2))
+            .prop_map(|(run, discard)| Op::ReleaseRun { run, discard }),
         6 => range(max).prop_map(Op::Release),
         10 => (any::<usize>(), protection(), expected_old())
             .prop_map(|(run, new, expected)| Op::ProtectRun { run, new, expected }),
@@ -276,10 +280,21 @@ impl Seg {
         }
     }
 
-    /// First fit: the lowest page starting `n` pages that all pass `ok`.
-    fn find_run(&self, n: usize, ok: impl Fn(Page) -> bool) -> Option<usize> {
-        let last = self.pages.len().checked_sub(n)?;
-        (0..=last).find(|&i| self.pages[i..i + n].iter().all(|&p| ok(p)))
+    /// Maximal runs of free pages: start and length.
+    fn free_runs(&self) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < self.pages.len() {
+            let len = self.pages[i..]
+                .iter()
+                .take_while(|p| matches!(p, Page::Free(_)))
+                .count();
+            if len > 0 {
+                runs.push((i, len));
+            }
+            i += len.max(1);
+        }
+        runs
     }
 }
 
@@ -411,23 +426,39 @@ impl Model {
         }
         let normal = || self.segs.iter().filter(|(_, seg)| !seg.large);
         let on = |list| normal().filter(move |(_, seg)| seg.list() == Some(list));
-        for list in [
-            SegmentList::Partial,
-            SegmentList::Decommitted,
-            SegmentList::Empty,
-        ] {
-            for (&base, seg) in on(list) {
-                if let Some(first) = seg.find_run(n, |p| matches!(p, Page::Free(_))) {
-                    return Ok(Placement::Free { base, first });
+        // Best fit: the shortest run of free pages, the lowest address of equals, in a
+        // segment not on the full list.
+        let best = normal()
+            .filter(|(_, seg)| seg.list() != Some(SegmentList::Full))
+            .flat_map(|(&base, seg)| {
+                seg.free_runs()
+                    .into_iter()
+                    .map(move |(first, len)| (len, base, first))
+            })
+            .filter(|&(len, _, _)| len >= n)
+            .min();
+        if let Some((_, base, first)) = best {
+            return Ok(Placement::Free { base, first });
+        }
+        // Then the run of free or decommitted pages with the most free ones: the first of
+        // equals in address order.
+        let mut best: Option<(usize, usize, usize)> = None;
+        for (&base, seg) in on(SegmentList::Decommitted) {
+            let last = seg.pages.len().saturating_sub(n);
+            for first in (0..=last).filter(|_| n <= seg.pages.len()) {
+                let window = &seg.pages[first..first + n];
+                if window.iter().all(|p| !p.is_held()) {
+                    let free = window.iter().filter(|p| matches!(p, Page::Free(_))).count();
+                    if best.is_none_or(|(_, _, most)| free > most) {
+                        best = Some((base, first, free));
+                    }
                 }
             }
         }
-        for (&base, seg) in on(SegmentList::Decommitted) {
-            if let Some(first) = seg.find_run(n, |p| !p.is_held()) {
-                return Ok(Placement::Commit { base, first });
-            }
-        }
-        Ok(Placement::New)
+        Ok(match best {
+            Some((base, first, _)) => Placement::Commit { base, first },
+            None => Placement::New,
+        })
     }
 
     /// Where `pages` pages at `addr` lie, as release and protect check it: the segment and
@@ -789,13 +820,13 @@ impl<O: Observed> Harness<O> {
             Op::AllocHuge {
                 beyond_address_space,
             } => self.alloc_huge(*beyond_address_space),
-            Op::ReleaseRun(i) => {
-                let (addr, pages) = self.live_run(*i);
-                self.release(addr, pages);
+            Op::ReleaseRun { run, discard } => {
+                let (addr, pages) = self.live_run(*run);
+                self.release(addr, pages, *discard);
             }
             Op::Release(range) => {
                 let (addr, pages) = self.resolve_range(range);
-                self.release(addr, pages);
+                self.release(addr, pages, false);
             }
             Op::ProtectRun { run, new, expected } => {
                 let (addr, pages) = self.live_run(*run);
@@ -888,25 +919,31 @@ impl<O: Observed> Harness<O> {
                 assert_eq!(
                     (run.segment, run.addr, run.large),
                     (base, base + first * page, false),
-                    "alloc_pages({n}) is first fit in list order ({placement:?})"
+                    "alloc_pages({n}) is placed as the model says ({placement:?})"
                 );
                 let seg = m.segs.get_mut(&base).expect("placed");
                 let span = first..first + n;
-                if let (Placement::Free { .. }, Some(made)) = (placement, made) {
-                    // Free pages come back without a system call, unless a Protect
-                    // segment must make them read-write again.
-                    let all_rw = seg.pages[span.clone()]
-                        .iter()
-                        .all(|&p| p == Page::Free(Protection::ReadWrite));
-                    let mprotect = u64::from(m.strategy == WxStrategy::Protect && !all_rw);
-                    assert_eq!(
-                        (made.total(), made.get(SysCall::Mprotect)),
-                        (mprotect, mprotect),
-                        "system calls reusing free pages"
-                    );
+                // Free pages come back as they were released, unless their protections
+                // differ: then they are made read-write (a system call under Protect).
+                let mut protection = Protection::ReadWrite;
+                if let Placement::Free { .. } = placement {
+                    let first_page = seg.pages[first];
+                    let uniform = seg.pages[span.clone()].iter().all(|&p| p == first_page);
+                    if let (true, Page::Free(kept)) = (uniform, first_page) {
+                        protection = kept;
+                    }
+                    if let Some(made) = made {
+                        let mprotect = u64::from(m.strategy == WxStrategy::Protect && !uniform);
+                        assert_eq!(
+                            (made.total(), made.get(SysCall::Mprotect)),
+                            (mprotect, mprotect),
+                            "system calls reusing free pages"
+                        );
+                    }
                 }
+                assert_eq!(run.protection, protection, "{run:?}");
                 fresh.extend(span.clone().filter(|&i| seg.pages[i] == Page::Decommitted));
-                seg.pages[span].fill(Page::Allocated(Protection::ReadWrite));
+                seg.pages[span].fill(Page::Allocated(protection));
             }
         }
         let end = run.addr + n * page;
@@ -922,20 +959,36 @@ impl<O: Observed> Harness<O> {
                 "{run:?} overlaps live {slot:?}"
             );
         }
+        assert_eq!(
+            run.fresh,
+            !fresh.is_empty(),
+            "{run:?}: fresh says whether any page was committed by the call"
+        );
         m.runs.push(run);
 
         let first = (run.addr - run.segment) / page;
         let vm = self.pages.vm();
         let _write = WriteScope::enter();
+        // Pages may come back as they were released (execute-read, or no access at all):
+        // opened for the look inside, and put back after.
+        let bytes = n * page;
+        if run.protection != Protection::ReadWrite {
+            vm.protect(run.addr, bytes, Protection::ReadWrite).unwrap();
+        }
         for i in 0..n {
             let addr = run.addr + i * page;
-            if self.model.strategy != WxStrategy::MapJit && fresh.contains(&(first + i)) {
-                let mut byte = [0xff];
-                vm.read(addr, &mut byte).unwrap();
+            let mut byte = [0xff];
+            vm.read(addr, &mut byte).unwrap();
+            if !fresh.contains(&(first + i)) {
+                assert_eq!(byte, [0xcc], "kept page {addr:#x} lost its contents");
+            } else if self.model.strategy != WxStrategy::MapJit {
                 assert_eq!(byte, [0], "fresh page {addr:#x} is not zero");
             }
             // Mark every page, so the simulator holds frames that must be given back.
             vm.write(addr, &[0xcc]).unwrap();
+        }
+        if run.protection != Protection::ReadWrite {
+            vm.protect(run.addr, bytes, run.protection).unwrap();
         }
     }
 
@@ -968,11 +1021,15 @@ impl<O: Observed> Harness<O> {
         self.pages.check_invariants().unwrap();
     }
 
-    fn release(&mut self, addr: usize, n: usize) {
+    fn release(&mut self, addr: usize, n: usize, discard: bool) {
         let before = self.pages.stats();
         let calls = self.calls();
         let expected = self.model.expect_release(addr, n);
-        let outcome = self.pages.release_pages(addr, n);
+        let outcome = if discard {
+            self.pages.discard_pages(addr, n)
+        } else {
+            self.pages.release_pages(addr, n)
+        };
         let (base, first) = match expected {
             Err(err) => {
                 assert_eq!(outcome, Err(err), "release_pages({addr:#x}, {n})");
@@ -989,6 +1046,8 @@ impl<O: Observed> Harness<O> {
             pages: n,
             segment: base,
             large,
+            fresh: false,
+            protection: Protection::ReadWrite,
         });
         m.trim_runs(addr, n);
         if large {
@@ -1002,9 +1061,10 @@ impl<O: Observed> Harness<O> {
             .iter()
             .filter(|&&p| p == Page::Parked)
             .count();
-        // Parked pages have no memory to keep: a run holding any is decommitted whole.
+        // Parked pages have no memory to keep: a run holding any is decommitted whole, as
+        // is a discarded one.
         let keep = match parked {
-            0 => m
+            0 if !discard => m
                 .config
                 .max_free_pages
                 .saturating_sub(m.free_pages())
@@ -1292,7 +1352,7 @@ impl<O: Observed> Harness<O> {
             self.check();
         }
         while let Some(run) = self.model.runs.first() {
-            self.release(run.addr, run.pages);
+            self.release(run.addr, run.pages, false);
             self.check();
         }
         self.decommit_free();
