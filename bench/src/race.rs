@@ -205,8 +205,7 @@ impl RowVisitor for Race {
         let mut emit = |peer: &mut P, live: &mut std::collections::VecDeque<_>, seq: &mut u64| {
             let value = (*seq as u32).wrapping_mul(2_654_435_761);
             code::write_returning(&mut buffer, value);
-            let mut block = peer.alloc(BYTES);
-            let entry = peer.emit(&mut block, &buffer);
+            let (block, entry) = peer.alloc_and_emit(&buffer);
             published.publish(*seq, entry, value);
             live.push_back((block, *seq));
             *seq += 1;

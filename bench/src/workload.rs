@@ -106,8 +106,7 @@ impl<P: Peer> W2<P> {
     pub fn step(&mut self) {
         self.counter = self.counter.wrapping_add(1);
         code::write_returning(&mut self.code, self.counter);
-        let mut block = self.peer.alloc(self.code.len());
-        let entry = self.peer.emit(&mut block, &self.code);
+        let (block, entry) = self.peer.alloc_and_emit(&self.code);
         // SAFETY: `entry` is the function just emitted and made executable; it stays until
         // it is freed below, at the earliest after `limit` more steps.
         let value = unsafe { code::call(black_box(entry)) };

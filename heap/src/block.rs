@@ -13,6 +13,10 @@ pub struct Block {
     pub(crate) size: usize,
     pub(crate) capacity: usize,
     pub(crate) id: u64,
+    /// The heap's epoch when this handle saw the block finalized (0: it has not): while the
+    /// epoch is unchanged, nothing but this handle can have changed the block, so its entry
+    /// point is good without asking the heap.
+    pub(crate) published: u64,
 }
 
 impl Block {
@@ -69,23 +73,18 @@ pub(crate) struct BlockRecord {
     pub(crate) large_writers: u32,
     /// Whether a large block's pages are open for writing (small blocks: their page's flag).
     pub(crate) open: bool,
-    /// Whether a write session was ever opened on it. A block starts as traps and only its
-    /// first `size` bytes can be written, so a block never written needs no scrub when it
-    /// is freed, and a written one only up to its size.
-    pub(crate) written: bool,
 }
 
 impl BlockRecord {
-    /// Bytes from the block's start that may hold something other than traps: what a
-    /// free must scrub. The partial instruction word after the code counts (it is zeroed).
+    /// Bytes from the block's start that may hold something other than traps, what a free
+    /// must scrub: its size, to a whole instruction word (the partial word after the code
+    /// is zeroed). Past that the block holds the traps it was allocated with, since nothing
+    /// may write there: write sessions are bounded by the size, and so must be engines that
+    /// write through raw pointers.
     pub(crate) fn dirty_len(&self, instruction_alignment: usize) -> usize {
-        if self.written {
-            self.size
-                .next_multiple_of(instruction_alignment)
-                .min(self.capacity)
-        } else {
-            0
-        }
+        self.size
+            .next_multiple_of(instruction_alignment)
+            .min(self.capacity)
     }
 }
 

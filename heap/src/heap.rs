@@ -1,13 +1,13 @@
 //! [`Heap`]: ChakraCore's `CustomHeap::Heap`, with the W^X discipline of the layers below.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 use codeheap_page_allocator::{PageAllocator, PageRun, SecondarySlot};
+use codeheap_virtual_alloc::sync::atomic::{AtomicU64, Ordering};
 use codeheap_virtual_alloc::sync::{Mutex, MutexGuard, lock};
 use codeheap_virtual_alloc::{
     Arch, Os, Protection, ThreadMode, VirtualAlloc, WriteScope, WxStrategy, require_mode,
 };
 use codeheap_xdata::{FrameDescription, RecordingRegistrar, Registrar, SystemRegistrar};
+use core::sync::atomic::AtomicU64 as IdCounter;
 use std::sync::Arc;
 
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
@@ -30,7 +30,7 @@ pub(crate) struct Acquired {
 }
 
 /// Block ids, unique in the process, so a stale or foreign handle never matches a record.
-static NEXT_BLOCK_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_BLOCK_ID: IdCounter = IdCounter::new(1);
 
 /// An executable-memory heap for a JIT compiler.
 ///
@@ -61,6 +61,10 @@ pub struct Heap<O: Os> {
     pub(crate) arch: Arch,
     pub(crate) strategy: WxStrategy,
     pub(crate) registrar: Arc<dyn Registrar>,
+    /// Bumped (under the lock) whenever a block changes other than through its handle:
+    /// `free_address` and `decommit_all`. Handles remember the epoch they saw their block
+    /// finalized in; see [`Block::published`].
+    pub(crate) epoch: AtomicU64,
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -116,6 +120,7 @@ impl<O: Os> Heap<O> {
             arch,
             strategy,
             registrar,
+            epoch: AtomicU64::new(1),
         })
     }
 
@@ -306,25 +311,37 @@ impl<O: Os> Heap<O> {
         frame: Option<FrameDescription>,
     ) -> Result<Block> {
         let class = SizeClass::of(size, self.page)?;
-        let capacity = class.capacity(self.page);
         let entry_size = match &frame {
             Some(frame) => Some(self.entry_size(frame, size)?),
             None => None,
         };
         let mut state = self.state();
+        self.place_block(&mut state, size, class, frame.zip(entry_size))
+    }
+
+    /// Places a block of `size` bytes of `class`, with its unwind entry's room if asked.
+    pub(crate) fn place_block(
+        &self,
+        state: &mut HeapState,
+        size: usize,
+        class: SizeClass,
+        unwind: Option<(FrameDescription, usize)>,
+    ) -> Result<Block> {
+        let capacity = class.capacity(self.page);
+        let entry_size = unwind.as_ref().map(|&(_, bytes)| bytes);
         let (addr, write_addr, home, slot) = match (class, entry_size) {
             (SizeClass::Small { bucket }, None) => {
-                let id = self.page_for(&mut state, bucket)?;
-                let (addr, write_addr, home) = self.take_chunks(&mut state, id, bucket);
+                let id = self.page_for(state, bucket)?;
+                let (addr, write_addr, home) = self.take_chunks(state, id, bucket);
                 (addr, write_addr, home, None)
             }
             (SizeClass::Small { bucket }, Some(bytes)) => {
-                let (id, slot) = self.page_with_unwind_room(&mut state, bucket, bytes)?;
-                let (addr, write_addr, home) = self.take_chunks(&mut state, id, bucket);
+                let (id, slot) = self.page_with_unwind_room(state, bucket, bytes)?;
+                let (addr, write_addr, home) = self.take_chunks(state, id, bucket);
                 (addr, write_addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
-                let acquired = self.acquire_pages(&mut state, pages, bytes)?;
+                let acquired = self.acquire_pages(state, pages, bytes)?;
                 let addr = acquired.run.addr;
                 state.large.insert(addr, capacity);
                 (
@@ -335,7 +352,7 @@ impl<O: Os> Heap<O> {
                 )
             }
         };
-        let id = NEXT_BLOCK_ID.fetch_add(1, Relaxed);
+        let id = NEXT_BLOCK_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         let record = BlockRecord {
             id,
             size,
@@ -345,10 +362,9 @@ impl<O: Os> Heap<O> {
             state: BlockState::Fresh,
             large_writers: 0,
             open: false,
-            written: false,
         };
         state.blocks.insert(addr, record);
-        if let (Some(frame), Some(slot)) = (frame, slot) {
+        if let (Some((frame, _)), Some(slot)) = (unwind, slot) {
             state.unwind.insert(addr, UnwindRecord::new(frame, slot));
         }
         state.counters.allocs += 1;
@@ -357,6 +373,7 @@ impl<O: Os> Heap<O> {
             size,
             capacity,
             id,
+            published: 0,
         })
     }
 
@@ -451,8 +468,12 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    fn free_checked(&self, addr: usize, id: Option<u64>) -> Result<()> {
+    pub(crate) fn free_checked(&self, addr: usize, id: Option<u64>) -> Result<()> {
         let mut state = self.state();
+        if id.is_none() {
+            // A handle may still exist for the block: its cached entry point must go.
+            self.epoch.fetch_add(1, Ordering::Release);
+        }
         let record = self.record(&state, addr, id)?;
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
@@ -485,14 +506,10 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// Fills what a freed block's code may have left with traps, opening its pages under
-    /// `Protect` if no write session has them open. A block never written holds nothing
-    /// but traps already, and costs nothing here.
+    /// Fills what a freed block's code may have left (its bytes up to its size) with traps,
+    /// opening its pages under `Protect` if no write session has them open.
     fn scrub(&self, state: &mut HeapState, addr: usize, record: &BlockRecord) -> Result<()> {
         let dirty = record.dirty_len(self.arch.instruction_alignment());
-        if dirty == 0 {
-            return Ok(());
-        }
         let span = Span::of(addr, record.home);
         self.open_span(state, span)?;
         let filled = self.fill_traps(state, addr, record.write_addr, dirty);
@@ -530,6 +547,7 @@ impl<O: Os> Heap<O> {
     /// new pages. Fails with `BlockBusy` (changing nothing) while a block is being written.
     pub fn decommit_all(&self) -> Result<()> {
         let mut state = self.state();
+        self.epoch.fetch_add(1, Ordering::Release);
         if let Some((&addr, _)) = state
             .blocks
             .iter()
@@ -613,6 +631,10 @@ impl<O: Os> Heap<O> {
     /// compiler in write mode is refused (`WrongThreadMode`), as is a block not finalized.
     pub fn entry_point(&self, block: &Block) -> Result<usize> {
         require_mode(ThreadMode::Execute)?;
+        if block.published != 0 && block.published == self.epoch.load(Ordering::Acquire) {
+            // Finalized when the handle last wrote it, and changed by no one since.
+            return Ok(block.addr);
+        }
         let state = self.state();
         let record = self.record(&state, block.addr, Some(block.id))?;
         match record.state {

@@ -17,8 +17,7 @@
 //! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
 //!   (read-write under `Protect` while open for writing, which every page with a session
 //!   is), parked ones are not
-//!   committed; free chunks hold traps, and so does every block past what its code may
-//!   have touched (all of a block never written).
+//!   committed; free chunks hold traps, and so does every block past its size.
 //! * **Below.** The page allocator's own check passes, and the pages it counts as handed out
 //!   (and parked) are exactly the heap's.
 //! * **Counters.** Allocations minus frees are the live blocks; pages acquired minus pages
@@ -340,9 +339,9 @@ impl<O: Os> Heap<O> {
         })
     }
 
-    /// What a block's code cannot have touched holds traps: everything from its dirty
-    /// length on (all of a block never written). Once finalized, the partial instruction
-    /// word right after the code is zeroed.
+    /// What a block's code cannot have touched holds traps: everything past its size (to
+    /// a whole instruction word). Once finalized, the partial instruction word right after
+    /// the code is zeroed.
     fn check_untouched(
         &self,
         addr: usize,
@@ -351,9 +350,6 @@ impl<O: Os> Heap<O> {
     ) -> Result<(), String> {
         let dirty = record.dirty_len(self.arch.instruction_alignment());
         if record.state == BlockState::Finalized {
-            ensure(record.written, || {
-                format!("the block at {addr:#x} is finalized but was never written")
-            })?;
             ensure(bytes[record.size..dirty].iter().all(|&b| b == 0), || {
                 format!("the partial word after the block at {addr:#x} is not zeroed")
             })?;

@@ -12,12 +12,14 @@
 
 use core::marker::PhantomData;
 
+use codeheap_virtual_alloc::sync::atomic::Ordering;
 use codeheap_virtual_alloc::{Arch, Os, WriteScope};
 
 use crate::block::{Block, BlockState};
 use crate::error::{Error, Result};
 use crate::heap::Heap;
 use crate::opening::{Span, adjust_writers};
+use crate::size_class::SizeClass;
 use crate::state::HeapState;
 
 /// Writes into one block during a [`Heap::write`] session.
@@ -116,17 +118,78 @@ impl<O: Os> Drop for Abandon<'_, O> {
     }
 }
 
+/// Frees a block `Heap::emit` could not finish.
+struct Discard<'a, O: Os> {
+    heap: &'a Heap<O>,
+    addr: usize,
+    id: u64,
+    armed: bool,
+}
+
+impl<O: Os> Drop for Discard<'_, O> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.heap.free_checked(self.addr, Some(self.id));
+        }
+    }
+}
+
 impl<O: Os> Heap<O> {
     /// Writes the block through `emit`, then flushes the icache and finalizes it (the tail
-    /// past `size` holds traps). The calling thread is in write mode during `emit` and back in its
-    /// previous mode afterwards, even if `emit` fails or panics (the block is then left
-    /// unfinalized). A finalized block can be written again (patched).
+    /// past `size` holds traps). The calling thread is in write mode during `emit` and back
+    /// in its previous mode afterwards, even if `emit` fails or panics (the block is then
+    /// left unfinalized). A finalized block can be written again (patched).
     pub fn write<R>(
         &self,
         block: &mut Block,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<R> {
-        let write_addr = self.begin_session(block)?;
+        block.published = 0;
+        let write_addr = self.begin_session(&mut self.state(), block)?;
+        self.run_session(block, write_addr, emit)
+    }
+
+    /// Allocates a block of `size` bytes and writes it through `emit` (as
+    /// [`alloc`](Heap::alloc) then [`write`](Heap::write), asmjit's `JitRuntime::add`), in
+    /// one trip through the heap's lock fewer. All or nothing: if `emit` fails or panics the
+    /// block is freed again and only the error comes back.
+    pub fn emit<R>(
+        &self,
+        size: usize,
+        emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
+    ) -> Result<(Block, R)> {
+        let class = SizeClass::of(size, self.page)?;
+        let (mut block, write_addr) = {
+            let mut state = self.state();
+            let block = self.place_block(&mut state, size, class, None)?;
+            let opened = self.begin_session(&mut state, &block);
+            drop(state);
+            match opened {
+                Ok(write_addr) => (block, write_addr),
+                Err(err) => {
+                    let _ = self.free(block);
+                    return Err(err);
+                }
+            }
+        };
+        let mut discard = Discard {
+            heap: self,
+            addr: block.addr,
+            id: block.id,
+            armed: true,
+        };
+        let value = self.run_session(&mut block, write_addr, emit)?;
+        discard.armed = false;
+        Ok((block, value))
+    }
+
+    /// Runs `emit` on a block whose session is open, then finalizes it.
+    fn run_session<R>(
+        &self,
+        block: &mut Block,
+        write_addr: usize,
+        emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
+    ) -> Result<R> {
         let mut abandon = Abandon {
             heap: self,
             addr: block.addr,
@@ -156,24 +219,22 @@ impl<O: Os> Heap<O> {
         self.register_unwind(&mut state, block)?;
         abandon.armed = false;
         self.end_session(&mut state, block.addr, BlockState::Finalized)?;
+        block.published = self.epoch.load(Ordering::Acquire);
         Ok(value)
     }
 
     /// Opens a session on `block` and returns where it is written.
-    fn begin_session(&self, block: &Block) -> Result<usize> {
-        let mut state = self.state();
-        let record = self.record(&state, block.addr, Some(block.id))?;
+    fn begin_session(&self, state: &mut HeapState, block: &Block) -> Result<usize> {
+        let record = self.record(state, block.addr, Some(block.id))?;
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr: block.addr }),
             BlockState::Parked => return Err(Error::Decommitted { addr: block.addr }),
             BlockState::Fresh | BlockState::Finalized => {}
         }
         let span = Span::of(block.addr, record.home);
-        self.open_span(&mut state, span)?;
-        adjust_writers(&mut state, span, 1);
-        let record = state.blocks.get_mut(&block.addr).expect("live");
-        record.state = BlockState::Writing;
-        record.written = true;
+        self.open_span(state, span)?;
+        adjust_writers(state, span, 1);
+        state.blocks.get_mut(&block.addr).expect("live").state = BlockState::Writing;
         Ok(record.write_addr)
     }
 

@@ -180,27 +180,29 @@ fn new_blocks_freed_blocks_and_tails_hold_traps() {
     }
 }
 
-/// A free scrubs what the block's code may have touched (its size, to a whole instruction
-/// word) and nothing when it was never written; pages the heap gave back and takes again
-/// still hold its traps and are not filled twice. Memory stays traps all along.
+/// A free scrubs the block up to its size (to a whole instruction word), written or not:
+/// code may have been put there through raw pointers; past the size the block still holds
+/// the traps it was allocated with. Pages the heap gave back and takes again still hold its
+/// traps and are not filled twice.
 #[test]
-fn scrubbing_costs_only_what_code_may_have_touched() {
+fn scrubbing_covers_the_size_not_the_capacity() {
     for heap in every_strategy() {
         let arch = heap.arch();
+        let word = arch.instruction_alignment();
+        let dirty = 301usize.next_multiple_of(word);
         let filled = |heap: &Heap<SimOs>| heap.stats().filled_bytes;
-        // Pages for both sizes, kept, so the blocks below take no fresh page.
-        let keep = [heap.alloc(1000).unwrap(), heap.alloc(301).unwrap()];
-        let unwritten = heap.alloc(1000).unwrap();
+        // A page for the size, kept, so the blocks below take no fresh page.
+        let keep = heap.alloc(301).unwrap();
+        let unwritten = heap.alloc(301).unwrap();
         let before = filled(&heap);
         let addr = unwritten.addr();
         heap.free(unwritten).unwrap();
-        assert_eq!(filled(&heap), before, "an unwritten block is not scrubbed");
-        assert!(arch.is_trap_filled(&read(&heap, addr, 1024)));
+        assert_eq!(filled(&heap), before + dirty as u64, "the size, not 512");
+        assert!(arch.is_trap_filled(&read(&heap, addr, 512)));
 
         let mut written = heap.alloc(301).unwrap();
+        let before = filled(&heap);
         emit(&heap, &mut written, 3);
-        let word = arch.instruction_alignment();
-        let dirty = 301usize.next_multiple_of(word);
         assert_eq!(
             filled(&heap),
             before + (dirty - 301) as u64,
@@ -212,26 +214,23 @@ fn scrubbing_costs_only_what_code_may_have_touched() {
         assert!(arch.is_trap_filled(&read(&heap, addr, 512)));
 
         let page = heap.page_size();
+        let before = filled(&heap);
         let first = heap.alloc(3 * page).unwrap();
         let after_fresh = filled(&heap);
-        assert!(
-            after_fresh >= before + 3 * page as u64,
+        assert_eq!(
+            after_fresh,
+            before + 3 * page as u64,
             "fresh pages are filled"
         );
         let addr = first.addr();
         heap.free(first).unwrap();
+        let scrubbed = filled(&heap);
         let again = heap.alloc(3 * page).unwrap();
         assert_eq!(again.addr(), addr, "the kept pages come back");
-        assert_eq!(
-            filled(&heap),
-            after_fresh,
-            "kept pages are not filled again"
-        );
+        assert_eq!(filled(&heap), scrubbed, "kept pages are not filled again");
         assert!(arch.is_trap_filled(&read(&heap, addr, 3 * page)));
         heap.free(again).unwrap();
-        for block in keep {
-            heap.free(block).unwrap();
-        }
+        heap.free(keep).unwrap();
         heap.check_invariants().unwrap();
     }
 }
@@ -284,6 +283,75 @@ fn entry_points_need_a_finalized_block_and_execute_mode() {
         // Patching: rewrite and run the new code.
         emit(&heap, &mut block, 4321);
         assert_eq!(run(&heap, &block), Ok(4321));
+        heap.free(block).unwrap();
+    }
+}
+
+/// A handle answers for its finalized block without the heap's lock, but only while
+/// nothing else changed the block: a failed rewrite, a free by address (and the address
+/// reused) and `decommit_all` are all seen.
+#[test]
+fn entry_points_follow_the_block_behind_the_handle() {
+    for heap in every_strategy() {
+        let mut block = heap.alloc(64).unwrap();
+        emit(&heap, &mut block, 7);
+        assert_eq!(heap.entry_point(&block), Ok(block.addr()));
+        let failed = heap.write(&mut block, |w| w.write(60, &[0; 8]));
+        assert!(matches!(failed, Err(Error::OutOfBounds { .. })));
+        assert_eq!(
+            heap.entry_point(&block),
+            Err(Error::NotFinalized { addr: block.addr() })
+        );
+        emit(&heap, &mut block, 8);
+        assert_eq!(run(&heap, &block), Ok(8));
+
+        let addr = block.addr();
+        heap.free_address(addr).unwrap();
+        let mut reused = heap.alloc(64).unwrap();
+        assert_eq!(reused.addr(), addr, "the freed chunk is taken again");
+        emit(&heap, &mut reused, 9);
+        assert_eq!(heap.entry_point(&block), Err(Error::StaleBlock { addr }));
+        assert_eq!(run(&heap, &reused), Ok(9));
+
+        heap.decommit_all().unwrap();
+        assert_eq!(heap.entry_point(&reused), Err(Error::Decommitted { addr }));
+        heap.free(reused).unwrap();
+    }
+}
+
+/// `emit` allocates and writes in one call, all or nothing: a failed or panicking
+/// generator leaves no block behind, only traps.
+#[test]
+fn emit_is_alloc_and_write_or_nothing() {
+    for heap in every_strategy() {
+        let arch = heap.arch();
+        let code = arch.encode_return_u32(42);
+        let (block, written) = heap
+            .emit(100, |w| {
+                w.write(0, code.as_bytes())?;
+                Ok(code.as_bytes().len())
+            })
+            .unwrap();
+        assert_eq!((block.size(), written), (100, code.as_bytes().len()));
+        assert_eq!(run(&heap, &block), Ok(42));
+        let addr = block.addr();
+
+        let failed = heap.emit(100, |w| w.write(96, &[0; 8]));
+        assert!(matches!(failed, Err(Error::OutOfBounds { .. })));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            heap.emit(100, |w| -> Result<(), Error> {
+                w.write(0, &[0x90; 16])?;
+                panic!("code generator bug")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(current_mode(), ThreadMode::Execute);
+        let stats = heap.stats();
+        assert_eq!((stats.live_blocks, stats.allocs, stats.frees), (1, 3, 2));
+        let next = addr + block.capacity();
+        assert!(arch.is_trap_filled(&read(&heap, next, block.capacity())));
+        heap.check_invariants().unwrap();
+        assert_eq!(heap.emit(0, |_| Ok(())).err(), Some(Error::ZeroSize));
         heap.free(block).unwrap();
     }
 }

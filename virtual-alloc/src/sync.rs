@@ -8,11 +8,21 @@
 pub use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(not(loom))]
 pub use std::thread_local;
+/// Atomics that order memory between threads.
+#[cfg(not(loom))]
+pub mod atomic {
+    pub use std::sync::atomic::{AtomicU64, Ordering};
+}
 
 #[cfg(loom)]
 pub use loom::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(loom)]
 pub use loom::thread_local;
+/// Atomics that order memory between threads.
+#[cfg(loom)]
+pub mod atomic {
+    pub use loom::sync::atomic::{AtomicU64, Ordering};
+}
 
 /// Locks `mutex`, ignoring poisoning: codeheap never runs foreign code while it holds a
 /// lock, so a poisoned lock only means a panic elsewhere, and its data is consistent.

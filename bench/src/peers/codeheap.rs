@@ -1,5 +1,5 @@
 //! codeheap through its public API: `alloc`, `write` (which pads, flushes and finalizes),
-//! `entry_point` and `free`.
+//! `emit` (both in one call), `entry_point` and `free`.
 
 use codeheap::{Block, Heap, NativeOs, WxStrategy};
 
@@ -17,6 +17,11 @@ impl CodeHeap {
         Heap::with_strategy(strategy)
             .ok()
             .map(|heap| CodeHeap { heap })
+    }
+
+    /// A row over a heap set up by the caller.
+    pub fn from_heap(heap: Heap<NativeOs>) -> CodeHeap {
+        CodeHeap { heap }
     }
 
     /// The heap, for its stats.
@@ -37,6 +42,15 @@ impl Peer for CodeHeap {
             .write(block, |writer| writer.write(0, code))
             .expect("codeheap write");
         self.heap.entry_point(block).expect("codeheap entry point")
+    }
+
+    fn alloc_and_emit(&mut self, code: &[u8]) -> (Block, usize) {
+        let (block, ()) = self
+            .heap
+            .emit(code.len(), |writer| writer.write(0, code))
+            .expect("codeheap emit");
+        let entry = self.heap.entry_point(&block).expect("codeheap entry point");
+        (block, entry)
     }
 
     fn free(&mut self, block: Block) {

@@ -24,6 +24,15 @@ pub trait Peer {
     /// entry point. `code` is at most the size the block was allocated with.
     fn emit(&mut self, block: &mut Self::Block, code: &[u8]) -> usize;
 
+    /// A new block holding `code`, executable, and its entry point: what a JIT does per
+    /// function. [`alloc`](Peer::alloc) then [`emit`](Peer::emit) unless the allocator has
+    /// one call for both.
+    fn alloc_and_emit(&mut self, code: &[u8]) -> (Self::Block, usize) {
+        let mut block = self.alloc(code.len());
+        let entry = self.emit(&mut block, code);
+        (block, entry)
+    }
+
     /// Frees the block.
     fn free(&mut self, block: Self::Block);
 
