@@ -65,6 +65,9 @@ pub enum Op {
     AllocLarge { pages: u8, shave: u8 },
     /// Writes `return value` and finalizes.
     Write { which: u8, value: u32 },
+    /// `emit`: a block of 1 + size % (2 pages) bytes written with `return value` in one
+    /// call; with `fail` the generator fails after writing, and no block may remain.
+    Emit { size: u16, value: u32, fail: bool },
     /// Writes some bytes, then the closure fails: the session is abandoned.
     AbandonedWrite { which: u8, len: u8 },
     /// Writes past the block's end: `OutOfBounds`, abandoned.
@@ -202,6 +205,9 @@ impl Driver {
                 self.alloc(pages * page - usize::from(shave))
             }
             Op::Write { which, value } => self.write(which, value, None),
+            Op::Emit { size, value, fail } => {
+                self.emit(1 + usize::from(size) % (2 * page), value, fail)
+            }
             Op::WriteWith {
                 which,
                 value,
@@ -369,6 +375,41 @@ impl Driver {
                 Ok(())
             }
             Err(err) => self.allowed("alloc", err),
+        }
+    }
+
+    fn emit(&mut self, size: usize, value: u32, fail: bool) -> Result<(), String> {
+        if self.failures_planned {
+            // A refused system call can keep the discarded block from being freed, and
+            // `emit` gives no handle for it back: a leak the driver could not account for.
+            return Ok(());
+        }
+        let code = self.heap.arch().encode_return_u32(value);
+        let fits = code.as_bytes().len() <= size;
+        let result = self.heap.emit(size, |w| {
+            w.write(0, code.as_bytes())?;
+            if fail { Err(Error::ZeroSize) } else { Ok(()) }
+        });
+        match result {
+            Ok((block, ())) => {
+                ensure(fits && !fail && block.size() == size, || {
+                    format!(
+                        "emit({size}) of {} bytes gave {block:?}",
+                        code.as_bytes().len()
+                    )
+                })?;
+                self.live.push(Live {
+                    addr: block.addr(),
+                    handle: Some(block),
+                    value: Some(value),
+                    decommitted: false,
+                    uncertain: false,
+                });
+                Ok(())
+            }
+            Err(Error::OutOfBounds { .. }) if !fits => Ok(()),
+            Err(Error::ZeroSize) if fail => Ok(()),
+            Err(err) => Err(format!("emit({size}) failed: {err}")),
         }
     }
 

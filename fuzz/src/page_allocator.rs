@@ -39,8 +39,10 @@ pub enum Op {
         pages: u8,
         bytes: u16,
     },
+    /// Releases a live run whole, with `discard_pages` if `discard`.
     Release {
         which: u8,
+        discard: bool,
     },
     /// Releases part of a run: allowed for segment runs, refused for large ones.
     ReleasePart {
@@ -190,13 +192,21 @@ impl Driver {
         ensure(overlap.is_none(), || {
             format!("{run:?} overlaps the live run {overlap:?}")
         })?;
+        // Fresh pages come read-write; kept ones as they were released, and say so.
+        let found = self.pages.vm().query(run.addr).map_err(|e| e.to_string())?;
+        ensure(
+            (!run.fresh || run.protection == Protection::ReadWrite)
+                && found.state == PageState::Committed(run.protection)
+                && found.size >= pages * self.page,
+            || format!("{run:?} is not what the OS layer holds: {found:?}"),
+        )?;
         self.runs.insert(
             run.addr,
             Run {
                 addr: run.addr,
                 pages,
                 large: run.large,
-                protection: Some(Protection::ReadWrite),
+                protection: Some(run.protection),
             },
         );
         Ok(())
@@ -234,11 +244,16 @@ impl Driver {
                     Err(err) => self.allowed("alloc_pages_with_secondary", err),
                 }
             }
-            Op::Release { which } => {
+            Op::Release { which, discard } => {
                 let Some(run) = self.pick_run(which) else {
                     return Ok(());
                 };
-                match self.pages.release_pages(run.addr, run.pages) {
+                let released = if discard {
+                    self.pages.discard_pages(run.addr, run.pages)
+                } else {
+                    self.pages.release_pages(run.addr, run.pages)
+                };
+                match released {
                     Ok(()) => {
                         self.runs.remove(&run.addr);
                         Ok(())

@@ -27,6 +27,22 @@ fn heap_ops() -> Vec<heap::Op> {
         AllocLarge { pages: 1, shave: 7 },
         Alloc { size: 12 },
         Write { which: 0, value: 7 },
+        Emit {
+            size: 200,
+            value: 11,
+            fail: false,
+        },
+        Emit {
+            size: 5000,
+            value: 12,
+            fail: false,
+        },
+        Emit {
+            size: 80,
+            value: 13,
+            fail: true,
+        },
+        Call { which: 4 },
         WriteWith {
             which: 1,
             value: 9,
@@ -120,7 +136,15 @@ fn a_representative_page_allocator_sequence_passes() {
             offset: 4096 * 200,
             pages: 1,
         },
-        Release { which: 0 },
+        Release {
+            which: 0,
+            discard: false,
+        },
+        Alloc { pages: 3 },
+        Release {
+            which: 3,
+            discard: true,
+        },
         DecommitFree,
         ReleaseSecondary { which: 0 },
         ReleaseSecondaryBad { offset: 8 },

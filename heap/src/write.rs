@@ -152,7 +152,10 @@ impl<O: Os> Heap<O> {
     /// Allocates a block of `size` bytes and writes it through `emit` (as
     /// [`alloc`](Heap::alloc) then [`write`](Heap::write), asmjit's `JitRuntime::add`), in
     /// one trip through the heap's lock fewer. All or nothing: if `emit` fails or panics the
-    /// block is freed again and only the error comes back.
+    /// block is freed again and only the error comes back. (Should the OS refuse to take it
+    /// back, which only a failing `mprotect` under `Protect` or a failing page release can
+    /// cause, it stays allocated, unfinalized and trap-filled where written, counted in
+    /// `stats().live_blocks`, until the heap is dropped.)
     pub fn emit<R>(
         &self,
         size: usize,
