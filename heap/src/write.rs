@@ -154,7 +154,7 @@ impl<O: Os> Heap<O> {
     /// one trip through the heap's lock fewer. All or nothing: if `emit` fails or panics the
     /// block is freed again and only the error comes back. (Should the OS refuse to take it
     /// back, which only a failing `mprotect` under `Protect` or a failing page release can
-    /// cause, it stays allocated, unfinalized and trap-filled where written, counted in
+    /// cause, it stays allocated and unfinalized, so never runnable, counted in
     /// `stats().live_blocks`, until the heap is dropped.)
     pub fn emit<R>(
         &self,
