@@ -159,10 +159,14 @@ impl<O: Os> PageAllocator<O> {
             state.used_pages += pages;
             run
         };
-        let slot = self
-            .take_slots(&mut state, run.segment, slots)
-            .expect("the segment was chosen with room");
-        Ok((run, slot))
+        // The segment was chosen with room; only committing its secondary area can fail.
+        match self.take_slots(&mut state, run.segment, slots) {
+            Ok(slot) => Ok((run, slot)),
+            Err(err) => {
+                let _ = self.release_in(&mut state, run.addr, run.pages, true);
+                Err(err)
+            }
+        }
     }
 
     /// Slots `bytes` of secondary data need; an error if no area could hold them.
@@ -283,14 +287,12 @@ impl<O: Os> PageAllocator<O> {
         let code_pages = self.config.code_pages();
         let region = self.vm.reserve(self.segment_bytes())?;
         let secondary_base = region.base + code_pages * self.page;
-        let committed = self.commit_secondary(secondary_base).and_then(|()| {
-            Ok(self
-                .vm
-                .commit(region.base, pages * self.page, Protection::ReadWrite)?)
-        });
+        let committed = self
+            .vm
+            .commit(region.base, pages * self.page, Protection::ReadWrite);
         if let Err(err) = committed {
             let _ = self.vm.release(region.base);
-            return Err(err);
+            return Err(err.into());
         }
         let mut decommitted = Bitmap::new(code_pages);
         decommitted.set_range(pages, code_pages - pages);
@@ -309,15 +311,6 @@ impl<O: Os> PageAllocator<O> {
         Ok(self.run(region.base, 0, pages, true))
     }
 
-    fn commit_secondary(&self, secondary_base: usize) -> Result<()> {
-        if self.config.secondary_pages > 0 {
-            let bytes = self.config.secondary_pages * self.page;
-            self.vm
-                .commit(secondary_base, bytes, Protection::ReadWrite)?;
-        }
-        Ok(())
-    }
-
     fn alloc_large(&self, state: &mut State, pages: usize, bytes: usize) -> Result<PageRun> {
         let secondary = self.config.secondary_pages * self.page;
         let size = bytes
@@ -325,14 +318,10 @@ impl<O: Os> PageAllocator<O> {
             .ok_or(Error::PageCountOverflow { pages })?;
         let region = self.vm.reserve(size)?;
         let secondary_base = region.base + bytes;
-        let committed = self
-            .vm
-            .commit(region.base, bytes, Protection::ReadWrite)
-            .map_err(Error::from)
-            .and_then(|()| self.commit_secondary(secondary_base));
+        let committed = self.vm.commit(region.base, bytes, Protection::ReadWrite);
         if let Err(err) = committed {
             let _ = self.vm.release(region.base);
-            return Err(err);
+            return Err(err.into());
         }
         let large = LargeSegment {
             pages,
@@ -431,10 +420,19 @@ impl<O: Os> PageAllocator<O> {
     }
 
     fn release(&self, addr: usize, pages: usize, may_keep: bool) -> Result<()> {
-        let mut state = lock(&self.state);
-        let (place, first) = self.locate_allocated(&state, addr, pages, true)?;
+        self.release_in(&mut lock(&self.state), addr, pages, may_keep)
+    }
+
+    fn release_in(
+        &self,
+        state: &mut State,
+        addr: usize,
+        pages: usize,
+        may_keep: bool,
+    ) -> Result<()> {
+        let (place, first) = self.locate_allocated(state, addr, pages, true)?;
         let base = match place {
-            Place::Large(base) => return self.release_large(&mut state, base),
+            Place::Large(base) => return self.release_large(state, base),
             Place::Segment(base) => base,
         };
         let any_parked = state.segments[&base].parked.any_set(first, pages);
@@ -462,7 +460,7 @@ impl<O: Os> PageAllocator<O> {
         state.used_pages -= pages;
         state.parked_pages -= unparked;
         state.decommitted_pages += (decommit - unparked) as u64;
-        self.refile_or_release(&mut state, base);
+        self.refile_or_release(state, base);
         Ok(())
     }
 
@@ -619,6 +617,14 @@ impl<O: Os> PageAllocator<O> {
             ),
         };
         let area = area.ok_or(exhausted.clone())?;
+        if !area.can_fit(slots) {
+            return Err(exhausted);
+        }
+        if !area.committed {
+            let (addr, bytes) = area.area();
+            self.vm.commit(addr, bytes, Protection::ReadWrite)?;
+            area.committed = true;
+        }
         let addr = area.alloc(slots).ok_or(exhausted)?;
         let size = slots * area.slot_size();
         if is_segment {

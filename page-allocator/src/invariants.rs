@@ -96,12 +96,13 @@ pub(crate) fn check<O: Os>(
             })?;
             committed_pages += usize::from(is_committed);
         }
+        let area_committed = segment.slots.as_ref().is_some_and(|s| s.committed);
         for i in 0..config.secondary_pages {
             let addr = base + (segment.code_pages + i) * page;
-            ensure(committed(vm, addr)?, || {
-                format!("secondary page {addr:#x} not committed")
+            ensure(committed(vm, addr)? == area_committed, || {
+                format!("secondary page {addr:#x}: committed should be {area_committed}")
             })?;
-            committed_pages += 1;
+            committed_pages += usize::from(area_committed);
         }
     }
     for (&base, large) in &state.large {
@@ -109,10 +110,16 @@ pub(crate) fn check<O: Os>(
         if large.parked {
             parked_pages += large.pages;
         }
+        let area_committed = large.slots.as_ref().is_some_and(|s| s.committed);
         for i in 0..large.size / page {
             let addr = base + i * page;
-            // The secondary area stays committed; the pages do unless parked.
-            let backed = i >= large.pages || !large.parked;
+            // The secondary area is committed from its first slot on; the pages are
+            // unless parked.
+            let backed = if i >= large.pages {
+                area_committed
+            } else {
+                !large.parked
+            };
             ensure(committed(vm, addr)? == backed, || {
                 format!("large page {addr:#x}: committed should be {backed}")
             })?;

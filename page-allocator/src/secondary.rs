@@ -27,6 +27,9 @@ pub struct SecondarySlot {
 pub(crate) struct SlotAllocator {
     base: usize,
     slot_size: usize,
+    /// Whether the area's pages are committed: on the first slot handed out, so segments
+    /// of a heap that never asks for a slot cost no memory for them.
+    pub(crate) committed: bool,
     /// Set = free.
     free: Bitmap<32>,
     /// Set = the first slot of an allocated run.
@@ -38,6 +41,7 @@ impl SlotAllocator {
         SlotAllocator {
             base,
             slot_size,
+            committed: false,
             free: Bitmap::full(area_size / slot_size),
             starts: Bitmap::new(area_size / slot_size),
         }
@@ -75,6 +79,11 @@ impl SlotAllocator {
         self.free.set_range(index, end - index);
         self.starts.clear_range(index, 1);
         true
+    }
+
+    /// The area's first byte and size.
+    pub(crate) fn area(&self) -> (usize, usize) {
+        (self.base, self.free.len() * self.slot_size)
     }
 
     pub(crate) fn is_exhausted(&self) -> bool {

@@ -65,9 +65,20 @@ fn segments_commit_on_demand_and_fill_up() {
         assert_eq!(stats.segments.full, 1);
         assert_eq!(stats.segments.decommitted, 1);
         assert_eq!(stats.segments_created, 2);
-        // 31 code pages and two secondary areas of 2 pages.
-        assert_eq!(stats.committed_bytes, 35 * page);
+        // 31 code pages; the secondary areas wait for their first slot.
+        assert_eq!(stats.committed_bytes, 31 * page);
         assert_eq!(stats.reserved_bytes, 64 * page);
+        let slot = pages.alloc_secondary(next.addr).unwrap();
+        assert_eq!(slot.segment, next.segment);
+        assert_eq!(
+            checked(&pages).committed_bytes,
+            33 * page,
+            "one area of 2 pages"
+        );
+        pages.release_secondary(slot.addr).unwrap();
+        let again = pages.alloc_secondary(next.addr).unwrap();
+        assert_eq!(checked(&pages).committed_bytes, 33 * page, "committed once");
+        pages.release_secondary(again.addr).unwrap();
     }
 }
 
@@ -115,8 +126,8 @@ fn a_code_heap_keeps_no_free_pages_and_returns_empty_segments() {
         assert_eq!(stats.free_bytes, 0);
         assert_eq!(
             stats.committed_bytes,
-            4 * page,
-            "2 code pages and the secondary area"
+            2 * page,
+            "2 code pages, no secondary area yet"
         );
         assert_eq!(pages.vm().query(a.addr).unwrap().state, PageState::Reserved);
 
@@ -660,4 +671,35 @@ fn pages_with_secondary_come_from_a_segment_with_room() {
         })
     );
     assert_eq!(checked(&pages), stats, "a refused request changes nothing");
+}
+
+/// The secondary area is committed with its first slot; if the OS refuses, the pages taken
+/// for `alloc_pages_with_secondary` go back and nothing changes.
+#[test]
+fn a_refused_secondary_commit_gives_the_pages_back() {
+    let config = PageAllocatorConfig {
+        max_free_pages: 4,
+        ..PageAllocatorConfig::default()
+    };
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let pages = linux(strategy, config);
+        let keep = pages.alloc_pages(1).unwrap();
+        let spare = pages.alloc_pages(1).unwrap();
+        pages.release_pages(spare.addr, 1).unwrap();
+        let before = checked(&pages);
+        pages.vm().os().fail_next(SysCall::Mprotect, libc::ENOMEM);
+        let refused = pages.alloc_pages_with_secondary(1, 64);
+        assert!(
+            matches!(refused, Err(Error::Vm(_))),
+            "{strategy}: {refused:?}"
+        );
+        assert_eq!(checked(&pages), before, "{strategy}: nothing changed");
+        let (run, slot) = pages.alloc_pages_with_secondary(1, 64).unwrap();
+        assert_eq!((run.addr, slot.segment), (spare.addr, keep.segment));
+        let stats = checked(&pages);
+        assert_eq!(stats.committed_bytes, 4 * pages.page_size(), "{strategy}");
+        pages.release_secondary(slot.addr).unwrap();
+        pages.release_pages(run.addr, 1).unwrap();
+        pages.release_pages(keep.addr, 1).unwrap();
+    }
 }

@@ -231,6 +231,8 @@ struct Seg {
     pages: Vec<Page>,
     /// Secondary slots, `true` when in use.
     slots: Vec<bool>,
+    /// Whether the secondary area is committed: from its first slot on.
+    area_committed: bool,
 }
 
 impl Seg {
@@ -631,7 +633,12 @@ impl Model {
         for seg in self.segs.values() {
             stats.reserved_bytes += seg.size;
             let backed = seg.allocated() - seg.parked() + seg.free();
-            stats.committed_bytes += (backed + self.config.secondary_pages) * page;
+            let area = if seg.area_committed {
+                self.config.secondary_pages
+            } else {
+                0
+            };
+            stats.committed_bytes += (backed + area) * page;
             stats.used_bytes += seg.allocated() * page;
             stats.parked_bytes += seg.parked() * page;
             stats.free_bytes += seg.free() * page;
@@ -910,6 +917,7 @@ impl<O: Observed> Harness<O> {
                     write_base: region.write_base,
                     pages,
                     slots: vec![false; m.slot_count()],
+                    area_committed: false,
                 };
                 m.segs.insert(base, seg);
                 m.created += 1;
@@ -1197,10 +1205,15 @@ impl<O: Observed> Harness<O> {
             self.assert_unchanged(&before, calls);
             return;
         };
-        if let Some(made) = self.calls_since(calls) {
+        let made = self.calls_since(calls);
+        let m = &mut self.model;
+        let seg = m.segs.get_mut(&slot.segment).expect("placed");
+        if let Some(made) = made
+            && seg.area_committed
+        {
             assert_eq!(made.total(), 0, "alloc_secondary made system calls");
         }
-        let m = &mut self.model;
+        seg.area_committed = true;
         let index = (slot.addr - m.secondary_base(slot.segment)) / slot.size;
         m.segs.get_mut(&slot.segment).expect("placed").slots[index] = true;
         let end = slot.addr + slot.size;
@@ -1326,12 +1339,15 @@ impl<O: Observed> Harness<O> {
                 i += same;
             }
             let secondary = pages.vm().query(m.secondary_base(base)).unwrap();
-            assert_eq!(
-                secondary.state,
-                PageState::Committed(Protection::ReadWrite),
-                "secondary area of {base:#x}"
-            );
-            assert_eq!(secondary.size, m.config.secondary_pages * page);
+            let area = if seg.area_committed {
+                PageState::Committed(Protection::ReadWrite)
+            } else {
+                PageState::Reserved
+            };
+            assert_eq!(secondary.state, area, "secondary area of {base:#x}");
+            if seg.area_committed {
+                assert_eq!(secondary.size, m.config.secondary_pages * page);
+            }
             let list = if seg.large { None } else { seg.list() };
             assert_eq!(pages.segment_list(base), list, "list of {base:#x}");
             assert_eq!(pages.can_alloc_secondary(base), !seg.exhausted());
