@@ -6,9 +6,9 @@
 //! the region's writable view; the heap's lock is not held meanwhile, so other threads keep
 //! allocating, freeing and running code. When the closure returns `Ok`, the icache is
 //! flushed and the block finalized; its tail past `size` still holds the traps it was
-//! allocated with (a partial instruction word right after the code is zeroed). On an error or a panic
-//! the session is abandoned: the block is left unfinalized, its pages closed, and the
-//! thread back in the mode it was in.
+//! allocated with (a partial instruction word right after the code is zeroed). On an error
+//! or a panic the session is abandoned: the block is left unfinalized, its pages closed, and
+//! the thread back in the mode it was in.
 
 use core::marker::PhantomData;
 

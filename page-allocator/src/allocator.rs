@@ -160,10 +160,12 @@ impl<O: Os> PageAllocator<O> {
             run
         };
         // The segment was chosen with room; only committing its secondary area can fail.
+        // Pages committed for this call go back decommitted: kept, they would later come
+        // back as "what their holder left", which no holder wrote.
         match self.take_slots(&mut state, run.segment, slots) {
             Ok(slot) => Ok((run, slot)),
             Err(err) => {
-                let _ = self.release_in(&mut state, run.addr, run.pages, true);
+                let _ = self.release_in(&mut state, run.addr, run.pages, !run.fresh);
                 Err(err)
             }
         }

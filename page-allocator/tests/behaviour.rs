@@ -703,3 +703,41 @@ fn a_refused_secondary_commit_gives_the_pages_back() {
         pages.release_pages(keep.addr, 1).unwrap();
     }
 }
+
+/// The same with no free page to reuse: the page committed for the call is decommitted
+/// again, not kept: kept, it would come back later as "what its holder left", which no
+/// holder wrote.
+#[test]
+fn a_refused_secondary_commit_does_not_keep_the_fresh_page() {
+    let config = PageAllocatorConfig {
+        max_free_pages: 4,
+        ..PageAllocatorConfig::default()
+    };
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let pages = linux(strategy, config);
+        let keep = pages.alloc_pages(1).unwrap();
+        let before = checked(&pages);
+        // The page's commit goes through; the secondary area's is refused.
+        let os = pages.vm().os();
+        let calls = os.syscalls();
+        let probe = pages.alloc_pages(1).unwrap();
+        let commit_calls = os.syscalls().since(&calls).total();
+        pages.discard_pages(probe.addr, 1).unwrap();
+        os.fail_after(commit_calls, libc::ENOMEM);
+        let refused = pages.alloc_pages_with_secondary(1, 64);
+        assert!(
+            matches!(refused, Err(Error::Vm(_))),
+            "{strategy}: {refused:?}"
+        );
+        let after = checked(&pages);
+        assert_eq!(
+            after.free_bytes, 0,
+            "{strategy}: the fresh page is not kept"
+        );
+        assert_eq!(after.committed_bytes, before.committed_bytes, "{strategy}");
+        let run = pages.alloc_pages(1).unwrap();
+        assert!(run.fresh, "{strategy}: {run:?}");
+        pages.release_pages(run.addr, 1).unwrap();
+        pages.release_pages(keep.addr, 1).unwrap();
+    }
+}
