@@ -2,7 +2,9 @@
 
 use codeheap::WxStrategy;
 
-use crate::peers::{Bump, CodeHeap, DynasmBuffer, JitAlloc, Memmap2, Peer, RegionMap};
+use crate::peers::{
+    Bump, CodeHeap, DynasmBuffer, JitAlloc, JitAllocLocked, Memmap2, Peer, RegionMap,
+};
 
 /// One allocator in one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +13,8 @@ pub enum Row {
     Codeheap(WxStrategy),
     /// jit-allocator with its defaults (dual mapping on).
     JitAllocator,
+    /// The same behind a `Mutex`, as threads share it (its calls take `&mut self`).
+    JitAllocatorLocked,
     /// One memmap2 mapping per function.
     Memmap2,
     /// One region allocation per function.
@@ -31,12 +35,13 @@ pub trait RowVisitor {
 
 impl Row {
     /// Every row, in table order, whether or not this machine can run it.
-    pub const ALL: [Row; 9] = [
+    pub const ALL: [Row; 10] = [
         Row::Codeheap(WxStrategy::MapJit),
         Row::Codeheap(WxStrategy::DualMap),
         Row::Codeheap(WxStrategy::Protect),
         Row::Codeheap(WxStrategy::Rwx),
         Row::JitAllocator,
+        Row::JitAllocatorLocked,
         Row::Memmap2,
         Row::Region,
         Row::Dynasmrt,
@@ -61,6 +66,7 @@ impl Row {
         match self {
             Row::Codeheap(strategy) => format!("codeheap {strategy}"),
             Row::JitAllocator => "jit-allocator".to_string(),
+            Row::JitAllocatorLocked => "jit-allocator + Mutex".to_string(),
             Row::Memmap2 => "memmap2 (map/fn)".to_string(),
             Row::Region => "region (map/fn)".to_string(),
             Row::Dynasmrt => "dynasmrt (map/fn)".to_string(),
@@ -73,6 +79,7 @@ impl Row {
         match self {
             Row::Codeheap(strategy) => format!("codeheap-{strategy}"),
             Row::JitAllocator => "jit-allocator".to_string(),
+            Row::JitAllocatorLocked => "jit-allocator-locked".to_string(),
             Row::Memmap2 => "memmap2".to_string(),
             Row::Region => "region".to_string(),
             Row::Dynasmrt => "dynasmrt".to_string(),
@@ -95,6 +102,7 @@ impl Row {
         Some(match self {
             Row::Codeheap(strategy) => visitor.visit(CodeHeap::new(strategy)?),
             Row::JitAllocator => visitor.visit(JitAlloc::new()),
+            Row::JitAllocatorLocked => visitor.visit(JitAllocLocked::new()),
             Row::Memmap2 => visitor.visit(Memmap2),
             Row::Region => visitor.visit(RegionMap),
             Row::Dynasmrt => visitor.visit(DynasmBuffer),

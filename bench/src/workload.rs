@@ -166,7 +166,7 @@ mod tests {
         // shows what it does; these tests check the harness.
         for row in Row::available()
             .into_iter()
-            .filter(|row| *row != Row::JitAllocator)
+            .filter(|row| !matches!(row, Row::JitAllocator | Row::JitAllocatorLocked))
         {
             for workload in [Workload::W1(Sizes::Mix), Workload::W2(EMIT_BYTES)] {
                 let mut stepper = row.visit(MakeStepper(workload)).expect("available");

@@ -7,7 +7,7 @@ mod mapping;
 
 pub use self::bump::Bump;
 pub use self::codeheap::CodeHeap;
-pub use self::jit::JitAlloc;
+pub use self::jit::{JitAlloc, JitAllocLocked};
 pub use self::mapping::{DynasmBuffer, Memmap2, RegionMap};
 
 /// One way of getting executable memory for JIT code.

@@ -270,6 +270,7 @@ fn sweep_rows(rows: &[Row]) -> Vec<Row> {
                 row,
                 Row::Codeheap(WxStrategy::DualMap | WxStrategy::Protect)
                     | Row::JitAllocator
+                    | Row::JitAllocatorLocked
                     | Row::Memmap2
                     | Row::Bump
             )
