@@ -19,11 +19,6 @@ impl CodeHeap {
             .map(|heap| CodeHeap { heap })
     }
 
-    /// A row over a heap set up by the caller.
-    pub fn from_heap(heap: Heap<NativeOs>) -> CodeHeap {
-        CodeHeap { heap }
-    }
-
     /// The heap, for its stats.
     pub fn heap(&self) -> &Heap<NativeOs> {
         &self.heap
