@@ -311,12 +311,9 @@ impl<O: Os> Heap<O> {
         frame: Option<FrameDescription>,
     ) -> Result<Block> {
         let class = SizeClass::of(size, self.page)?;
-        let entry_size = match &frame {
-            Some(frame) => Some(self.entry_size(frame, size)?),
-            None => None,
-        };
+        let unwind = self.unwind_room(frame, size)?;
         let mut state = self.state();
-        self.place_block(&mut state, size, class, frame.zip(entry_size))
+        self.place_block(&mut state, size, class, unwind)
     }
 
     /// Places a block of `size` bytes of `class`, with its unwind entry's room if asked.

@@ -41,6 +41,20 @@ impl<O: Os> Heap<O> {
         self.alloc_block(size, Some(frame))
     }
 
+    /// The frame and the size of its entry, checked (outside the heap's lock: building an
+    /// entry to size it is not free), for a block that asks for unwind information.
+    pub(crate) fn unwind_room(
+        &self,
+        frame: Option<FrameDescription>,
+        size: usize,
+    ) -> Result<Option<(FrameDescription, usize)>> {
+        let Some(frame) = frame else {
+            return Ok(None);
+        };
+        let bytes = self.entry_size(&frame, size)?;
+        Ok(Some((frame, bytes)))
+    }
+
     /// The size of `frame`'s entry, after checking it fits a `size`-byte function of this
     /// heap's architecture.
     pub(crate) fn entry_size(&self, frame: &FrameDescription, size: usize) -> Result<usize> {

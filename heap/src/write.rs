@@ -14,6 +14,7 @@ use core::marker::PhantomData;
 
 use codeheap_virtual_alloc::sync::atomic::Ordering;
 use codeheap_virtual_alloc::{Arch, Os, WriteScope};
+use codeheap_xdata::FrameDescription;
 
 use crate::block::{Block, BlockState};
 use crate::error::{Error, Result};
@@ -161,10 +162,32 @@ impl<O: Os> Heap<O> {
         size: usize,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<(Block, R)> {
+        self.emit_block(size, None, emit)
+    }
+
+    /// [`emit`](Heap::emit) for a block whose code unwinds as `frame` describes (as
+    /// [`alloc_with_unwind`](Heap::alloc_with_unwind) then [`write`](Heap::write)): its
+    /// unwind entry is registered when it is finalized. All or nothing, slot included.
+    pub fn emit_with_unwind<R>(
+        &self,
+        size: usize,
+        frame: FrameDescription,
+        emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
+    ) -> Result<(Block, R)> {
+        self.emit_block(size, Some(frame), emit)
+    }
+
+    fn emit_block<R>(
+        &self,
+        size: usize,
+        frame: Option<FrameDescription>,
+        emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
+    ) -> Result<(Block, R)> {
         let class = SizeClass::of(size, self.page)?;
+        let unwind = self.unwind_room(frame, size)?;
         let (mut block, write_addr) = {
             let mut state = self.state();
-            let block = self.place_block(&mut state, size, class, None)?;
+            let block = self.place_block(&mut state, size, class, unwind)?;
             let opened = self.begin_session(&mut state, &block);
             drop(state);
             match opened {

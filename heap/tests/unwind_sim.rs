@@ -217,3 +217,34 @@ fn frames_that_do_not_fit_are_typed_errors() {
     assert_eq!(heap.stats().live_blocks, 0, "nothing allocated");
     assert!(registrar.log().is_empty());
 }
+
+/// `emit_with_unwind` registers the entry when the block comes back finalized; a failing
+/// closure leaves no block, no slot and no registration behind.
+#[test]
+fn emit_with_unwind_registers_or_leaves_nothing() {
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    let code = heap.arch().encode_return_u32(8);
+    let (block, ()) = heap
+        .emit_with_unwind(120, frame.clone(), |w| w.write(0, code.as_bytes()))
+        .unwrap();
+    let entry = heap.unwind_entry(&block).unwrap();
+    assert_eq!((entry.pc, entry.len), (block.addr(), 120));
+    assert_eq!(registrar.live(), [entry]);
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    assert_eq!(unsafe { heap.call(&block) }, Ok(8));
+
+    let slots = heap.page_allocator().stats().secondary_slots_used;
+    let failed = heap.emit_with_unwind(120, frame.clone(), |w| w.write(118, &[0; 4]));
+    assert!(matches!(failed, Err(Error::OutOfBounds { .. })));
+    assert_eq!(heap.page_allocator().stats().secondary_slots_used, slots);
+    assert_eq!(registrar.live(), [entry]);
+    assert_eq!(heap.stats().live_blocks, 1);
+
+    let wrong_arch = FrameDescription::standard(Arch::X86_64);
+    let refused = heap.emit_with_unwind(120, wrong_arch, |_| Ok(()));
+    assert!(matches!(refused, Err(Error::Unwind(_))), "{refused:?}");
+    heap.free(block).unwrap();
+    assert!(registrar.live().is_empty());
+    heap.check_invariants().unwrap();
+}
