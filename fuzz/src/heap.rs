@@ -9,8 +9,8 @@
 use arbitrary::Arbitrary;
 use codeheap::vm::sim::SimRules;
 use codeheap::{
-    Block, Error, Heap, HeapConfig, PageAllocatorConfig, SimOs, ThreadMode, WxStrategy,
-    current_mode,
+    Block, CodeWriter, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs,
+    ThreadMode, WxStrategy, current_mode,
 };
 
 use crate::ensure;
@@ -66,8 +66,14 @@ pub enum Op {
     /// Writes `return value` and finalizes.
     Write { which: u8, value: u32 },
     /// `emit`: a block of 1 + size % (2 pages) bytes written with `return value` in one
-    /// call; with `fail` the generator fails after writing, and no block may remain.
-    Emit { size: u16, value: u32, fail: bool },
+    /// call; with `fail` the generator fails after writing, and no block may remain. With
+    /// `unwind`, `emit_with_unwind` and the standard frame: the entry must be registered.
+    Emit {
+        size: u16,
+        value: u32,
+        fail: bool,
+        unwind: bool,
+    },
     /// Writes some bytes, then the closure fails: the session is abandoned.
     AbandonedWrite { which: u8, len: u8 },
     /// Writes past the block's end: `OutOfBounds`, abandoned.
@@ -205,9 +211,12 @@ impl Driver {
                 self.alloc(pages * page - usize::from(shave))
             }
             Op::Write { which, value } => self.write(which, value, None),
-            Op::Emit { size, value, fail } => {
-                self.emit(1 + usize::from(size) % (2 * page), value, fail)
-            }
+            Op::Emit {
+                size,
+                value,
+                fail,
+                unwind,
+            } => self.emit(1 + usize::from(size) % (2 * page), value, fail, unwind),
             Op::WriteWith {
                 which,
                 value,
@@ -378,7 +387,7 @@ impl Driver {
         }
     }
 
-    fn emit(&mut self, size: usize, value: u32, fail: bool) -> Result<(), String> {
+    fn emit(&mut self, size: usize, value: u32, fail: bool, unwind: bool) -> Result<(), String> {
         if self.failures_planned {
             // A refused system call can keep the discarded block from being freed, and
             // `emit` gives no handle for it back: a leak the driver could not account for.
@@ -386,10 +395,16 @@ impl Driver {
         }
         let code = self.heap.arch().encode_return_u32(value);
         let fits = code.as_bytes().len() <= size;
-        let result = self.heap.emit(size, |w| {
+        let generate = |w: &mut CodeWriter<'_, SimOs>| {
             w.write(0, code.as_bytes())?;
             if fail { Err(Error::ZeroSize) } else { Ok(()) }
-        });
+        };
+        let result = if unwind {
+            let frame = FrameDescription::standard(self.heap.arch());
+            self.heap.emit_with_unwind(size, frame, generate)
+        } else {
+            self.heap.emit(size, generate)
+        };
         match result {
             Ok((block, ())) => {
                 ensure(fits && !fail && block.size() == size, || {
@@ -397,6 +412,10 @@ impl Driver {
                         "emit({size}) of {} bytes gave {block:?}",
                         code.as_bytes().len()
                     )
+                })?;
+                let registered = self.heap.unwind_entry(&block);
+                ensure(registered.is_some() == unwind, || {
+                    format!("emit({size}, unwind: {unwind}) registered {registered:?}")
                 })?;
                 self.live.push(Live {
                     addr: block.addr(),
@@ -409,6 +428,8 @@ impl Driver {
             }
             Err(Error::OutOfBounds { .. }) if !fits => Ok(()),
             Err(Error::ZeroSize) if fail => Ok(()),
+            // The standard frame's rows lie past a function of a few bytes.
+            Err(Error::Unwind(_)) if unwind => Ok(()),
             Err(err) => Err(format!("emit({size}) failed: {err}")),
         }
     }

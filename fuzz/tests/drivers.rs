@@ -31,16 +31,19 @@ fn heap_ops() -> Vec<heap::Op> {
             size: 200,
             value: 11,
             fail: false,
+            unwind: false,
         },
         Emit {
             size: 5000,
             value: 12,
             fail: false,
+            unwind: true,
         },
         Emit {
             size: 80,
             value: 13,
             fail: true,
+            unwind: true,
         },
         Call { which: 4 },
         WriteWith {
