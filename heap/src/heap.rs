@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
 use crate::config::HeapConfig;
 use crate::error::{Error, Result};
-use crate::opening::Span;
+use crate::opening::{Span, is_open};
+use crate::own_line::OwnLine;
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
 use crate::size_class::{CHUNK, SizeClass, bucket_count};
 use crate::state::HeapState;
@@ -30,7 +31,12 @@ pub(crate) struct Acquired {
 }
 
 /// Block ids, unique in the process, so a stale or foreign handle never matches a record.
+/// Heaps take them in batches (see [`HeapState::next_block_id`]).
 static NEXT_BLOCK_ID: IdCounter = IdCounter::new(1);
+
+/// Ids a heap takes from [`NEXT_BLOCK_ID`] at a time: one atomic add per this many
+/// allocations instead of one each.
+const BLOCK_ID_BATCH: u64 = 1 << 16;
 
 /// An executable-memory heap for a JIT compiler.
 ///
@@ -64,7 +70,7 @@ pub struct Heap<O: Os> {
     /// Bumped (under the lock) whenever a block changes other than through its handle:
     /// `free_address` and `decommit_all`. Handles remember the epoch they saw their block
     /// finalized in; see [`Block::published`].
-    pub(crate) epoch: AtomicU64,
+    pub(crate) epoch: OwnLine<AtomicU64>,
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -120,7 +126,7 @@ impl<O: Os> Heap<O> {
             arch,
             strategy,
             registrar,
-            epoch: AtomicU64::new(1),
+            epoch: OwnLine(AtomicU64::new(1)),
         })
     }
 
@@ -175,7 +181,9 @@ impl<O: Os> Heap<O> {
         // thread (in write mode now) and held by the heap, whose lock the caller holds, so
         // nothing releases or reprotects it meanwhile; no Rust reference aliases it.
         unsafe {
-            os.fill(write_addr, head, &[0])?;
+            if head > 0 {
+                os.fill(write_addr, head, &[0])?;
+            }
             os.fill(write_addr + head, len - head, self.arch.trap_bytes())?;
             os.flush_icache(addr, len)?;
         }
@@ -349,7 +357,11 @@ impl<O: Os> Heap<O> {
                 )
             }
         };
-        let id = NEXT_BLOCK_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        let id = state.next_block_id(|| {
+            let first =
+                NEXT_BLOCK_ID.fetch_add(BLOCK_ID_BATCH, core::sync::atomic::Ordering::Relaxed);
+            first..first + BLOCK_ID_BATCH
+        });
         let record = BlockRecord {
             id,
             size,
@@ -383,10 +395,13 @@ impl<O: Os> Heap<O> {
     ) -> (usize, usize, Home) {
         let chunks = 1 << bucket;
         let page = state.pages.get_mut(id);
+        // Any free chunk of a bucket's page starts a free run long enough (see `page_for`),
+        // so the first one is the first fit.
         let first = page
             .free
-            .find_run(chunks)
+            .next_set(0)
             .expect("a page in a bucket list has room for its bucket's blocks");
+        debug_assert!(page.free.all_set(first, chunks));
         page.take(first, chunks);
         let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
         if page.is_full() {
@@ -508,6 +523,14 @@ impl<O: Os> Heap<O> {
     fn scrub(&self, state: &mut HeapState, addr: usize, record: &BlockRecord) -> Result<()> {
         let dirty = record.dirty_len(self.arch.instruction_alignment());
         let span = Span::of(addr, record.home);
+        if self.strategy != WxStrategy::Protect {
+            // Nothing is opened or closed: only the open and close a `Protect` heap would
+            // make are counted (none if a write session holds the span open already).
+            if !is_open(state, span) {
+                state.counters.protect_skipped += 2;
+            }
+            return self.fill_traps(state, addr, record.write_addr, dirty);
+        }
         self.open_span(state, span)?;
         let filled = self.fill_traps(state, addr, record.write_addr, dirty);
         // Closed again even when the pages go back to the page allocator next (it may keep
@@ -712,11 +735,16 @@ impl<O: Os> Heap<O> {
         let mut buckets: Vec<BucketStats> = (0..pages.buckets.len())
             .map(|b| BucketStats {
                 block_size: CHUNK << b,
-                pages: pages.buckets[b].len() + pages.full[b].len(),
-                full_pages: pages.full[b].len(),
+                pages: pages.buckets[b].len(),
                 ..BucketStats::default()
             })
             .collect();
+        for (_, page) in pages.live() {
+            if page.list == PageList::Full {
+                buckets[page.bucket].pages += 1;
+                buckets[page.bucket].full_pages += 1;
+            }
+        }
         let mut stats = HeapStats::default();
         for record in state.blocks.values() {
             stats.live_blocks += 1;

@@ -3,12 +3,13 @@
 //!
 //! What must hold whenever the heap's lock is free:
 //!
-//! * **Pages.** Every page in the table is page-aligned, indexed by its address, on exactly
-//!   one list at the slot it records, and on the list its state calls for: a bucket list
-//!   holds pages with free chunks that are not empty, the full list pages without a free
-//!   chunk, the spare list empty pages, the parked list pages decommitted by `decommit_all`
-//!   that still hold blocks (or none, if the OS refused to take them back). On a page of bucket `b` the free chunks come in aligned groups
-//!   of `2^b` (what lets allocation take any free chunk).
+//! * **Pages.** Every page in the table is page-aligned, indexed by its address, and where
+//!   its state calls for: a bucket list holds pages with free chunks that are not empty,
+//!   pages without a free chunk are set aside (marked full, on no list), the spare list
+//!   holds empty pages, the parked list pages decommitted by `decommit_all` that still hold
+//!   blocks (or none, if the OS refused to take them back). A listed page is on exactly one
+//!   list, at the slot it records. On a page of bucket `b` the free chunks come in aligned
+//!   groups of `2^b` (what lets allocation take any free chunk).
 //! * **Blocks.** Every live block's chunks are allocated in its page's bitmap, its first
 //!   chunk marks a start and no other chunk of it does; every start belongs to a block; the
 //!   blocks of a page cover exactly its allocated chunks, so no two overlap. A page's open
@@ -117,18 +118,15 @@ impl<O: Os> Heap<O> {
         true
     }
 
-    /// Every list entry is a live page that knows it is there; every live page is listed.
+    /// Every list entry is a live page that knows it is there; every live page but the
+    /// full ones (set aside on no list) is listed.
     fn check_lists(&self, state: &HeapState) -> Result<(), String> {
         let pages = &state.pages;
         let buckets = pages.buckets.len();
-        ensure(pages.full.len() == buckets, || {
-            format!("{buckets} bucket lists, {} full lists", pages.full.len())
-        })?;
         let live: BTreeMap<PageId, &Page> = pages.live().collect();
         let mut listed = 0;
         let lists = (0..buckets)
             .map(|b| (PageList::Bucket, Some(b), &pages.buckets[b]))
-            .chain((0..buckets).map(|b| (PageList::Full, Some(b), &pages.full[b])))
             .chain([
                 (PageList::Spare, None, &pages.spare),
                 (PageList::Parked, None, &pages.parked),
@@ -153,8 +151,15 @@ impl<O: Os> Heap<O> {
                 listed += 1;
             }
         }
-        ensure(listed == live.len(), || {
-            format!("{} live pages, {listed} list entries", live.len())
+        let set_aside = live
+            .values()
+            .filter(|page| page.list == PageList::Full)
+            .count();
+        ensure(listed + set_aside == live.len(), || {
+            format!(
+                "{} live pages, {listed} list entries and {set_aside} full pages",
+                live.len()
+            )
         })?;
         ensure(state.page_index.len() == live.len(), || {
             format!(

@@ -29,6 +29,7 @@ mod error;
 mod heap;
 mod invariants;
 mod opening;
+mod own_line;
 mod page;
 mod size_class;
 mod state;

@@ -45,6 +45,11 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
     }
 }
 
+/// Whether the span is open for writing.
+pub(crate) fn is_open(state: &HeapState, span: Span) -> bool {
+    status(state, span).3
+}
+
 fn set_open(state: &mut HeapState, span: Span, open: bool) {
     match span {
         Span::Page(id) => state.pages.get_mut(id).open = open,

@@ -16,7 +16,8 @@ pub(crate) type PageId = u32;
 pub(crate) enum PageList {
     /// Has free chunks; serves its bucket.
     Bucket,
-    /// No free chunk.
+    /// No free chunk: set aside, on no list (a free puts it back on its bucket's), so the
+    /// steady churn of a nearly full heap moves each page once, not twice.
     Full,
     /// Empty and kept for the next bucket that needs a page.
     Spare,
@@ -98,8 +99,6 @@ pub(crate) struct Pages {
     unused_ids: Vec<PageId>,
     /// Pages with free chunks, per bucket.
     pub(crate) buckets: Vec<Vec<PageId>>,
-    /// Full pages, per bucket.
-    pub(crate) full: Vec<Vec<PageId>>,
     pub(crate) spare: Vec<PageId>,
     pub(crate) parked: Vec<PageId>,
 }
@@ -108,17 +107,18 @@ impl Pages {
     pub(crate) fn new(buckets: usize) -> Pages {
         Pages {
             buckets: vec![Vec::new(); buckets],
-            full: vec![Vec::new(); buckets],
             ..Pages::default()
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self, id: PageId) -> &Page {
         self.table[id as usize]
             .as_ref()
             .expect("page ids in use are live")
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: PageId) -> &mut Page {
         self.table[id as usize]
             .as_mut()
@@ -132,12 +132,14 @@ impl Pages {
             .filter_map(|(id, page)| Some((id as PageId, page.as_ref()?)))
     }
 
-    fn list_mut(&mut self, list: PageList, bucket: usize) -> &mut Vec<PageId> {
+    /// The vector of a list; full pages have none.
+    #[inline]
+    fn list_mut(&mut self, list: PageList, bucket: usize) -> Option<&mut Vec<PageId>> {
         match list {
-            PageList::Bucket => &mut self.buckets[bucket],
-            PageList::Full => &mut self.full[bucket],
-            PageList::Spare => &mut self.spare,
-            PageList::Parked => &mut self.parked,
+            PageList::Bucket => Some(&mut self.buckets[bucket]),
+            PageList::Full => None,
+            PageList::Spare => Some(&mut self.spare),
+            PageList::Parked => Some(&mut self.parked),
         }
     }
 
@@ -156,22 +158,30 @@ impl Pages {
         id
     }
 
+    #[inline]
     fn push(&mut self, id: PageId, list: PageList, bucket: usize) {
-        let vec = self.list_mut(list, bucket);
-        vec.push(id);
-        let slot = vec.len() - 1;
+        let slot = match self.list_mut(list, bucket) {
+            Some(vec) => {
+                vec.push(id);
+                vec.len() - 1
+            }
+            None => 0,
+        };
         let page = self.get_mut(id);
         page.list = list;
         page.bucket = bucket;
         page.slot = slot;
     }
 
+    #[inline]
     fn unlink(&mut self, id: PageId) {
         let (list, bucket, slot) = {
             let page = self.get(id);
             (page.list, page.bucket, page.slot)
         };
-        let vec = self.list_mut(list, bucket);
+        let Some(vec) = self.list_mut(list, bucket) else {
+            return;
+        };
         vec.swap_remove(slot);
         if let Some(&moved) = vec.get(slot) {
             self.get_mut(moved).slot = slot;

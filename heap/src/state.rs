@@ -1,5 +1,6 @@
 //! The heap's bookkeeping, under its one lock.
 
+use core::ops::Range;
 use std::collections::BTreeMap;
 
 use crate::addr_hash::AddrMap;
@@ -34,6 +35,8 @@ pub(crate) struct HeapState {
     pub(crate) unwind: AddrMap<UnwindRecord>,
     /// Registration order, so entries can be deregistered newest first.
     pub(crate) unwind_seq: u64,
+    /// Block ids this heap may still hand out.
+    pub(crate) ids: Range<u64>,
     pub(crate) counters: Counters,
 }
 
@@ -46,7 +49,19 @@ impl HeapState {
             large: BTreeMap::new(),
             unwind: AddrMap::default(),
             unwind_seq: 0,
+            ids: 0..0,
             counters: Counters::default(),
         }
+    }
+
+    /// A block id, from the batch this heap holds, or from a new batch `take_batch` gives
+    /// when it runs out (ids stay unique in the process without an atomic per block).
+    pub(crate) fn next_block_id(&mut self, take_batch: impl FnOnce() -> Range<u64>) -> u64 {
+        if self.ids.is_empty() {
+            self.ids = take_batch();
+        }
+        let id = self.ids.start;
+        self.ids.start += 1;
+        id
     }
 }

@@ -251,17 +251,29 @@ impl<O: Os> Heap<O> {
 
     /// Opens a session on `block` and returns where it is written.
     fn begin_session(&self, state: &mut HeapState, block: &Block) -> Result<usize> {
-        let record = self.record(state, block.addr, Some(block.id))?;
-        match record.state {
-            BlockState::Writing => return Err(Error::BlockBusy { addr: block.addr }),
-            BlockState::Parked => return Err(Error::Decommitted { addr: block.addr }),
+        let addr = block.addr;
+        let Some(record) = state
+            .blocks
+            .get_mut(&addr)
+            .filter(|record| record.id == block.id)
+        else {
+            return Err(Error::StaleBlock { addr });
+        };
+        let before = record.state;
+        match before {
+            BlockState::Writing => return Err(Error::BlockBusy { addr }),
+            BlockState::Parked => return Err(Error::Decommitted { addr }),
             BlockState::Fresh | BlockState::Finalized => {}
         }
-        let span = Span::of(block.addr, record.home);
-        self.open_span(state, span)?;
+        // Marked first, so the common path looks the record up once.
+        record.state = BlockState::Writing;
+        let (span, write_addr) = (Span::of(addr, record.home), record.write_addr);
+        if let Err(err) = self.open_span(state, span) {
+            state.blocks.get_mut(&addr).expect("live").state = before;
+            return Err(err);
+        }
         adjust_writers(state, span, 1);
-        state.blocks.get_mut(&block.addr).expect("live").state = BlockState::Writing;
-        Ok(record.write_addr)
+        Ok(write_addr)
     }
 
     /// Closes a session: the block takes `outcome`, and its pages close once no session has

@@ -43,6 +43,7 @@ impl<const WORDS: usize> Bitmap<WORDS> {
     }
 
     /// Bit `i`.
+    #[inline]
     pub fn get(&self, i: usize) -> bool {
         debug_assert!(i < self.len);
         self.words[i / 64] & (1 << (i % 64)) != 0
@@ -65,23 +66,46 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         start / 64..end.div_ceil(64)
     }
 
+    /// The word and mask of `start..start + n` when the range lies in one word, as the
+    /// heap's blocks (aligned runs of at most 64 chunks) always do.
+    #[inline]
+    fn within_one_word(start: usize, n: usize) -> Option<(usize, u64)> {
+        let lo = start % 64;
+        match lo + n {
+            0..64 => Some((start / 64, ((1u64 << n) - 1) << lo)),
+            64 if n > 0 => Some((start / 64, u64::MAX << lo)),
+            _ => None,
+        }
+    }
+
     /// Sets bits `start..start + n`.
+    #[inline]
     pub fn set_range(&mut self, start: usize, n: usize) {
         debug_assert!(start + n <= self.len);
+        if let Some((w, mask)) = Self::within_one_word(start, n) {
+            self.words[w] |= mask;
+            return;
+        }
         for w in Self::words_of(start, start + n) {
             self.words[w] |= Self::mask(w, start, start + n);
         }
     }
 
     /// Clears bits `start..start + n`.
+    #[inline]
     pub fn clear_range(&mut self, start: usize, n: usize) {
         debug_assert!(start + n <= self.len);
+        if let Some((w, mask)) = Self::within_one_word(start, n) {
+            self.words[w] &= !mask;
+            return;
+        }
         for w in Self::words_of(start, start + n) {
             self.words[w] &= !Self::mask(w, start, start + n);
         }
     }
 
     /// Whether every bit of `start..start + n` is set.
+    #[inline]
     pub fn all_set(&self, start: usize, n: usize) -> bool {
         Self::words_of(start, start + n).all(|w| {
             let mask = Self::mask(w, start, start + n);
@@ -101,6 +125,7 @@ impl<const WORDS: usize> Bitmap<WORDS> {
     }
 
     /// The first set bit at or after `from`.
+    #[inline]
     pub fn next_set(&self, from: usize) -> Option<usize> {
         self.next_matching(from, |word| word)
     }
@@ -110,6 +135,7 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         self.next_matching(from, |word| !word)
     }
 
+    #[inline]
     fn next_matching(&self, from: usize, view: impl Fn(u64) -> u64) -> Option<usize> {
         let mut w = from / 64;
         let mut word = view(self.words.get(w).copied()?) & (u64::MAX << (from % 64));
@@ -200,6 +226,42 @@ mod tests {
         assert_eq!(bitmap.count_ones(), 10);
         bitmap.clear_range(63, 2);
         assert_eq!(bitmap.runs().collect::<Vec<_>>(), [(60, 3), (65, 5)]);
+    }
+
+    proptest::proptest! {
+        /// Range updates agree with bit-by-bit ones, within a word, up to a word's end and
+        /// across words.
+        #[test]
+        fn ranges_match_a_bit_by_bit_model(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0usize..130, 0usize..130), 1..40)
+        ) {
+            let mut bitmap = Bitmap::<3>::new(130);
+            let mut model = [false; 130];
+            for (set, start, n) in ops {
+                let n = n.min(130 - start);
+                if set {
+                    bitmap.set_range(start, n);
+                } else {
+                    bitmap.clear_range(start, n);
+                }
+                model[start..start + n].fill(set);
+                for (i, &bit) in model.iter().enumerate() {
+                    proptest::prop_assert_eq!(bitmap.get(i), bit, "bit {}", i);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_word_ranges_stop_at_the_word() {
+        let mut bitmap = Bitmap::<2>::new(128);
+        bitmap.set_range(32, 32);
+        assert_eq!(bitmap.runs().collect::<Vec<_>>(), [(32, 32)]);
+        bitmap.set_range(0, 64);
+        bitmap.clear_range(63, 1);
+        assert_eq!(bitmap.runs().collect::<Vec<_>>(), [(0, 63)]);
+        bitmap.set_range(64, 0);
+        assert_eq!(bitmap.count_ones(), 63);
     }
 
     #[test]

@@ -89,8 +89,9 @@ fn main() {
 // ---- child processes ------------------------------------------------------------------
 
 /// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS emits|sleeps|spins` |
-/// `--child overlap ROW STEPS` | `--child run ROW w1|w2 STEPS` (one workload alone, to
-/// profile it: `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`)
+/// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS` (one
+/// workload alone, mixed sizes or one fixed size, to profile it:
+/// `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`)
 fn child(args: &[String]) {
     let row = Row::from_key(&args[1]).expect("a row key");
     let number = |i: usize| args[i].parse::<u64>().expect("a number");
@@ -132,10 +133,15 @@ fn child(args: &[String]) {
             );
         }
         "run" => {
-            let workload = match args[2].as_str() {
-                "w1" => Workload::W1(Sizes::Mix),
-                "w2" => Workload::W2(EMIT_BYTES),
-                other => panic!("unknown workload {other}"),
+            let (name, bytes) = match args[2].split_once(':') {
+                Some((name, bytes)) => (name, Some(bytes.parse().expect("a size in bytes"))),
+                None => (args[2].as_str(), None),
+            };
+            let workload = match (name, bytes) {
+                ("w1", None) => Workload::W1(Sizes::Mix),
+                ("w1", Some(bytes)) => Workload::W1(Sizes::Fixed(bytes)),
+                ("w2", bytes) => Workload::W2(bytes.unwrap_or(EMIT_BYTES)),
+                (other, _) => panic!("unknown workload {other}"),
             };
             let mut stepper = row.visit(MakeStepper(workload)).expect("available");
             let took = stepper.run(number(3));
