@@ -421,12 +421,17 @@ impl<O: Os> Heap<O> {
     /// multiple of `1 << b` (larger sizes are multiples of smaller ones), so any free chunk
     /// of such a page starts a free run long enough for the bucket.
     fn page_for(&self, state: &mut HeapState, bucket: usize) -> Result<PageId> {
-        if let Some(&id) = state.pages.buckets[bucket].last() {
+        let pages = &state.pages;
+        // A page without unwind room serves blocks without entries as well as any.
+        let own = |b: usize| {
+            (pages.buckets[b].last())
+                .or_else(|| pages.no_unwind_room[b].last())
+                .copied()
+        };
+        if let Some(id) = own(bucket) {
             return Ok(id);
         }
-        let buckets = state.pages.buckets.len();
-        let split =
-            (bucket + 1..buckets).find_map(|larger| state.pages.buckets[larger].last().copied());
+        let split = (bucket + 1..pages.buckets.len()).find_map(own);
         if let Some(id) = split.or_else(|| state.pages.spare.last().copied()) {
             state.pages.relist(id, PageList::Bucket, bucket);
             return Ok(id);
@@ -496,10 +501,11 @@ impl<O: Os> Heap<O> {
                 self.scrub(&mut state, addr, &record)?;
             }
         }
-        self.release_unwind_slot(&mut state, addr);
+        let slot_freed = self.release_unwind_slot(&mut state, addr);
         match record.home {
             Home::Small { page, first_chunk } => {
-                self.free_chunks(&mut state, page, first_chunk, record.capacity / CHUNK);
+                let chunks = record.capacity / CHUNK;
+                self.free_chunks(&mut state, page, first_chunk, chunks, slot_freed);
             }
             Home::Large { pages } => {
                 if let Err(err) = self.pages.release_pages(addr, pages) {
@@ -545,7 +551,17 @@ impl<O: Os> Heap<O> {
         filled
     }
 
-    fn free_chunks(&self, state: &mut HeapState, id: PageId, first: usize, chunks: usize) {
+    /// Gives a block's chunks back to its page and moves the page where it now belongs.
+    /// `slot_freed`: the block's unwind slot was released, so the page's segment has
+    /// secondary room again.
+    fn free_chunks(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        first: usize,
+        chunks: usize,
+        slot_freed: bool,
+    ) {
         let page = state.pages.get_mut(id);
         page.give_back(first, chunks);
         let (list, bucket, empty) = (page.list, page.bucket, page.is_empty());
@@ -557,7 +573,10 @@ impl<O: Os> Heap<O> {
             }
             _ if empty => self.release_page(state, id),
             PageList::Full => state.pages.relist(id, PageList::Bucket, bucket),
-            PageList::Bucket => {}
+            PageList::NoUnwindRoom if slot_freed => {
+                state.pages.relist(id, PageList::Bucket, bucket);
+            }
+            PageList::NoUnwindRoom | PageList::Bucket => {}
         }
     }
 
@@ -735,7 +754,7 @@ impl<O: Os> Heap<O> {
         let mut buckets: Vec<BucketStats> = (0..pages.buckets.len())
             .map(|b| BucketStats {
                 block_size: CHUNK << b,
-                pages: pages.buckets[b].len(),
+                pages: pages.buckets[b].len() + pages.no_unwind_room[b].len(),
                 ..BucketStats::default()
             })
             .collect();
@@ -780,6 +799,7 @@ impl<O: Os> Heap<O> {
             pages_released: counters.pages_released,
             allocs: counters.allocs,
             frees: counters.frees,
+            secondary_probes: counters.secondary_probes,
             ..stats
         }
     }

@@ -4,9 +4,9 @@
 //! What must hold whenever the heap's lock is free:
 //!
 //! * **Pages.** Every page in the table is page-aligned, indexed by its address, and where
-//!   its state calls for: a bucket list holds pages with free chunks that are not empty,
-//!   pages without a free chunk are set aside (marked full, on no list), the spare list
-//!   holds empty pages, the parked list pages decommitted by `decommit_all` that still hold
+//!   its state calls for: a bucket list (or its list of pages without unwind room) holds
+//!   pages with free chunks that are not empty, pages without a free chunk are set aside
+//!   (marked full, on no list), the spare list holds empty pages, the parked list pages decommitted by `decommit_all` that still hold
 //!   blocks (or none, if the OS refused to take them back). A listed page is on exactly one
 //!   list, at the slot it records. On a page of bucket `b` the free chunks come in aligned
 //!   groups of `2^b` (what lets allocation take any free chunk).
@@ -127,6 +127,9 @@ impl<O: Os> Heap<O> {
         let mut listed = 0;
         let lists = (0..buckets)
             .map(|b| (PageList::Bucket, Some(b), &pages.buckets[b]))
+            .chain(
+                (0..buckets).map(|b| (PageList::NoUnwindRoom, Some(b), &pages.no_unwind_room[b])),
+            )
             .chain([
                 (PageList::Spare, None, &pages.spare),
                 (PageList::Parked, None, &pages.parked),
@@ -207,7 +210,7 @@ impl<O: Os> Heap<O> {
         })?;
         let (empty, full) = (page.is_empty(), page.is_full());
         let placed = match page.list {
-            PageList::Bucket => !full && !empty,
+            PageList::Bucket | PageList::NoUnwindRoom => !full && !empty,
             PageList::Full => full,
             PageList::Spare => empty && page.writers == 0,
             // Empty only if the OS refused to take it back (retried by `decommit_all`).

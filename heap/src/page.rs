@@ -16,6 +16,13 @@ pub(crate) type PageId = u32;
 pub(crate) enum PageList {
     /// Has free chunks; serves its bucket.
     Bucket,
+    /// Has free chunks and serves its bucket, but its segment had no secondary room the
+    /// last time a block with an unwind entry asked, so such blocks no longer probe it: each
+    /// page is probed and refused at most once before it moves here, instead of on every
+    /// allocation (ChakraCore sets such pages aside in its full list for the same reason).
+    /// It goes back to `Bucket` when a block with an entry on it is freed (its slot frees
+    /// room in the segment).
+    NoUnwindRoom,
     /// No free chunk: set aside, on no list (a free puts it back on its bucket's), so the
     /// steady churn of a nearly full heap moves each page once, not twice.
     Full,
@@ -99,6 +106,8 @@ pub(crate) struct Pages {
     unused_ids: Vec<PageId>,
     /// Pages with free chunks, per bucket.
     pub(crate) buckets: Vec<Vec<PageId>>,
+    /// Pages with free chunks but (last seen) no room for unwind entries, per bucket.
+    pub(crate) no_unwind_room: Vec<Vec<PageId>>,
     pub(crate) spare: Vec<PageId>,
     pub(crate) parked: Vec<PageId>,
 }
@@ -107,6 +116,7 @@ impl Pages {
     pub(crate) fn new(buckets: usize) -> Pages {
         Pages {
             buckets: vec![Vec::new(); buckets],
+            no_unwind_room: vec![Vec::new(); buckets],
             ..Pages::default()
         }
     }
@@ -137,6 +147,7 @@ impl Pages {
     fn list_mut(&mut self, list: PageList, bucket: usize) -> Option<&mut Vec<PageId>> {
         match list {
             PageList::Bucket => Some(&mut self.buckets[bucket]),
+            PageList::NoUnwindRoom => Some(&mut self.no_unwind_room[bucket]),
             PageList::Full => None,
             PageList::Spare => Some(&mut self.spare),
             PageList::Parked => Some(&mut self.parked),

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub(crate) pages_released: u64,
     pub(crate) allocs: u64,
     pub(crate) frees: u64,
+    pub(crate) secondary_probes: u64,
 }
 
 #[derive(Debug)]

@@ -58,4 +58,7 @@ pub struct HeapStats {
     pub allocs: u64,
     /// Successful frees.
     pub frees: u64,
+    /// Pages asked for an unwind slot (each a request to the page allocator), found or
+    /// refused: about one per block with an unwind entry, however many segments are full.
+    pub secondary_probes: u64,
 }

@@ -77,24 +77,40 @@ impl<O: Os> Heap<O> {
         bucket: usize,
         bytes: usize,
     ) -> Result<(PageId, SecondarySlot)> {
-        let candidates = state.pages.buckets[bucket]
-            .iter()
-            .rev()
-            .chain(&state.pages.spare)
-            .copied()
-            .collect::<Vec<_>>();
-        for id in candidates {
+        // The bucket's pages, newest first; one whose segment has no room moves to the
+        // no-room list, so no page is refused twice until a freed entry gives room back.
+        while let Some(&id) = state.pages.buckets[bucket].last() {
+            state.counters.secondary_probes += 1;
+            match self
+                .pages
+                .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
+            {
+                Ok(slot) => return Ok((id, slot)),
+                Err(pages::Error::SecondaryExhausted { .. }) => {
+                    state.pages.relist(id, PageList::NoUnwindRoom, bucket);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        // The spare (at most a page or two: empty pages beyond it go back).
+        let mut found = None;
+        for &id in state.pages.spare.iter().rev() {
+            state.counters.secondary_probes += 1;
             match self
                 .pages
                 .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
             {
                 Ok(slot) => {
-                    state.pages.relist(id, PageList::Bucket, bucket);
-                    return Ok((id, slot));
+                    found = Some((id, slot));
+                    break;
                 }
                 Err(pages::Error::SecondaryExhausted { .. }) => continue,
                 Err(err) => return Err(err.into()),
             }
+        }
+        if let Some((id, slot)) = found {
+            state.pages.relist(id, PageList::Bucket, bucket);
+            return Ok((id, slot));
         }
         let acquired = self.acquire_pages(state, 1, Some(bytes))?;
         let slot = acquired.slot.expect("asked for");
@@ -144,15 +160,17 @@ impl<O: Os> Heap<O> {
     }
 
     /// Gives the slot of the block at `addr` back (after `deregister_unwind`).
-    pub(crate) fn release_unwind_slot(&self, state: &mut HeapState, addr: usize) {
+    /// Releases the unwind slot of the block at `addr`, if it has one; whether it did.
+    pub(crate) fn release_unwind_slot(&self, state: &mut HeapState, addr: usize) -> bool {
         if state.unwind.is_empty() {
-            return;
+            return false;
         }
-        if let Some(record) = state.unwind.remove(&addr) {
-            debug_assert!(record.registered.is_none(), "deregistered before release");
-            // The slot was handed out by the page allocator and is released once.
-            let _ = self.pages.release_secondary(record.slot.addr);
-        }
+        let Some(record) = state.unwind.remove(&addr) else {
+            return false;
+        };
+        debug_assert!(record.registered.is_none(), "deregistered before release");
+        // The slot was handed out by the page allocator and is released once.
+        self.pages.release_secondary(record.slot.addr).is_ok()
     }
 
     /// Deregisters every registered entry, newest first (libgcc searches its registrations

@@ -173,8 +173,8 @@ fn a_segment_out_of_slots_sends_blocks_to_another() {
         segment(&blocks[0]),
         "the fifth goes elsewhere"
     );
-    // The first segment's page still serves blocks without unwind information: it stays
-    // in its bucket, and a plain block needs no new page.
+    // The first segment's page still serves blocks without unwind information: it still
+    // counts in its bucket, and a plain block needs no new page.
     assert_eq!(heap.stats().buckets[0].pages, 2);
     let acquired = heap.stats().pages_acquired;
     let _plain = heap.alloc(64).unwrap();
@@ -185,6 +185,79 @@ fn a_segment_out_of_slots_sends_blocks_to_another() {
         stats.segments.full, 1,
         "slots exhausted: the first segment counts as full"
     );
+}
+
+/// Four 4 KiB slots per segment (16 KiB simulated Apple pages, one secondary page).
+fn four_slots_per_segment() -> HeapConfig {
+    HeapConfig {
+        pages: PageAllocatorConfig {
+            secondary_pages: 1,
+            secondary_slot_size: 4096,
+            ..PageAllocatorConfig::default()
+        },
+        ..HeapConfig::default()
+    }
+}
+
+#[test]
+fn pages_whose_segment_is_out_of_slots_are_asked_once() {
+    let (heap, registrar) = heap_with(four_slots_per_segment());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    // 40 blocks: ten segments out of slots, each with a page that has room for chunks.
+    let mut blocks: Vec<Block> = (0..40).map(|i| emit(&heap, 64, frame.clone(), i)).collect();
+    let before = heap.stats();
+    // Churn, oldest first: every free gives one segment a slot back.
+    for step in 0..400 {
+        let i = step % blocks.len();
+        let new = emit(&heap, 64, frame.clone(), step as u32);
+        heap.free(core::mem::replace(&mut blocks[i], new)).unwrap();
+    }
+    let after = heap.stats();
+    let allocs = after.allocs - before.allocs;
+    let probes = after.secondary_probes - before.secondary_probes;
+    // A page is asked again only after a freed entry gave its segment room: at most one
+    // refusal per free on top of one request per allocation (asking every page of the
+    // bucket until one has room made 3.5 requests per allocation here, more the larger
+    // the heap).
+    assert!(
+        probes <= 2 * allocs,
+        "{probes} slot requests for {allocs} allocations"
+    );
+    assert_eq!(registrar.live().len(), 40);
+    heap.check_invariants().unwrap();
+
+    // A freed entry puts its page back in front: the next block with an entry goes there,
+    // asked once.
+    let page = |addr: usize| addr & !(heap.page_size() - 1);
+    let freed_page = page(blocks[7].addr());
+    heap.free(blocks.swap_remove(7)).unwrap();
+    let probes = heap.stats().secondary_probes;
+    let again = emit(&heap, 64, frame, 99);
+    assert_eq!(page(again.addr()), freed_page);
+    assert_eq!(heap.stats().secondary_probes, probes + 1);
+    heap.check_invariants().unwrap();
+}
+
+#[test]
+fn pages_out_of_unwind_room_still_take_plain_blocks() {
+    let (heap, _) = heap_with(four_slots_per_segment());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    // Five blocks with entries: the fifth finds the first page's segment out of slots and
+    // takes a page in a new segment; the first page is set aside for unwind requests.
+    let with_entries: Vec<Block> = (0..5).map(|i| emit(&heap, 64, frame.clone(), i)).collect();
+    let page = |addr: usize| addr & !(heap.page_size() - 1);
+    let (first, second) = (page(with_entries[0].addr()), page(with_entries[4].addr()));
+    assert_ne!(first, second);
+    // Fill the second page with plain blocks; the next plain block goes to the first page
+    // (not to a new one).
+    let chunks = heap.page_size() / codeheap::CHUNK;
+    let plain: Vec<Block> = (0..chunks - 1).map(|_| heap.alloc(64).unwrap()).collect();
+    assert!(plain.iter().all(|b| page(b.addr()) == second));
+    let acquired = heap.stats().pages_acquired;
+    let next = heap.alloc(64).unwrap();
+    assert_eq!(page(next.addr()), first);
+    assert_eq!(heap.stats().pages_acquired, acquired);
+    heap.check_invariants().unwrap();
 }
 
 #[test]
