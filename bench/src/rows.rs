@@ -1,6 +1,6 @@
 //! The rows of every table: which allocator, set up how.
 
-use codeheap::WxStrategy;
+use codeheap::{SizeClasses, WxStrategy};
 
 use crate::peers::{
     Bump, CodeHeap, DynasmBuffer, JitAlloc, JitAllocLocked, Memmap2, Peer, RegionMap,
@@ -11,6 +11,9 @@ use crate::peers::{
 pub enum Row {
     /// codeheap with a strategy.
     Codeheap(WxStrategy),
+    /// codeheap under `DualMap` with `SizeClasses::Chunks`: requests rounded to whole
+    /// chunks, not powers of two.
+    CodeheapChunks,
     /// jit-allocator with its defaults (dual mapping on).
     JitAllocator,
     /// The same behind a `Mutex`, as threads share it (its calls take `&mut self`).
@@ -35,9 +38,10 @@ pub trait RowVisitor {
 
 impl Row {
     /// Every row, in table order, whether or not this machine can run it.
-    pub const ALL: [Row; 10] = [
+    pub const ALL: [Row; 11] = [
         Row::Codeheap(WxStrategy::MapJit),
         Row::Codeheap(WxStrategy::DualMap),
+        Row::CodeheapChunks,
         Row::Codeheap(WxStrategy::Protect),
         Row::Codeheap(WxStrategy::Rwx),
         Row::JitAllocator,
@@ -57,6 +61,7 @@ impl Row {
     pub fn runs_here(self) -> bool {
         match self {
             Row::Codeheap(strategy) => CodeHeap::new(strategy).is_some(),
+            Row::CodeheapChunks => Row::Codeheap(WxStrategy::DualMap).runs_here(),
             _ => true,
         }
     }
@@ -65,6 +70,7 @@ impl Row {
     pub fn name(self) -> String {
         match self {
             Row::Codeheap(strategy) => format!("codeheap {strategy}"),
+            Row::CodeheapChunks => "codeheap dual-map, chunk classes".to_string(),
             Row::JitAllocator => "jit-allocator".to_string(),
             Row::JitAllocatorLocked => "jit-allocator + Mutex".to_string(),
             Row::Memmap2 => "memmap2 (map/fn)".to_string(),
@@ -78,6 +84,7 @@ impl Row {
     pub fn key(self) -> String {
         match self {
             Row::Codeheap(strategy) => format!("codeheap-{strategy}"),
+            Row::CodeheapChunks => "codeheap-dual-map-chunks".to_string(),
             Row::JitAllocator => "jit-allocator".to_string(),
             Row::JitAllocatorLocked => "jit-allocator-locked".to_string(),
             Row::Memmap2 => "memmap2".to_string(),
@@ -101,6 +108,10 @@ impl Row {
     pub fn visit<V: RowVisitor>(self, visitor: V) -> Option<V::Output> {
         Some(match self {
             Row::Codeheap(strategy) => visitor.visit(CodeHeap::new(strategy)?),
+            Row::CodeheapChunks => visitor.visit(CodeHeap::with_classes(
+                WxStrategy::DualMap,
+                SizeClasses::Chunks,
+            )?),
             Row::JitAllocator => visitor.visit(JitAlloc::new()),
             Row::JitAllocatorLocked => visitor.visit(JitAllocLocked::new()),
             Row::Memmap2 => visitor.visit(Memmap2),

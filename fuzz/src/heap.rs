@@ -10,7 +10,7 @@ use arbitrary::Arbitrary;
 use codeheap::vm::sim::SimRules;
 use codeheap::{
     Block, CodeWriter, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs,
-    ThreadMode, WxStrategy, current_mode,
+    SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
 
 use crate::ensure;
@@ -38,6 +38,8 @@ pub struct Input {
     pub segment_pages: u8,
     /// Free pages the page allocator keeps: this % 4.
     pub max_free_pages: u8,
+    /// `SizeClasses::Chunks` instead of powers of two.
+    pub chunk_classes: bool,
     pub ops: Vec<Op>,
 }
 
@@ -181,6 +183,11 @@ impl Driver {
                 secondary_pages: 1,
                 max_free_pages: usize::from(input.max_free_pages) % 4,
                 ..PageAllocatorConfig::default()
+            },
+            size_classes: if input.chunk_classes {
+                SizeClasses::Chunks
+            } else {
+                SizeClasses::PowerOfTwo
             },
         };
         let heap = Heap::with_config(SimOs::new(rules), config)

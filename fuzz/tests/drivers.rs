@@ -80,14 +80,17 @@ fn heap_ops() -> Vec<heap::Op> {
 #[test]
 fn a_representative_heap_sequence_passes_on_every_machine() {
     for machine in every_machine() {
-        let input = heap::Input {
-            machine,
-            segment_pages: 6,
-            max_free_pages: 1,
-            ops: heap_ops(),
-        };
-        if let Err(err) = heap::run(&input) {
-            panic!("{machine:?}: {err}");
+        for chunk_classes in [false, true] {
+            let input = heap::Input {
+                machine,
+                segment_pages: 6,
+                max_free_pages: 1,
+                chunk_classes,
+                ops: heap_ops(),
+            };
+            if let Err(err) = heap::run(&input) {
+                panic!("{machine:?}, chunk classes {chunk_classes}: {err}");
+            }
         }
     }
 }
@@ -99,6 +102,7 @@ fn the_heap_target_catches_a_chunk_marked_free_behind_the_heaps_back() {
             machine,
             segment_pages: 6,
             max_free_pages: 1,
+            chunk_classes: false,
             ops: heap_ops(),
         };
         let err = heap::run_with_corruption(&input)

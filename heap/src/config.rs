@@ -11,6 +11,23 @@ pub struct HeapConfig {
     pub strategy: Option<WxStrategy>,
     /// Segment geometry and decommit policy of the pages underneath.
     pub pages: PageAllocatorConfig,
+    /// How small requests are rounded.
+    pub size_classes: SizeClasses,
+}
+
+/// How a small request (up to a page) is rounded, and so how densely blocks pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SizeClasses {
+    /// ChakraCore's rule: up to a power of two of 128-byte chunks (a 2,100-byte function
+    /// takes 4 KiB). Every block of a page's bucket fits any free slot of it, so allocation
+    /// takes the page's first free chunk.
+    #[default]
+    PowerOfTwo,
+    /// Up to a whole number of 128-byte chunks (a 2,100-byte function takes 2,176 bytes):
+    /// less memory for the same code, for a first-fit search of the page's free chunks.
+    /// Pages are filed by the longest run of free chunks they have, so a page of a bucket
+    /// has room for most of the bucket's requests and a page of a larger one for all.
+    Chunks,
 }
 
 /// Free pages the heap's page allocator keeps committed by default. ChakraCore's code heap
@@ -28,6 +45,7 @@ impl Default for HeapConfig {
                 max_free_pages: DEFAULT_FREE_PAGES,
                 ..PageAllocatorConfig::default()
             },
+            size_classes: SizeClasses::PowerOfTwo,
         }
     }
 }

@@ -11,12 +11,12 @@ use core::sync::atomic::AtomicU64 as IdCounter;
 use std::sync::Arc;
 
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
-use crate::config::HeapConfig;
+use crate::config::{HeapConfig, SizeClasses};
 use crate::error::{Error, Result};
 use crate::opening::{Span, is_open};
 use crate::own_line::OwnLine;
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
-use crate::size_class::{CHUNK, SizeClass, bucket_count};
+use crate::size_class::{CHUNK, SizeClass, bucket_count, bucket_of, list_count};
 use crate::state::HeapState;
 use crate::stats::{BucketStats, HeapStats};
 use crate::unwind::UnwindRecord;
@@ -66,6 +66,7 @@ pub struct Heap<O: Os> {
     pub(crate) page: usize,
     pub(crate) arch: Arch,
     pub(crate) strategy: WxStrategy,
+    pub(crate) classes: SizeClasses,
     pub(crate) registrar: Arc<dyn Registrar>,
     /// Bumped (under the lock) whenever a block changes other than through its handle:
     /// `free_address` and `decommit_all`. Handles remember the epoch they saw their block
@@ -121,10 +122,11 @@ impl<O: Os> Heap<O> {
         let (arch, strategy) = (vm.arch(), vm.strategy());
         Ok(Heap {
             pages: PageAllocator::new(vm, config.pages)?,
-            state: Mutex::new(HeapState::new(bucket_count(page))),
+            state: Mutex::new(HeapState::new(list_count(config.size_classes, page))),
             page,
             arch,
             strategy,
+            classes: config.size_classes,
             registrar,
             epoch: OwnLine(AtomicU64::new(1)),
         })
@@ -148,6 +150,11 @@ impl<O: Os> Heap<O> {
     /// The instruction set its code runs as.
     pub fn arch(&self) -> Arch {
         self.arch
+    }
+
+    /// How small requests are rounded.
+    pub fn size_classes(&self) -> SizeClasses {
+        self.classes
     }
 
     /// The page size: the largest small block.
@@ -318,7 +325,7 @@ impl<O: Os> Heap<O> {
         size: usize,
         frame: Option<FrameDescription>,
     ) -> Result<Block> {
-        let class = SizeClass::of(size, self.page)?;
+        let class = SizeClass::of(size, self.page, self.classes)?;
         let unwind = self.unwind_room(frame, size)?;
         let mut state = self.state();
         self.place_block(&mut state, size, class, unwind)
@@ -335,14 +342,14 @@ impl<O: Os> Heap<O> {
         let capacity = class.capacity(self.page);
         let entry_size = unwind.as_ref().map(|&(_, bytes)| bytes);
         let (addr, write_addr, home, slot) = match (class, entry_size) {
-            (SizeClass::Small { bucket }, None) => {
-                let id = self.page_for(state, bucket)?;
-                let (addr, write_addr, home) = self.take_chunks(state, id, bucket);
+            (SizeClass::Small { bucket, chunks }, None) => {
+                let id = self.page_for(state, bucket, chunks)?;
+                let (addr, write_addr, home) = self.take_chunks(state, id, chunks);
                 (addr, write_addr, home, None)
             }
-            (SizeClass::Small { bucket }, Some(bytes)) => {
-                let (id, slot) = self.page_with_unwind_room(state, bucket, bytes)?;
-                let (addr, write_addr, home) = self.take_chunks(state, id, bucket);
+            (SizeClass::Small { bucket, chunks }, Some(bytes)) => {
+                let (id, slot) = self.page_with_unwind_room(state, bucket, chunks, bytes)?;
+                let (addr, write_addr, home) = self.take_chunks(state, id, chunks);
                 (addr, write_addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
@@ -386,26 +393,29 @@ impl<O: Os> Heap<O> {
         })
     }
 
-    /// Takes the first run of chunks for `bucket` on page `id`, which has room for it.
+    /// Takes the first run of `chunks` free chunks on page `id`, which has one.
     pub(crate) fn take_chunks(
         &self,
         state: &mut HeapState,
         id: PageId,
-        bucket: usize,
+        chunks: usize,
     ) -> (usize, usize, Home) {
-        let chunks = 1 << bucket;
         let page = state.pages.get_mut(id);
-        // Any free chunk of a bucket's page starts a free run long enough (see `page_for`),
-        // so the first one is the first fit.
-        let first = page
-            .free
-            .next_set(0)
-            .expect("a page in a bucket list has room for its bucket's blocks");
+        let first = match self.classes {
+            // Any free chunk of a bucket's page starts a free run long enough (see
+            // `page_for`), so the first one is the first fit.
+            SizeClasses::PowerOfTwo => page.free.next_set(0),
+            SizeClasses::Chunks => page.free.find_run(chunks),
+        }
+        .expect("pages are chosen with room for the block");
         debug_assert!(page.free.all_set(first, chunks));
         page.take(first, chunks);
         let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
         if page.is_full() {
+            let bucket = page.bucket;
             state.pages.relist(id, PageList::Full, bucket);
+        } else {
+            self.refile(state, id);
         }
         let home = Home::Small {
             page: id,
@@ -420,7 +430,19 @@ impl<O: Os> Heap<O> {
     /// Every block on a page of bucket `b` is a multiple of `1 << b` chunks placed at a
     /// multiple of `1 << b` (larger sizes are multiples of smaller ones), so any free chunk
     /// of such a page starts a free run long enough for the bucket.
-    fn page_for(&self, state: &mut HeapState, bucket: usize) -> Result<PageId> {
+    fn page_for(&self, state: &mut HeapState, bucket: usize, chunks: usize) -> Result<PageId> {
+        if self.classes == SizeClasses::Chunks {
+            if let Some(id) = state.pages.first_listed_from(chunks, true) {
+                return Ok(id);
+            }
+            let whole = self.empty_page_list(bucket);
+            if let Some(&id) = state.pages.spare.last() {
+                state.pages.relist(id, PageList::Bucket, whole);
+                return Ok(id);
+            }
+            let acquired = self.acquire_pages(state, 1, None)?;
+            return Ok(self.add_page(state, &acquired, whole));
+        }
         let pages = &state.pages;
         // A page without unwind room serves blocks without entries as well as any.
         let own = |b: usize| {
@@ -438,6 +460,31 @@ impl<O: Os> Heap<O> {
         }
         let acquired = self.acquire_pages(state, 1, None)?;
         Ok(self.add_page(state, &acquired, bucket))
+    }
+
+    /// The list an empty page joins to serve a request of `bucket`: the bucket's under
+    /// [`SizeClasses::PowerOfTwo`], the one of a whole page's run under
+    /// [`SizeClasses::Chunks`].
+    pub(crate) fn empty_page_list(&self, bucket: usize) -> usize {
+        match self.classes {
+            SizeClasses::PowerOfTwo => bucket,
+            SizeClasses::Chunks => self.page / CHUNK,
+        }
+    }
+
+    /// Under [`SizeClasses::Chunks`], files a page that has free chunks by the length of
+    /// its longest free run, on the same kind of list, so the first non-empty list at or
+    /// above a request's length holds its best fits; a no-op under
+    /// [`SizeClasses::PowerOfTwo`].
+    pub(crate) fn refile(&self, state: &mut HeapState, id: PageId) {
+        if self.classes != SizeClasses::Chunks {
+            return;
+        }
+        let page = state.pages.get(id);
+        if matches!(page.list, PageList::Bucket | PageList::NoUnwindRoom) {
+            let (list, longest) = (page.list, page.free.longest_run());
+            state.pages.relist(id, list, longest);
+        }
     }
 
     // ---- free ---------------------------------------------------------------------------
@@ -572,11 +619,15 @@ impl<O: Os> Heap<O> {
                 state.pages.relist(id, PageList::Spare, bucket);
             }
             _ if empty => self.release_page(state, id),
-            PageList::Full => state.pages.relist(id, PageList::Bucket, bucket),
+            PageList::Full => {
+                state.pages.relist(id, PageList::Bucket, bucket);
+                self.refile(state, id);
+            }
             PageList::NoUnwindRoom if slot_freed => {
                 state.pages.relist(id, PageList::Bucket, bucket);
+                self.refile(state, id);
             }
-            PageList::NoUnwindRoom | PageList::Bucket => {}
+            PageList::NoUnwindRoom | PageList::Bucket => self.refile(state, id),
         }
     }
 
@@ -751,17 +802,28 @@ impl<O: Os> Heap<O> {
     pub fn stats(&self) -> HeapStats {
         let state = self.state();
         let pages = &state.pages;
-        let mut buckets: Vec<BucketStats> = (0..pages.buckets.len())
+        let bucket_total = bucket_count(self.page);
+        let mut buckets: Vec<BucketStats> = (0..bucket_total)
             .map(|b| BucketStats {
                 block_size: CHUNK << b,
-                pages: pages.buckets[b].len() + pages.no_unwind_room[b].len(),
                 ..BucketStats::default()
             })
             .collect();
         for (_, page) in pages.live() {
-            if page.list == PageList::Full {
-                buckets[page.bucket].pages += 1;
-                buckets[page.bucket].full_pages += 1;
+            // Chunk classes file pages by their longest free run: such a page counts in the
+            // bucket of the largest block it can still take, a full one in the last bucket.
+            let bucket = match (self.classes, page.list) {
+                (SizeClasses::PowerOfTwo, _) => page.bucket,
+                (SizeClasses::Chunks, PageList::Full) => bucket_total - 1,
+                (SizeClasses::Chunks, _) => bucket_of(page.bucket),
+            };
+            match page.list {
+                PageList::Bucket | PageList::NoUnwindRoom => buckets[bucket].pages += 1,
+                PageList::Full => {
+                    buckets[bucket].pages += 1;
+                    buckets[bucket].full_pages += 1;
+                }
+                PageList::Spare | PageList::Parked => {}
             }
         }
         let mut stats = HeapStats::default();
@@ -771,7 +833,7 @@ impl<O: Os> Heap<O> {
             stats.allocated_bytes += record.capacity;
             match record.home {
                 Home::Small { .. } => {
-                    let bucket = &mut buckets[(record.capacity / CHUNK).trailing_zeros() as usize];
+                    let bucket = &mut buckets[bucket_of(record.capacity / CHUNK)];
                     bucket.blocks += 1;
                     bucket.used_bytes += record.capacity;
                 }

@@ -6,10 +6,12 @@
 //! * **Pages.** Every page in the table is page-aligned, indexed by its address, and where
 //!   its state calls for: a bucket list (or its list of pages without unwind room) holds
 //!   pages with free chunks that are not empty, pages without a free chunk are set aside
-//!   (marked full, on no list), the spare list holds empty pages, the parked list pages decommitted by `decommit_all` that still hold
-//!   blocks (or none, if the OS refused to take them back). A listed page is on exactly one
-//!   list, at the slot it records. On a page of bucket `b` the free chunks come in aligned
-//!   groups of `2^b` (what lets allocation take any free chunk).
+//!   (marked full, on no list), the spare list holds empty pages, the parked list pages
+//!   decommitted by `decommit_all` that still hold blocks (or none, if the OS refused to
+//!   take them back). A listed page is on exactly one list, at the slot it records. With
+//!   power-of-two classes, on a page of bucket `b` the free chunks come in aligned groups of
+//!   `2^b` (what lets allocation take any free chunk); with chunk classes, a page with free
+//!   chunks is filed under the length of its longest free run.
 //! * **Blocks.** Every live block's chunks are allocated in its page's bitmap, its first
 //!   chunk marks a start and no other chunk of it does; every start belongs to a block; the
 //!   blocks of a page cover exactly its allocated chunks, so no two overlap. A page's open
@@ -29,6 +31,7 @@ use std::collections::BTreeMap;
 use codeheap_virtual_alloc::{Os, PageState, Protection, WxStrategy};
 
 use crate::block::{BlockRecord, BlockState, Home};
+use crate::config::SizeClasses;
 use crate::heap::Heap;
 use crate::page::{Page, PageId, PageList};
 use crate::size_class::CHUNK;
@@ -154,6 +157,11 @@ impl<O: Os> Heap<O> {
                 listed += 1;
             }
         }
+        if let Some((list, index)) = pages.misrecorded_list() {
+            return Err(format!(
+                "{list:?} list {index}: its pages and the record of whether it has any disagree"
+            ));
+        }
         let set_aside = live
             .values()
             .filter(|page| page.list == PageList::Full)
@@ -224,7 +232,23 @@ impl<O: Os> Heap<O> {
                 page.writers
             )
         })?;
-        let group = 1 << page.bucket;
+        // Power-of-two classes: free chunks come in aligned groups of the bucket's size.
+        // Chunk classes: a page with free chunks is filed by its longest free run.
+        let group = match self.classes {
+            SizeClasses::PowerOfTwo => 1 << page.bucket,
+            SizeClasses::Chunks => 1,
+        };
+        if self.classes == SizeClasses::Chunks
+            && matches!(page.list, PageList::Bucket | PageList::NoUnwindRoom)
+        {
+            let longest = page.free.longest_run();
+            ensure(longest == page.bucket, || {
+                format!(
+                    "page {addr:#x} with a longest free run of {longest} chunks is filed under {}",
+                    page.bucket
+                )
+            })?;
+        }
         for chunk in (0..chunks).step_by(group) {
             let any = page.free.any_set(chunk, group);
             ensure(!any || page.free.all_set(chunk, group), || {
@@ -401,10 +425,12 @@ impl<O: Os> Heap<O> {
                 ensure(page.starts.get(first_chunk), || {
                     format!("the block at {addr:#x} has no start mark in its page's bitmap")
                 })?;
+                let class_size = match self.classes {
+                    SizeClasses::PowerOfTwo => record.capacity.is_power_of_two(),
+                    SizeClasses::Chunks => record.capacity.is_multiple_of(CHUNK),
+                };
                 ensure(
-                    record.capacity.is_power_of_two()
-                        && record.capacity >= CHUNK
-                        && record.capacity <= self.page,
+                    class_size && record.capacity >= CHUNK && record.capacity <= self.page,
                     || {
                         format!(
                             "the small block at {addr:#x} has capacity {}",

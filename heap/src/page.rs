@@ -98,9 +98,16 @@ impl Page {
     }
 }
 
+/// Bitmaps over list indices: up to one list per free-run length of a 64 KiB page.
+pub(crate) type ListSet = Bitmap<9>;
+
 /// The page table and the lists pages sit on: vectors with O(1) removal (each page knows
 /// its position).
-#[derive(Debug, Default)]
+///
+/// Lists of pages with free chunks are indexed by a page's `bucket`: its size bucket under
+/// power-of-two classes, the length of its longest free run under chunk classes (so that
+/// the first non-empty list at or above a request's length holds its best fits).
+#[derive(Debug)]
 pub(crate) struct Pages {
     table: Vec<Option<Page>>,
     unused_ids: Vec<PageId>,
@@ -110,6 +117,9 @@ pub(crate) struct Pages {
     pub(crate) no_unwind_room: Vec<Vec<PageId>>,
     pub(crate) spare: Vec<PageId>,
     pub(crate) parked: Vec<PageId>,
+    /// Which `buckets` lists, and which `no_unwind_room` lists, have pages.
+    nonempty: ListSet,
+    nonempty_no_room: ListSet,
 }
 
 impl Pages {
@@ -117,7 +127,12 @@ impl Pages {
         Pages {
             buckets: vec![Vec::new(); buckets],
             no_unwind_room: vec![Vec::new(); buckets],
-            ..Pages::default()
+            nonempty: ListSet::new(buckets),
+            nonempty_no_room: ListSet::new(buckets),
+            table: Vec::new(),
+            unused_ids: Vec::new(),
+            spare: Vec::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -178,6 +193,9 @@ impl Pages {
             }
             None => 0,
         };
+        if slot == 0 {
+            self.mark(list, bucket, true);
+        }
         let page = self.get_mut(id);
         page.list = list;
         page.bucket = bucket;
@@ -194,9 +212,61 @@ impl Pages {
             return;
         };
         vec.swap_remove(slot);
+        let emptied = vec.is_empty();
         if let Some(&moved) = vec.get(slot) {
             self.get_mut(moved).slot = slot;
         }
+        if emptied {
+            self.mark(list, bucket, false);
+        }
+    }
+
+    /// Records whether list `bucket` of kind `list` has pages.
+    #[inline]
+    fn mark(&mut self, list: PageList, bucket: usize, nonempty: bool) {
+        let set = match list {
+            PageList::Bucket => &mut self.nonempty,
+            PageList::NoUnwindRoom => &mut self.nonempty_no_room,
+            _ => return,
+        };
+        if nonempty {
+            set.set_range(bucket, 1);
+        } else {
+            set.clear_range(bucket, 1);
+        }
+    }
+
+    /// The newest page of the first non-empty list at or above index `from`: a bucket list,
+    /// or a no-room list too if `no_room_too` (a bucket list wins a tie).
+    pub(crate) fn first_listed_from(&self, from: usize, no_room_too: bool) -> Option<PageId> {
+        let with_room = self.nonempty.next_set(from);
+        let without = no_room_too
+            .then(|| self.nonempty_no_room.next_set(from))
+            .flatten();
+        let list = match (with_room, without) {
+            (Some(a), Some(b)) if b < a => &self.no_unwind_room[b],
+            (Some(a), _) => &self.buckets[a],
+            (None, Some(b)) => &self.no_unwind_room[b],
+            (None, None) => return None,
+        };
+        list.last().copied()
+    }
+
+    /// A list whose recorded emptiness is wrong, if any (for the invariant check).
+    pub(crate) fn misrecorded_list(&self) -> Option<(PageList, usize)> {
+        let kinds = [
+            (PageList::Bucket, &self.buckets, &self.nonempty),
+            (
+                PageList::NoUnwindRoom,
+                &self.no_unwind_room,
+                &self.nonempty_no_room,
+            ),
+        ];
+        kinds.into_iter().find_map(|(kind, lists, set)| {
+            (0..lists.len())
+                .find(|&i| set.get(i) == lists[i].is_empty())
+                .map(|i| (kind, i))
+        })
     }
 
     /// Moves a page to another list (and bucket).

@@ -1,6 +1,9 @@
 //! Size classes: ChakraCore's buckets of 128-byte chunks, one per power of two up to the
-//! page (128 B .. 4 KiB on 4 KiB pages, .. 16 KiB on Apple's 16 KiB pages).
+//! page (128 B .. 4 KiB on 4 KiB pages, .. 16 KiB on Apple's 16 KiB pages). A request is
+//! rounded to its bucket's size ([`SizeClasses::PowerOfTwo`]) or only to whole chunks
+//! ([`SizeClasses::Chunks`]); either way its bucket is the power of two it rounds up to.
 
+use crate::config::SizeClasses;
 use crate::error::{Error, Result};
 
 /// Bytes per chunk: the granule of small blocks and their alignment.
@@ -9,15 +12,16 @@ pub const CHUNK: usize = 128;
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SizeClass {
-    /// A block of `1 << bucket` chunks inside a shared page.
-    Small { bucket: usize },
+    /// A block of `chunks` chunks inside a shared page, in `bucket` (the power of two the
+    /// chunks round up to).
+    Small { bucket: usize, chunks: usize },
     /// Whole pages of its own.
     Large { pages: usize },
 }
 
 impl SizeClass {
     /// The class of a `size`-byte request on `page`-byte pages.
-    pub(crate) fn of(size: usize, page: usize) -> Result<SizeClass> {
+    pub(crate) fn of(size: usize, page: usize, classes: SizeClasses) -> Result<SizeClass> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
@@ -27,17 +31,36 @@ impl SizeClass {
             pages.checked_mul(page).ok_or(overflow)?;
             return Ok(SizeClass::Large { pages });
         }
-        let rounded = size.next_power_of_two().max(CHUNK);
-        let bucket = (rounded / CHUNK).trailing_zeros() as usize;
-        Ok(SizeClass::Small { bucket })
+        let needed = size.div_ceil(CHUNK);
+        let bucket = bucket_of(needed);
+        let chunks = match classes {
+            SizeClasses::PowerOfTwo => 1 << bucket,
+            SizeClasses::Chunks => needed,
+        };
+        Ok(SizeClass::Small { bucket, chunks })
     }
 
     /// Bytes a block of this class occupies.
     pub(crate) fn capacity(self, page: usize) -> usize {
         match self {
-            SizeClass::Small { bucket } => CHUNK << bucket,
+            SizeClass::Small { chunks, .. } => chunks * CHUNK,
             SizeClass::Large { pages } => pages * page,
         }
+    }
+}
+
+/// The bucket of `chunks` chunks (at least one): the power of two they round up to.
+pub(crate) fn bucket_of(chunks: usize) -> usize {
+    chunks.next_power_of_two().trailing_zeros() as usize
+}
+
+/// Number of lists of pages with free chunks the heap keeps: one per bucket under
+/// power-of-two classes, one per length of a free run (`0..=chunks per page`) under chunk
+/// classes.
+pub(crate) fn list_count(classes: SizeClasses, page: usize) -> usize {
+    match classes {
+        SizeClasses::PowerOfTwo => bucket_count(page),
+        SizeClasses::Chunks => page / CHUNK + 1,
     }
 }
 
@@ -50,31 +73,50 @@ pub(crate) fn bucket_count(page: usize) -> usize {
 mod tests {
     use super::*;
 
+    fn small(bucket: usize, chunks: usize) -> SizeClass {
+        SizeClass::Small { bucket, chunks }
+    }
+
     #[test]
     fn requests_round_up_to_powers_of_two_of_chunks() {
-        let class = |size| SizeClass::of(size, 4096).unwrap();
-        assert_eq!(class(1), SizeClass::Small { bucket: 0 });
-        assert_eq!(class(128), SizeClass::Small { bucket: 0 });
-        assert_eq!(class(129), SizeClass::Small { bucket: 1 });
-        assert_eq!(class(3000), SizeClass::Small { bucket: 5 });
+        let class = |size| SizeClass::of(size, 4096, SizeClasses::PowerOfTwo).unwrap();
+        assert_eq!(class(1), small(0, 1));
+        assert_eq!(class(128), small(0, 1));
+        assert_eq!(class(129), small(1, 2));
+        assert_eq!(class(3000), small(5, 32));
         assert_eq!(class(3000).capacity(4096), 4096);
-        assert_eq!(class(4096), SizeClass::Small { bucket: 5 });
+        assert_eq!(class(4096), small(5, 32));
         assert_eq!(class(4097), SizeClass::Large { pages: 2 });
-        assert_eq!(SizeClass::of(0, 4096), Err(Error::ZeroSize));
-        assert_eq!(
-            SizeClass::of(usize::MAX, 4096),
-            Err(Error::SizeOverflow { size: usize::MAX })
-        );
+        for classes in [SizeClasses::PowerOfTwo, SizeClasses::Chunks] {
+            assert_eq!(SizeClass::of(0, 4096, classes), Err(Error::ZeroSize));
+            assert_eq!(
+                SizeClass::of(usize::MAX, 4096, classes),
+                Err(Error::SizeOverflow { size: usize::MAX })
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_classes_round_to_whole_chunks_in_the_same_buckets() {
+        let class = |size| SizeClass::of(size, 4096, SizeClasses::Chunks).unwrap();
+        assert_eq!(class(1), small(0, 1));
+        assert_eq!(class(129), small(1, 2));
+        assert_eq!(class(257), small(2, 3));
+        assert_eq!(class(3000), small(5, 24));
+        assert_eq!(class(3000).capacity(4096), 3072);
+        assert_eq!(class(4096), small(5, 32));
+        assert_eq!(class(4097), SizeClass::Large { pages: 2 });
     }
 
     #[test]
     fn sixteen_kib_pages_have_eight_buckets() {
         assert_eq!(bucket_count(4096), 6);
         assert_eq!(bucket_count(16384), 8);
+        let pow2 = SizeClasses::PowerOfTwo;
+        assert_eq!(SizeClass::of(16384, 16384, pow2).unwrap(), small(7, 128));
         assert_eq!(
-            SizeClass::of(16384, 16384).unwrap(),
-            SizeClass::Small { bucket: 7 }
+            SizeClass::of(8000, 16384, pow2).unwrap().capacity(16384),
+            8192
         );
-        assert_eq!(SizeClass::of(8000, 16384).unwrap().capacity(16384), 8192);
     }
 }

@@ -7,6 +7,7 @@ use codeheap_virtual_alloc::Os;
 use codeheap_xdata::{EhFrameEntry, FrameDescription, WrittenEntry, write_entry};
 
 use crate::block::Block;
+use crate::config::SizeClasses;
 use crate::error::{Error, Result};
 use crate::heap::Heap;
 use crate::page::{PageId, PageList};
@@ -69,17 +70,24 @@ impl<O: Os> Heap<O> {
         Ok(EhFrameEntry::size_for(frame)?)
     }
 
-    /// A page of `bucket` whose segment has `bytes` of secondary area free, and those bytes:
-    /// one of the bucket's pages, the spare, or a new page from a segment with room.
+    /// A page with room for `chunks` chunks of `bucket` whose segment has `bytes` of
+    /// secondary area free, and those bytes: one of the bucket's pages (under
+    /// `SizeClasses::Chunks`, or of a larger bucket's), the spare, or a new page from a
+    /// segment with room.
     pub(crate) fn page_with_unwind_room(
         &self,
         state: &mut HeapState,
         bucket: usize,
+        chunks: usize,
         bytes: usize,
     ) -> Result<(PageId, SecondarySlot)> {
-        // The bucket's pages, newest first; one whose segment has no room moves to the
+        // Candidates newest first; one whose segment has no room moves to its bucket's
         // no-room list, so no page is refused twice until a freed entry gives room back.
-        while let Some(&id) = state.pages.buckets[bucket].last() {
+        let candidate = |state: &HeapState| match self.classes {
+            SizeClasses::PowerOfTwo => state.pages.buckets[bucket].last().copied(),
+            SizeClasses::Chunks => state.pages.first_listed_from(chunks, false),
+        };
+        while let Some(id) = candidate(state) {
             state.counters.secondary_probes += 1;
             match self
                 .pages
@@ -87,7 +95,8 @@ impl<O: Os> Heap<O> {
             {
                 Ok(slot) => return Ok((id, slot)),
                 Err(pages::Error::SecondaryExhausted { .. }) => {
-                    state.pages.relist(id, PageList::NoUnwindRoom, bucket);
+                    let its_bucket = state.pages.get(id).bucket;
+                    state.pages.relist(id, PageList::NoUnwindRoom, its_bucket);
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -109,12 +118,17 @@ impl<O: Os> Heap<O> {
             }
         }
         if let Some((id, slot)) = found {
-            state.pages.relist(id, PageList::Bucket, bucket);
+            state
+                .pages
+                .relist(id, PageList::Bucket, self.empty_page_list(bucket));
             return Ok((id, slot));
         }
         let acquired = self.acquire_pages(state, 1, Some(bytes))?;
         let slot = acquired.slot.expect("asked for");
-        Ok((self.add_page(state, &acquired, bucket), slot))
+        Ok((
+            self.add_page(state, &acquired, self.empty_page_list(bucket)),
+            slot,
+        ))
     }
 
     /// At finalize: writes the block's entry into its slot and registers it, once.

@@ -183,7 +183,7 @@ impl<O: Os> Heap<O> {
         frame: Option<FrameDescription>,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<(Block, R)> {
-        let class = SizeClass::of(size, self.page)?;
+        let class = SizeClass::of(size, self.page, self.classes)?;
         let unwind = self.unwind_room(frame, size)?;
         let (mut block, write_addr) = {
             let mut state = self.state();

@@ -3,8 +3,8 @@
 use codeheap::vm::sim::{Fault, FaultKind};
 use codeheap::vm::{self, PageState, SysCall};
 use codeheap::{
-    Block, Error, Heap, HeapConfig, Protection, SimOs, ThreadMode, WxStrategy, current_mode,
-    enter_permanent_write_mode,
+    Block, CHUNK, Error, Heap, HeapConfig, Protection, SimOs, SizeClasses, ThreadMode, WxStrategy,
+    current_mode, enter_permanent_write_mode,
 };
 
 fn apple() -> Heap<SimOs> {
@@ -66,6 +66,71 @@ fn sizes_round_to_power_of_two_buckets_of_chunks() {
             heap.free(block).unwrap();
         }
     }
+}
+
+fn chunk_classes(strategy: WxStrategy) -> Heap<SimOs> {
+    let config = HeapConfig {
+        size_classes: SizeClasses::Chunks,
+        ..HeapConfig::with_strategy(strategy)
+    };
+    Heap::with_config(SimOs::linux(), config).unwrap()
+}
+
+#[test]
+fn chunk_classes_round_to_whole_chunks() {
+    let (pow2, chunks) = (
+        linux(WxStrategy::DualMap),
+        chunk_classes(WxStrategy::DualMap),
+    );
+    for (size, rounded) in [(1, 128), (129, 256), (300, 384), (2100, 2176), (4096, 4096)] {
+        assert_eq!(
+            chunks.alloc(size).unwrap().capacity(),
+            rounded,
+            "{size} bytes"
+        );
+        assert_eq!(
+            pow2.alloc(size).unwrap().capacity(),
+            size.next_power_of_two().max(CHUNK)
+        );
+    }
+    assert_eq!(chunks.alloc(4097).unwrap().capacity(), 8192);
+    let stats = chunks.stats();
+    // Each request's shortfall to its whole chunks (4,096 bytes fill theirs exactly).
+    assert_eq!(stats.rounding_loss, 127 + 127 + 84 + 76 + 4095);
+    chunks.check_invariants().unwrap();
+}
+
+#[test]
+fn chunk_classes_take_the_tightest_hole() {
+    let heap = chunk_classes(WxStrategy::Protect);
+    let page = |b: &Block| b.addr() & !(heap.page_size() - 1);
+    // 4 KiB pages of 32 chunks: one left with a 5-chunk hole, another with a 3-chunk one.
+    let five_left = heap.alloc(27 * CHUNK).unwrap();
+    let three_left = heap.alloc(29 * CHUNK).unwrap();
+    assert_ne!(page(&five_left), page(&three_left));
+    let acquired = heap.stats().pages_acquired;
+    // Three chunks fit both holes: the tighter one is taken, the longer kept whole.
+    let three = heap.alloc(3 * CHUNK).unwrap();
+    assert_eq!(page(&three), page(&three_left));
+    assert_eq!(three.addr(), three_left.addr() + 29 * CHUNK);
+    let four = heap.alloc(4 * CHUNK).unwrap();
+    assert_eq!(page(&four), page(&five_left));
+    // One chunk is left, in the first page; two need a new page.
+    let one = heap.alloc(CHUNK).unwrap();
+    assert_eq!(page(&one), page(&five_left));
+    assert_eq!(heap.stats().pages_acquired, acquired);
+    let two = heap.alloc(2 * CHUNK).unwrap();
+    assert_eq!(heap.stats().pages_acquired, acquired + 1);
+    heap.check_invariants().unwrap();
+    // Freed, the chunks are found again: the 3-chunk hole serves a 2-chunk block.
+    heap.free(three).unwrap();
+    let again = heap.alloc(2 * CHUNK).unwrap();
+    assert_eq!(page(&again), page(&three_left));
+    heap.check_invariants().unwrap();
+    for block in [two, again, one, four, five_left, three_left] {
+        heap.free(block).unwrap();
+    }
+    heap.check_invariants().unwrap();
 }
 
 #[test]

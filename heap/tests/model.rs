@@ -33,8 +33,8 @@ use std::collections::BTreeSet;
 
 use codeheap::vm::{PageState, SysCall};
 use codeheap::{
-    Arch, Block, BlockInfo, CHUNK, Error, Heap, HeapConfig, Os, Protection, SimOs, ThreadMode,
-    WxStrategy, current_mode,
+    Arch, Block, BlockInfo, CHUNK, Error, Heap, HeapConfig, Os, Protection, SimOs, SizeClasses,
+    ThreadMode, WxStrategy, current_mode,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -359,6 +359,7 @@ struct Driver<'h, O: Inspect> {
     arch: Arch,
     page: usize,
     strategy: WxStrategy,
+    classes: SizeClasses,
     live: Vec<Live>,
     /// `(addr, capacity)` of every block freed so far.
     freed: BTreeSet<(usize, usize)>,
@@ -404,6 +405,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             arch: heap.arch(),
             page: heap.page_size(),
             strategy: heap.strategy(),
+            classes: heap.size_classes(),
             live: Vec::new(),
             freed: BTreeSet::new(),
             sessions: Vec::new(),
@@ -428,6 +430,8 @@ impl<'h, O: Inspect> Driver<'h, O> {
     fn expected_capacity(&self, size: usize) -> usize {
         if size > self.page {
             size.next_multiple_of(self.page)
+        } else if self.classes == SizeClasses::Chunks {
+            size.next_multiple_of(CHUNK)
         } else {
             size.next_power_of_two().max(CHUNK)
         }
@@ -901,13 +905,23 @@ impl<'h, O: Inspect> Driver<'h, O> {
             "large_bytes"
         );
         for bucket in &stats.buckets {
-            let blocks = self
+            // A bucket holds the blocks whose capacity rounds up to its size (under chunk
+            // classes, capacities between it and the bucket below).
+            let (blocks, used) = self
                 .live
                 .iter()
-                .filter(|live| live.size() <= self.page && live.capacity() == bucket.block_size)
-                .count();
+                .filter(|live| {
+                    live.size() <= self.page
+                        && live.capacity().next_power_of_two() == bucket.block_size
+                })
+                .fold((0, 0), |(n, bytes), live| (n + 1, bytes + live.capacity()));
             prop_assert_eq!(bucket.blocks, blocks, "blocks of {}", bucket.block_size);
-            prop_assert_eq!(bucket.used_bytes, blocks * bucket.block_size);
+            prop_assert_eq!(
+                bucket.used_bytes,
+                used,
+                "used bytes of {}",
+                bucket.block_size
+            );
         }
         if self.strategy != WxStrategy::Protect {
             prop_assert_eq!(
@@ -1154,6 +1168,34 @@ fn linux_dual_map() {
 fn linux_protect() {
     let config = HeapConfig::with_strategy(WxStrategy::Protect);
     run_model("linux Protect", sim(SimOs::linux, config), 48, 40);
+}
+
+#[test]
+fn apple_map_jit_chunk_classes() {
+    let config = HeapConfig {
+        size_classes: SizeClasses::Chunks,
+        ..HeapConfig::default()
+    };
+    run_model(
+        "apple MapJit, chunk classes",
+        sim(SimOs::apple, config),
+        48,
+        40,
+    );
+}
+
+#[test]
+fn linux_protect_chunk_classes() {
+    let config = HeapConfig {
+        size_classes: SizeClasses::Chunks,
+        ..HeapConfig::with_strategy(WxStrategy::Protect)
+    };
+    run_model(
+        "linux Protect, chunk classes",
+        sim(SimOs::linux, config),
+        48,
+        40,
+    );
 }
 
 #[test]

@@ -168,6 +168,11 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         None
     }
 
+    /// The length of the longest run of set bits (0 if none is set).
+    pub fn longest_run(&self) -> usize {
+        self.runs().map(|(_, len)| len).max().unwrap_or(0)
+    }
+
     /// Best fit: the start and length of the shortest run of at least `n` set bits (the
     /// lowest of equals).
     pub fn best_run(&self, n: usize) -> Option<(usize, usize)> {
@@ -302,6 +307,17 @@ mod tests {
         assert_eq!(bitmap.find_run(11), None);
         let full = Bitmap::<1>::full(64);
         assert_eq!(full.find_run(64), Some(0));
+    }
+
+    #[test]
+    fn longest_run_spans_words() {
+        let mut bitmap = Bitmap::<2>::new(128);
+        assert_eq!(bitmap.longest_run(), 0);
+        bitmap.set_range(3, 5);
+        bitmap.set_range(60, 9);
+        assert_eq!(bitmap.longest_run(), 9);
+        bitmap.set_range(100, 28);
+        assert_eq!(bitmap.longest_run(), 28);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! codeheap through its public API: `alloc`, `write` (which pads, flushes and finalizes),
 //! `emit` (both in one call), `entry_point` and `free`.
 
-use codeheap::{Block, Heap, NativeOs, WxStrategy};
+use codeheap::{Block, Heap, HeapConfig, NativeOs, SizeClasses, WxStrategy};
 
 use super::Peer;
 
@@ -14,7 +14,16 @@ pub struct CodeHeap {
 impl CodeHeap {
     /// A heap with `strategy`, or `None` if this machine cannot provide it.
     pub fn new(strategy: WxStrategy) -> Option<CodeHeap> {
-        Heap::with_strategy(strategy)
+        CodeHeap::with_classes(strategy, SizeClasses::PowerOfTwo)
+    }
+
+    /// A heap with `strategy` that rounds small requests as `classes` says.
+    pub fn with_classes(strategy: WxStrategy, classes: SizeClasses) -> Option<CodeHeap> {
+        let config = HeapConfig {
+            size_classes: classes,
+            ..HeapConfig::with_strategy(strategy)
+        };
+        Heap::with_config(NativeOs::new(), config)
             .ok()
             .map(|heap| CodeHeap { heap })
     }
