@@ -42,7 +42,8 @@ const BLOCK_ID_BATCH: u64 = 1 << 16;
 ///
 /// * **Small blocks** (up to a page) come from buckets of 128-byte chunks, one per power of
 ///   two up to the page size: 128 B … 4 KiB on 4 KiB pages, … 16 KiB on Apple Silicon's
-///   16 KiB pages. Requests are rounded up to a power of two; a page can be split off a
+///   16 KiB pages. Requests are rounded up to a power of two (or, with
+///   [`SizeClasses::Chunks`], to whole chunks, placed best fit); a page can be split off a
 ///   larger bucket; full pages are kept apart; a page left empty goes back to the page
 ///   allocator (one is kept spare, so alternating alloc/free does not commit and decommit).
 /// * **Large blocks** get whole pages of their own.
@@ -314,7 +315,8 @@ impl<O: Os> Heap<O> {
     // ---- allocation -------------------------------------------------------------------
 
     /// Allocates a block of `size` bytes, filled with traps. Small sizes are rounded up to a
-    /// power of two of 128-byte chunks, large ones to pages.
+    /// power of two of 128-byte chunks (to whole chunks under [`SizeClasses::Chunks`]),
+    /// large ones to pages.
     pub fn alloc(&self, size: usize) -> Result<Block> {
         self.alloc_block(size, None)
     }

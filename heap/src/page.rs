@@ -37,6 +37,8 @@ pub(crate) struct Page {
     pub(crate) addr: usize,
     /// Where the page is written (`addr` but for dual-mapped pages).
     pub(crate) write_addr: usize,
+    /// The index of its list: its size bucket under power-of-two classes, the length of its
+    /// longest free run under chunk classes (see [`Pages`]).
     pub(crate) bucket: usize,
     pub(crate) free: Bitmap<8>,
     /// Set bits of `free`, kept so that "empty" and "full" are O(1) on every free.
