@@ -234,6 +234,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        // No failure file (miri's isolation has no working directory to find it from), and
+        // few cases under miri.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         /// Range updates agree with bit-by-bit ones, within a word, up to a word's end and
         /// across words.
         #[test]
