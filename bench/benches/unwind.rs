@@ -11,8 +11,8 @@ use codeheap::{Block, FrameDescription, Heap, WxStrategy};
 use codeheap_bench::sizes::Rng;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-/// Live blocks of 64–256 bytes (small functions, most of a JIT's), churned: each step frees a random one and allocates
-/// another, with an unwind entry or without.
+/// Live blocks of 64–256 bytes (small functions, most of a JIT's), churned: each step
+/// frees a random one and allocates another, with an unwind entry or without.
 struct Churn {
     heap: Heap<codeheap::NativeOs>,
     frame: Option<FrameDescription>,

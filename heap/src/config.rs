@@ -24,9 +24,10 @@ pub enum SizeClasses {
     #[default]
     PowerOfTwo,
     /// Up to a whole number of 128-byte chunks (a 2,100-byte function takes 2,176 bytes):
-    /// less memory for the same code, for a first-fit search of the page's free chunks.
-    /// Pages are filed by the longest run of free chunks they have, so a page of a bucket
-    /// has room for most of the bucket's requests and a page of a larger one for all.
+    /// less memory for the same code. Pages are filed by the longest run of free chunks
+    /// they have, and a request takes the page whose longest run fits it most tightly (best
+    /// fit across pages, first fit within the page), at the price of recounting a page's
+    /// longest run on every allocation and free.
     Chunks,
 }
 

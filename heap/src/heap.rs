@@ -413,12 +413,13 @@ impl<O: Os> Heap<O> {
         debug_assert!(page.free.all_set(first, chunks));
         page.take(first, chunks);
         let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
-        if page.is_full() {
-            let bucket = page.bucket;
-            state.pages.relist(id, PageList::Full, bucket);
+        let list = if page.is_full() {
+            PageList::Full
         } else {
-            self.refile(state, id);
-        }
+            page.list
+        };
+        let filed = self.filed_under(page);
+        state.pages.relist(id, list, filed);
         let home = Home::Small {
             page: id,
             first_chunk: first,
@@ -474,18 +475,14 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    /// Under [`SizeClasses::Chunks`], files a page that has free chunks by the length of
-    /// its longest free run, on the same kind of list, so the first non-empty list at or
-    /// above a request's length holds its best fits; a no-op under
-    /// [`SizeClasses::PowerOfTwo`].
-    pub(crate) fn refile(&self, state: &mut HeapState, id: PageId) {
-        if self.classes != SizeClasses::Chunks {
-            return;
-        }
-        let page = state.pages.get(id);
-        if matches!(page.list, PageList::Bucket | PageList::NoUnwindRoom) {
-            let (list, longest) = (page.list, page.free.longest_run());
-            state.pages.relist(id, list, longest);
+    /// The list index a page with free chunks belongs under: its bucket under
+    /// [`SizeClasses::PowerOfTwo`]; the length of its longest free run under
+    /// [`SizeClasses::Chunks`], so the first non-empty list at or above a request's length
+    /// holds its best fits. (A full page keeps the index it had.)
+    fn filed_under(&self, page: &Page) -> usize {
+        match self.classes {
+            SizeClasses::Chunks if !page.is_full() => page.free.longest_run(),
+            _ => page.bucket,
         }
     }
 
@@ -613,7 +610,8 @@ impl<O: Os> Heap<O> {
     ) {
         let page = state.pages.get_mut(id);
         page.give_back(first, chunks);
-        let (list, bucket, empty) = (page.list, page.bucket, page.is_empty());
+        let (list, empty) = (page.list, page.is_empty());
+        let bucket = self.filed_under(page);
         match list {
             PageList::Parked if empty => self.release_page(state, id),
             PageList::Parked | PageList::Spare => {}
@@ -621,15 +619,11 @@ impl<O: Os> Heap<O> {
                 state.pages.relist(id, PageList::Spare, bucket);
             }
             _ if empty => self.release_page(state, id),
-            PageList::Full => {
-                state.pages.relist(id, PageList::Bucket, bucket);
-                self.refile(state, id);
-            }
+            PageList::Full => state.pages.relist(id, PageList::Bucket, bucket),
             PageList::NoUnwindRoom if slot_freed => {
                 state.pages.relist(id, PageList::Bucket, bucket);
-                self.refile(state, id);
             }
-            PageList::NoUnwindRoom | PageList::Bucket => self.refile(state, id),
+            PageList::NoUnwindRoom | PageList::Bucket => state.pages.relist(id, list, bucket),
         }
     }
 

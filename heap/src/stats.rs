@@ -5,7 +5,10 @@
 pub struct BucketStats {
     /// Bytes per block in this bucket.
     pub block_size: usize,
-    /// Pages serving the bucket (with free chunks or full).
+    /// Pages serving the bucket (with free chunks or full). Under
+    /// [`SizeClasses::Chunks`](crate::SizeClasses::Chunks) pages are not a bucket's: a page
+    /// counts in the bucket of the largest block its longest free run takes, a full page in
+    /// the last bucket.
     pub pages: usize,
     /// Of those, the full ones.
     pub full_pages: usize,

@@ -88,40 +88,22 @@ impl<O: Os> Heap<O> {
             SizeClasses::Chunks => state.pages.first_listed_from(chunks, false),
         };
         while let Some(id) = candidate(state) {
-            state.counters.secondary_probes += 1;
-            match self
-                .pages
-                .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
-            {
-                Ok(slot) => return Ok((id, slot)),
-                Err(pages::Error::SecondaryExhausted { .. }) => {
+            match self.probe_secondary(state, id, bytes)? {
+                Some(slot) => return Ok((id, slot)),
+                None => {
                     let its_bucket = state.pages.get(id).bucket;
                     state.pages.relist(id, PageList::NoUnwindRoom, its_bucket);
                 }
-                Err(err) => return Err(err.into()),
             }
         }
         // The spare (at most a page or two: empty pages beyond it go back).
-        let mut found = None;
-        for &id in state.pages.spare.iter().rev() {
-            state.counters.secondary_probes += 1;
-            match self
-                .pages
-                .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
-            {
-                Ok(slot) => {
-                    found = Some((id, slot));
-                    break;
-                }
-                Err(pages::Error::SecondaryExhausted { .. }) => continue,
-                Err(err) => return Err(err.into()),
+        for i in (0..state.pages.spare.len()).rev() {
+            let id = state.pages.spare[i];
+            if let Some(slot) = self.probe_secondary(state, id, bytes)? {
+                let list = self.empty_page_list(bucket);
+                state.pages.relist(id, PageList::Bucket, list);
+                return Ok((id, slot));
             }
-        }
-        if let Some((id, slot)) = found {
-            state
-                .pages
-                .relist(id, PageList::Bucket, self.empty_page_list(bucket));
-            return Ok((id, slot));
         }
         let acquired = self.acquire_pages(state, 1, Some(bytes))?;
         let slot = acquired.slot.expect("asked for");
@@ -129,6 +111,25 @@ impl<O: Os> Heap<O> {
             self.add_page(state, &acquired, self.empty_page_list(bucket)),
             slot,
         ))
+    }
+
+    /// Asks the segment of page `id` for `bytes` of secondary area: the slot, or `None` if
+    /// the segment has no room.
+    fn probe_secondary(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        bytes: usize,
+    ) -> Result<Option<SecondarySlot>> {
+        state.counters.secondary_probes += 1;
+        match self
+            .pages
+            .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
+        {
+            Ok(slot) => Ok(Some(slot)),
+            Err(pages::Error::SecondaryExhausted { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// At finalize: writes the block's entry into its slot and registers it, once.
@@ -173,8 +174,8 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    /// Gives the slot of the block at `addr` back (after `deregister_unwind`).
-    /// Releases the unwind slot of the block at `addr`, if it has one; whether it did.
+    /// Gives the slot of the block at `addr` back (after `deregister_unwind`), if it has
+    /// one; whether it did.
     pub(crate) fn release_unwind_slot(&self, state: &mut HeapState, addr: usize) -> bool {
         if state.unwind.is_empty() {
             return false;

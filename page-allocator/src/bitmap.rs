@@ -67,7 +67,8 @@ impl<const WORDS: usize> Bitmap<WORDS> {
     }
 
     /// The word and mask of `start..start + n` when the range lies in one word, as the
-    /// heap's blocks (aligned runs of at most 64 chunks) always do.
+    /// heap's blocks mostly do (under power-of-two classes, always: aligned runs of at most
+    /// 64 chunks).
     #[inline]
     fn within_one_word(start: usize, n: usize) -> Option<(usize, u64)> {
         let lo = start % 64;
