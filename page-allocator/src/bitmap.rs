@@ -1,15 +1,32 @@
-//! A fixed-capacity bitmap: page states of a segment, free chunks of a heap page, slots of a
-//! secondary area. Bookkeeping lives here, outside executable memory, so corrupted code
-//! cannot corrupt the allocator (asmjit's and ChakraCore's choice too).
+//! Bitmaps: page states of a segment, free chunks of a heap page, slots of a secondary
+//! area. Bookkeeping lives here, outside executable memory, so corrupted code cannot
+//! corrupt the allocator (asmjit's and ChakraCore's choice too).
+//!
+//! One set of operations, [`Bits`], over three kinds of storage: a fixed array
+//! ([`Bitmap`], for sizes known when compiling), a boxed slice sized when made ([`BitVec`],
+//! for sizes a configuration sets), and a borrowed slice (a view of words kept elsewhere,
+//! such as a table of many equal bitmaps). Sizing a bitmap to what it tracks matters: the
+//! heap keeps one per page, the page allocator several per segment.
 
-/// Up to `64 * WORDS` bits, of which the first `len` are meaningful.
+/// The first `len` bits of the words `S` holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bitmap<const WORDS: usize> {
-    words: [u64; WORDS],
+pub struct Bits<S> {
+    words: S,
     len: usize,
 }
 
-impl<const WORDS: usize> Bitmap<WORDS> {
+/// Up to `64 * WORDS` bits, stored inline.
+pub type Bitmap<const WORDS: usize> = Bits<[u64; WORDS]>;
+
+/// As many bits as were asked for when it was made, stored in a boxed slice.
+pub type BitVec = Bits<Box<[u64]>>;
+
+/// Words needed for `len` bits.
+pub const fn words_for(len: usize) -> usize {
+    len.div_ceil(64)
+}
+
+impl<const WORDS: usize> Bits<[u64; WORDS]> {
     /// The most bits a bitmap of this size holds.
     pub const CAPACITY: usize = 64 * WORDS;
 
@@ -19,7 +36,7 @@ impl<const WORDS: usize> Bitmap<WORDS> {
     /// If `len` exceeds [`CAPACITY`](Self::CAPACITY): callers validate sizes first.
     pub const fn new(len: usize) -> Self {
         assert!(len <= Self::CAPACITY, "bitmap length exceeds its capacity");
-        Bitmap {
+        Bits {
             words: [0; WORDS],
             len,
         }
@@ -30,6 +47,63 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         let mut bitmap = Self::new(len);
         bitmap.set_range(0, len);
         bitmap
+    }
+
+    /// The bitwise or of two bitmaps of the same length.
+    pub fn union(&self, other: &Self) -> Self {
+        debug_assert_eq!(self.len, other.len);
+        Bits {
+            words: core::array::from_fn(|w| self.words[w] | other.words[w]),
+            len: self.len,
+        }
+    }
+}
+
+impl Bits<Box<[u64]>> {
+    /// `len` bits, all clear, in as many words as they need.
+    pub fn zeroed(len: usize) -> Self {
+        Bits {
+            words: vec![0; words_for(len)].into_boxed_slice(),
+            len,
+        }
+    }
+
+    /// `len` bits, all set.
+    pub fn ones(len: usize) -> Self {
+        let mut bits = Self::zeroed(len);
+        bits.set_range(0, len);
+        bits
+    }
+}
+
+impl<'a> Bits<&'a [u64]> {
+    /// The first `len` bits of `words`, read only.
+    ///
+    /// # Panics
+    /// If `words` holds fewer than `len` bits.
+    #[inline]
+    pub fn view(words: &'a [u64], len: usize) -> Self {
+        assert!(len <= 64 * words.len(), "bitmap length exceeds its words");
+        Bits { words, len }
+    }
+}
+
+impl<'a> Bits<&'a mut [u64]> {
+    /// The first `len` bits of `words`, to change in place.
+    ///
+    /// # Panics
+    /// If `words` holds fewer than `len` bits.
+    #[inline]
+    pub fn view_mut(words: &'a mut [u64], len: usize) -> Self {
+        assert!(len <= 64 * words.len(), "bitmap length exceeds its words");
+        Bits { words, len }
+    }
+}
+
+impl<S: AsRef<[u64]>> Bits<S> {
+    #[inline]
+    fn words(&self) -> &[u64] {
+        self.words.as_ref()
     }
 
     /// Number of meaningful bits.
@@ -46,7 +120,7 @@ impl<const WORDS: usize> Bitmap<WORDS> {
     #[inline]
     pub fn get(&self, i: usize) -> bool {
         debug_assert!(i < self.len);
-        self.words[i / 64] & (1 << (i % 64)) != 0
+        self.words()[i / 64] & (1 << (i % 64)) != 0
     }
 
     /// Mask of the bits of word `w` that fall in `start..end`.
@@ -79,50 +153,24 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         }
     }
 
-    /// Sets bits `start..start + n`.
-    #[inline]
-    pub fn set_range(&mut self, start: usize, n: usize) {
-        debug_assert!(start + n <= self.len);
-        if let Some((w, mask)) = Self::within_one_word(start, n) {
-            self.words[w] |= mask;
-            return;
-        }
-        for w in Self::words_of(start, start + n) {
-            self.words[w] |= Self::mask(w, start, start + n);
-        }
-    }
-
-    /// Clears bits `start..start + n`.
-    #[inline]
-    pub fn clear_range(&mut self, start: usize, n: usize) {
-        debug_assert!(start + n <= self.len);
-        if let Some((w, mask)) = Self::within_one_word(start, n) {
-            self.words[w] &= !mask;
-            return;
-        }
-        for w in Self::words_of(start, start + n) {
-            self.words[w] &= !Self::mask(w, start, start + n);
-        }
-    }
-
     /// Whether every bit of `start..start + n` is set.
     #[inline]
     pub fn all_set(&self, start: usize, n: usize) -> bool {
         Self::words_of(start, start + n).all(|w| {
             let mask = Self::mask(w, start, start + n);
-            self.words[w] & mask == mask
+            self.words()[w] & mask == mask
         })
     }
 
     /// Whether any bit of `start..start + n` is set.
     pub fn any_set(&self, start: usize, n: usize) -> bool {
         Self::words_of(start, start + n)
-            .any(|w| self.words[w] & Self::mask(w, start, start + n) != 0)
+            .any(|w| self.words()[w] & Self::mask(w, start, start + n) != 0)
     }
 
     /// Number of set bits.
     pub fn count_ones(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        self.words().iter().map(|w| w.count_ones() as usize).sum()
     }
 
     /// The first set bit at or after `from`.
@@ -139,14 +187,14 @@ impl<const WORDS: usize> Bitmap<WORDS> {
     #[inline]
     fn next_matching(&self, from: usize, view: impl Fn(u64) -> u64) -> Option<usize> {
         let mut w = from / 64;
-        let mut word = view(self.words.get(w).copied()?) & (u64::MAX << (from % 64));
+        let mut word = view(self.words().get(w).copied()?) & (u64::MAX << (from % 64));
         loop {
             if word != 0 {
                 let bit = w * 64 + word.trailing_zeros() as usize;
                 return (bit < self.len).then_some(bit);
             }
             w += 1;
-            word = view(*self.words.get(w)?);
+            word = view(*self.words().get(w)?);
         }
     }
 
@@ -192,18 +240,12 @@ impl<const WORDS: usize> Bitmap<WORDS> {
         best
     }
 
-    /// The bitwise or of two bitmaps of the same length.
-    pub fn union(&self, other: &Self) -> Self {
-        debug_assert_eq!(self.len, other.len);
-        Bitmap {
-            words: core::array::from_fn(|w| self.words[w] | other.words[w]),
-            len: self.len,
-        }
-    }
-
     /// Whether the two bitmaps share a set bit.
     pub fn intersects(&self, other: &Self) -> bool {
-        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+        self.words()
+            .iter()
+            .zip(other.words())
+            .any(|(a, b)| a & b != 0)
     }
 
     /// Iterates over the runs of set bits as `(start, length)`.
@@ -215,6 +257,34 @@ impl<const WORDS: usize> Bitmap<WORDS> {
             from = end;
             Some((start, end - start))
         })
+    }
+}
+
+impl<S: AsRef<[u64]> + AsMut<[u64]>> Bits<S> {
+    /// Sets bits `start..start + n`.
+    #[inline]
+    pub fn set_range(&mut self, start: usize, n: usize) {
+        debug_assert!(start + n <= self.len);
+        if let Some((w, mask)) = Self::within_one_word(start, n) {
+            self.words.as_mut()[w] |= mask;
+            return;
+        }
+        for w in Self::words_of(start, start + n) {
+            self.words.as_mut()[w] |= Self::mask(w, start, start + n);
+        }
+    }
+
+    /// Clears bits `start..start + n`.
+    #[inline]
+    pub fn clear_range(&mut self, start: usize, n: usize) {
+        debug_assert!(start + n <= self.len);
+        if let Some((w, mask)) = Self::within_one_word(start, n) {
+            self.words.as_mut()[w] &= !mask;
+            return;
+        }
+        for w in Self::words_of(start, start + n) {
+            self.words.as_mut()[w] &= !Self::mask(w, start, start + n);
+        }
     }
 }
 
@@ -249,19 +319,34 @@ mod tests {
         fn ranges_match_a_bit_by_bit_model(
             ops in proptest::collection::vec((proptest::bool::ANY, 0usize..130, 0usize..130), 1..40)
         ) {
+            // The three storages, driven alike: inline, boxed, and a view of a word table
+            // (between two other pages' words, which must not change).
             let mut bitmap = Bitmap::<3>::new(130);
+            let mut boxed = BitVec::zeroed(130);
+            let mut table = [u64::MAX; 9];
             let mut model = [false; 130];
+            Bits::view_mut(&mut table[3..6], 130).clear_range(0, 130);
             for (set, start, n) in ops {
                 let n = n.min(130 - start);
+                let mut view = Bits::view_mut(&mut table[3..6], 130);
                 if set {
                     bitmap.set_range(start, n);
+                    boxed.set_range(start, n);
+                    view.set_range(start, n);
                 } else {
                     bitmap.clear_range(start, n);
+                    boxed.clear_range(start, n);
+                    view.clear_range(start, n);
                 }
                 model[start..start + n].fill(set);
+                let view = Bits::view(&table[3..6], 130);
                 for (i, &bit) in model.iter().enumerate() {
                     proptest::prop_assert_eq!(bitmap.get(i), bit, "bit {}", i);
+                    proptest::prop_assert_eq!(boxed.get(i), bit, "boxed bit {}", i);
+                    proptest::prop_assert_eq!(view.get(i), bit, "view bit {}", i);
                 }
+                proptest::prop_assert_eq!(view.runs().collect::<Vec<_>>(), bitmap.runs().collect::<Vec<_>>());
+                proptest::prop_assert!(table[..3].iter().chain(&table[6..]).all(|&w| w == u64::MAX));
             }
         }
     }
@@ -327,6 +412,23 @@ mod tests {
         assert_eq!(bitmap.longest_run(), 9);
         bitmap.set_range(100, 28);
         assert_eq!(bitmap.longest_run(), 28);
+    }
+
+    #[test]
+    fn boxed_bitmaps_are_sized_to_their_length() {
+        assert_eq!(BitVec::zeroed(128).words.len(), 2);
+        assert_eq!(BitVec::zeroed(129).words.len(), 3);
+        let ones = BitVec::ones(70);
+        assert_eq!(ones.count_ones(), 70);
+        assert_eq!(ones.next_clear(0), None);
+        assert_eq!(ones.find_run(70), Some(0));
+    }
+
+    #[test]
+    fn a_view_cannot_claim_more_bits_than_its_words() {
+        let words = [0u64; 2];
+        assert!(std::panic::catch_unwind(|| Bits::view(&words, 129)).is_err());
+        assert_eq!(Bits::view(&words, 128).len(), 128);
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! entries larger than one; a second bitmap marks where each run starts, so a double
 //! release or a release of a run's interior is detected rather than corrupting a free list.
 
-use crate::bitmap::Bitmap;
+use crate::bitmap::BitVec;
 
-/// Most slots one secondary area can have.
-pub(crate) const MAX_SLOTS: usize = Bitmap::<32>::CAPACITY;
+/// Most slots one secondary area can have (a bound on each segment's books).
+pub(crate) const MAX_SLOTS: usize = 2048;
 
 /// A run of slots handed out from a segment's secondary area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,10 +30,12 @@ pub(crate) struct SlotAllocator {
     /// Whether the area's pages are committed: on the first slot handed out, so segments
     /// of a heap that never asks for a slot cost no memory for them.
     pub(crate) committed: bool,
-    /// Set = free.
-    free: Bitmap<32>,
+    /// Set = free. Sized to the area (128 slots for two 4 KiB pages of 64-byte slots):
+    /// every segment has one, so a fixed bitmap for the largest area would cost each
+    /// segment half a kilobyte of books.
+    free: BitVec,
     /// Set = the first slot of an allocated run.
-    starts: Bitmap<32>,
+    starts: BitVec,
 }
 
 impl SlotAllocator {
@@ -42,8 +44,8 @@ impl SlotAllocator {
             base,
             slot_size,
             committed: false,
-            free: Bitmap::full(area_size / slot_size),
-            starts: Bitmap::new(area_size / slot_size),
+            free: BitVec::ones(area_size / slot_size),
+            starts: BitVec::zeroed(area_size / slot_size),
         }
     }
 
