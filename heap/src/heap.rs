@@ -1,5 +1,6 @@
 //! [`Heap`]: ChakraCore's `CustomHeap::Heap`, with the W^X discipline of the layers below.
 
+use codeheap_page_allocator::bitmap::Bits;
 use codeheap_page_allocator::{PageAllocator, PageRun, SecondarySlot};
 use codeheap_virtual_alloc::sync::atomic::{AtomicU64, Ordering};
 use codeheap_virtual_alloc::sync::{Mutex, MutexGuard, lock};
@@ -123,7 +124,10 @@ impl<O: Os> Heap<O> {
         let (arch, strategy) = (vm.arch(), vm.strategy());
         Ok(Heap {
             pages: PageAllocator::new(vm, config.pages)?,
-            state: Mutex::new(HeapState::new(list_count(config.size_classes, page))),
+            state: Mutex::new(HeapState::new(
+                list_count(config.size_classes, page),
+                page / CHUNK,
+            )),
             page,
             arch,
             strategy,
@@ -402,23 +406,24 @@ impl<O: Os> Heap<O> {
         id: PageId,
         chunks: usize,
     ) -> (usize, usize, Home) {
-        let page = state.pages.get_mut(id);
+        let free = state.pages.chunk_bits(id).free;
         let first = match self.classes {
             // Any free chunk of a bucket's page starts a free run long enough (see
             // `page_for`), so the first one is the first fit.
-            SizeClasses::PowerOfTwo => page.free.next_set(0),
-            SizeClasses::Chunks => page.free.find_run(chunks),
+            SizeClasses::PowerOfTwo => free.next_set(0),
+            SizeClasses::Chunks => free.find_run(chunks),
         }
         .expect("pages are chosen with room for the block");
-        debug_assert!(page.free.all_set(first, chunks));
-        page.take(first, chunks);
+        debug_assert!(free.all_set(first, chunks));
+        state.pages.take(id, first, chunks);
+        let page = state.pages.get(id);
         let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
         let list = if page.is_full() {
             PageList::Full
         } else {
             page.list
         };
-        let filed = self.filed_under(page);
+        let filed = self.filed_under(page, || state.pages.chunk_bits(id).free);
         state.pages.relist(id, list, filed);
         let home = Home::Small {
             page: id,
@@ -479,10 +484,12 @@ impl<O: Os> Heap<O> {
     /// [`SizeClasses::PowerOfTwo`]; the length of its longest free run under
     /// [`SizeClasses::Chunks`], so the first non-empty list at or above a request's length
     /// holds its best fits. (A full page keeps the index it had.)
-    fn filed_under(&self, page: &Page) -> usize {
-        match self.classes {
-            SizeClasses::Chunks if !page.is_full() => page.free.longest_run(),
-            _ => page.bucket,
+    #[inline]
+    fn filed_under<'a>(&self, page: &Page, free: impl FnOnce() -> Bits<&'a [u64]>) -> usize {
+        if self.classes == SizeClasses::Chunks && !page.is_full() {
+            free().longest_run()
+        } else {
+            page.bucket
         }
     }
 
@@ -608,10 +615,10 @@ impl<O: Os> Heap<O> {
         chunks: usize,
         slot_freed: bool,
     ) {
-        let page = state.pages.get_mut(id);
-        page.give_back(first, chunks);
+        state.pages.give_back(id, first, chunks);
+        let page = state.pages.get(id);
         let (list, empty) = (page.list, page.is_empty());
-        let bucket = self.filed_under(page);
+        let bucket = self.filed_under(page, || state.pages.chunk_bits(id).free);
         match list {
             PageList::Parked if empty => self.release_page(state, id),
             PageList::Parked | PageList::Spare => {}
@@ -679,9 +686,9 @@ impl<O: Os> Heap<O> {
             let (addr, bucket) = (state.pages.get(id).addr, state.pages.get(id).bucket);
             self.pages.decommit_pages(addr, 1)?;
             state.pages.relist(id, PageList::Parked, bucket);
-            let page = state.pages.get(id);
-            let starts: Vec<usize> = (0..page.starts.len())
-                .filter(|&chunk| page.starts.get(chunk))
+            let starts = state.pages.chunk_bits(id).starts;
+            let starts: Vec<usize> = (0..starts.len())
+                .filter(|&chunk| starts.get(chunk))
                 .map(|chunk| addr + chunk * CHUNK)
                 .collect();
             for block in starts {
@@ -773,7 +780,8 @@ impl<O: Os> Heap<O> {
         let start = match state.page_index.get(&(addr - addr % self.page)) {
             Some(&id) => {
                 let page = state.pages.get(id);
-                let chunk = page.block_start((addr - page.addr) / CHUNK)?;
+                let bits = state.pages.chunk_bits(id);
+                let chunk = bits.block_start((addr - page.addr) / CHUNK)?;
                 page.addr + chunk * CHUNK
             }
             None => *state.large.range(..=addr).next_back()?.0,

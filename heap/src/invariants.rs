@@ -117,7 +117,7 @@ impl<O: Os> Heap<O> {
         let Home::Small { page, first_chunk } = record.home else {
             return false;
         };
-        state.pages.get_mut(page).free.set_range(first_chunk, 1);
+        (state.pages.chunk_bits_mut(page).free).set_range(first_chunk, 1);
         true
     }
 
@@ -184,6 +184,7 @@ impl<O: Os> Heap<O> {
     fn check_page(&self, state: &HeapState, id: PageId, page: &Page) -> Result<(), String> {
         let addr = page.addr;
         let chunks = self.page / CHUNK;
+        let bits = state.pages.chunk_bits(id);
         ensure(addr.is_multiple_of(self.page), || {
             format!("page {addr:#x} is not page-aligned")
         })?;
@@ -193,29 +194,22 @@ impl<O: Os> Heap<O> {
                 state.page_index.get(&addr)
             )
         })?;
-        ensure(
-            page.free.len() == chunks && page.starts.len() == chunks,
-            || {
-                format!(
-                    "page {addr:#x} has bitmaps of {} and {} chunks, not {chunks}",
-                    page.free.len(),
-                    page.starts.len()
-                )
-            },
-        )?;
         ensure(page.bucket < state.pages.buckets.len(), || {
             format!(
                 "page {addr:#x} is in bucket {}, beyond the last",
                 page.bucket
             )
         })?;
-        ensure(page.free_chunks == page.free.count_ones(), || {
-            format!(
-                "page {addr:#x} counts {} free chunks, its bitmap {}",
-                page.free_chunks,
-                page.free.count_ones()
-            )
-        })?;
+        ensure(
+            usize::from(page.free_chunks) == bits.free.count_ones(),
+            || {
+                format!(
+                    "page {addr:#x} counts {} free chunks, its bitmap {}",
+                    page.free_chunks,
+                    bits.free.count_ones()
+                )
+            },
+        )?;
         let (empty, full) = (page.is_empty(), page.is_full());
         let placed = match page.list {
             PageList::Bucket | PageList::NoUnwindRoom => !full && !empty,
@@ -228,7 +222,7 @@ impl<O: Os> Heap<O> {
             format!(
                 "page {addr:#x} is on the {:?} list with {} of {chunks} chunks free and {} open sessions",
                 page.list,
-                page.free.count_ones(),
+                bits.free.count_ones(),
                 page.writers
             )
         })?;
@@ -241,7 +235,7 @@ impl<O: Os> Heap<O> {
         if self.classes == SizeClasses::Chunks
             && matches!(page.list, PageList::Bucket | PageList::NoUnwindRoom)
         {
-            let longest = page.free.longest_run();
+            let longest = bits.free.longest_run();
             ensure(longest == page.bucket, || {
                 format!(
                     "page {addr:#x} with a longest free run of {longest} chunks is filed under {}",
@@ -250,8 +244,8 @@ impl<O: Os> Heap<O> {
             })?;
         }
         for chunk in (0..chunks).step_by(group) {
-            let any = page.free.any_set(chunk, group);
-            ensure(!any || page.free.all_set(chunk, group), || {
+            let any = bits.free.any_set(chunk, group);
+            ensure(!any || bits.free.all_set(chunk, group), || {
                 format!(
                     "page {addr:#x} of bucket {}: chunks {chunk}..{} are partly free",
                     page.bucket,
@@ -263,7 +257,7 @@ impl<O: Os> Heap<O> {
         // The blocks of the page: one per start bit, covering exactly the allocated chunks.
         let mut covered = 0;
         let mut writing = 0;
-        for chunk in (0..chunks).filter(|&c| page.starts.get(c)) {
+        for chunk in (0..chunks).filter(|&c| bits.starts.get(c)) {
             let block = addr + chunk * CHUNK;
             let record = state.blocks.get(&block).ok_or_else(|| {
                 format!("page {addr:#x} marks a block start at {block:#x}, which has no record")
@@ -285,10 +279,10 @@ impl<O: Os> Heap<O> {
             ensure(chunk + n <= chunks, || {
                 format!("the block at {block:#x} runs past the end of its page")
             })?;
-            ensure(!page.free.any_set(chunk, n), || {
+            ensure(!bits.free.any_set(chunk, n), || {
                 format!("the block at {block:#x} has chunks marked free in its page's bitmap")
             })?;
-            ensure(n == 1 || !page.starts.any_set(chunk + 1, n - 1), || {
+            ensure(n == 1 || !bits.starts.any_set(chunk + 1, n - 1), || {
                 format!("another block starts inside the block at {block:#x}")
             })?;
             ensure(
@@ -312,7 +306,7 @@ impl<O: Os> Heap<O> {
             covered += n;
             writing += u32::from(record.state == BlockState::Writing);
         }
-        let allocated = chunks - page.free.count_ones();
+        let allocated = chunks - bits.free.count_ones();
         ensure(covered == allocated, || {
             format!("page {addr:#x} has {allocated} chunks allocated, its blocks cover {covered}")
         })?;
@@ -334,7 +328,7 @@ impl<O: Os> Heap<O> {
         self.vm()
             .read(addr, &mut bytes)
             .map_err(|err| format!("page {addr:#x} cannot be read: {err}"))?;
-        for (start, n) in page.free.runs() {
+        for (start, n) in bits.free.runs() {
             let range = start * CHUNK..(start + n) * CHUNK;
             ensure(self.arch.is_trap_filled(&bytes[range.clone()]), || {
                 format!(
@@ -343,7 +337,7 @@ impl<O: Os> Heap<O> {
                 )
             })?;
         }
-        for chunk in (0..chunks).filter(|&c| page.starts.get(c)) {
+        for chunk in (0..chunks).filter(|&c| bits.starts.get(c)) {
             let record = &state.blocks[&(addr + chunk * CHUNK)];
             let at = chunk * CHUNK;
             self.check_untouched(addr + at, record, &bytes[at..at + record.capacity])?;
@@ -412,8 +406,9 @@ impl<O: Os> Heap<O> {
                 ensure(live, || {
                     format!("the block at {addr:#x} lives on page id {page}, which is not live")
                 })?;
+                let bits = state.pages.chunk_bits(page);
                 let page = state.pages.get(page);
-                ensure(first_chunk < page.free.len(), || {
+                ensure(first_chunk < bits.free.len(), || {
                     format!("the block at {addr:#x} records chunk {first_chunk}, past its page")
                 })?;
                 ensure(addr == page.addr + first_chunk * CHUNK, || {
@@ -422,7 +417,7 @@ impl<O: Os> Heap<O> {
                         page.addr
                     )
                 })?;
-                ensure(page.starts.get(first_chunk), || {
+                ensure(bits.starts.get(first_chunk), || {
                     format!("the block at {addr:#x} has no start mark in its page's bitmap")
                 })?;
                 let class_size = match self.classes {

@@ -31,6 +31,7 @@ mod invariants;
 mod opening;
 mod own_line;
 mod page;
+mod records;
 mod size_class;
 mod state;
 mod stats;

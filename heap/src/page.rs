@@ -1,12 +1,13 @@
 //! A heap page: one OS page cut into 128-byte chunks, its bookkeeping kept here, outside
-//! executable memory. `free` marks free chunks, `starts` the first chunk of each live block
-//! (so a block's extent, and whether an address is its start, can be told without reading
-//! code memory).
+//! executable memory. Two bitmaps per page, in one table for all pages ([`ChunkBits`]):
+//! `free` marks free chunks, `starts` the first chunk of each live block (so a block's
+//! extent, and whether an address is its start, can be told without reading code memory).
 
-use codeheap_page_allocator::bitmap::Bitmap;
+use codeheap_page_allocator::bitmap::{Bitmap, Bits, words_for};
 
-/// Most chunks a page can have: 64 KiB pages of 128-byte chunks.
-pub(crate) const MAX_CHUNKS: usize = Bitmap::<8>::CAPACITY;
+/// Most chunks a page can have: 64 KiB pages of 128-byte chunks (the list bitmaps,
+/// [`ListSet`], have one list per free-run length up to this).
+pub(crate) const MAX_CHUNKS: usize = 512;
 
 /// Index of a page in the heap's page table.
 pub(crate) type PageId = u32;
@@ -40,10 +41,11 @@ pub(crate) struct Page {
     /// The index of its list: its size bucket under power-of-two classes, the length of its
     /// longest free run under chunk classes (see [`Pages`]).
     pub(crate) bucket: usize,
-    pub(crate) free: Bitmap<8>,
-    /// Set bits of `free`, kept so that "empty" and "full" are O(1) on every free.
-    pub(crate) free_chunks: usize,
-    pub(crate) starts: Bitmap<8>,
+    /// Free chunks (set bits of its `free` bitmap), kept so that "empty" and "full" are
+    /// O(1) on every free.
+    pub(crate) free_chunks: u16,
+    /// Chunks in the page.
+    pub(crate) chunks: u16,
     pub(crate) list: PageList,
     /// Position in its list's vector, for O(1) removal.
     pub(crate) slot: usize,
@@ -54,14 +56,15 @@ pub(crate) struct Page {
 }
 
 impl Page {
+    /// A page of `chunks` chunks, all free.
     pub(crate) fn new(addr: usize, write_addr: usize, chunks: usize, bucket: usize) -> Page {
+        debug_assert!(chunks <= MAX_CHUNKS);
         Page {
             addr,
             write_addr,
             bucket,
-            free: Bitmap::full(chunks),
-            free_chunks: chunks,
-            starts: Bitmap::new(chunks),
+            free_chunks: chunks as u16,
+            chunks: chunks as u16,
             list: PageList::Bucket,
             slot: 0,
             writers: 0,
@@ -70,27 +73,24 @@ impl Page {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.free_chunks == self.free.len()
+        self.free_chunks == self.chunks
     }
 
     pub(crate) fn is_full(&self) -> bool {
         self.free_chunks == 0
     }
+}
 
-    /// Marks `n` chunks from `first` allocated, the first of them a block's start.
-    pub(crate) fn take(&mut self, first: usize, n: usize) {
-        self.free.clear_range(first, n);
-        self.starts.set_range(first, 1);
-        self.free_chunks -= n;
-    }
+/// A page's two chunk bitmaps.
+#[derive(Debug)]
+pub(crate) struct ChunkBits<S> {
+    /// Set: the chunk is free.
+    pub(crate) free: Bits<S>,
+    /// Set: a live block starts at the chunk.
+    pub(crate) starts: Bits<S>,
+}
 
-    /// Marks the block of `n` chunks at `first` free.
-    pub(crate) fn give_back(&mut self, first: usize, n: usize) {
-        self.free.set_range(first, n);
-        self.starts.clear_range(first, 1);
-        self.free_chunks += n;
-    }
-
+impl ChunkBits<&[u64]> {
     /// The start chunk of the live block holding `chunk`, if any.
     pub(crate) fn block_start(&self, chunk: usize) -> Option<usize> {
         if self.free.get(chunk) {
@@ -112,6 +112,14 @@ pub(crate) type ListSet = Bitmap<9>;
 #[derive(Debug)]
 pub(crate) struct Pages {
     table: Vec<Option<Page>>,
+    /// Chunks per page: every page of a heap has the same size.
+    chunks: usize,
+    /// Words of one chunk bitmap.
+    words: usize,
+    /// The chunk bitmaps of page `id`, `free` then `starts`, at `2 * words * id`: sized to
+    /// the page (one word each for 4 KiB pages), where a bitmap held in each page would be
+    /// sized for the largest page the heap supports.
+    chunk_bits: Vec<u64>,
     unused_ids: Vec<PageId>,
     /// Pages with free chunks, per bucket.
     pub(crate) buckets: Vec<Vec<PageId>>,
@@ -125,8 +133,11 @@ pub(crate) struct Pages {
 }
 
 impl Pages {
-    pub(crate) fn new(buckets: usize) -> Pages {
+    pub(crate) fn new(buckets: usize, chunks: usize) -> Pages {
         Pages {
+            chunks,
+            words: words_for(chunks),
+            chunk_bits: Vec::new(),
             buckets: vec![Vec::new(); buckets],
             no_unwind_room: vec![Vec::new(); buckets],
             nonempty: ListSet::new(buckets),
@@ -152,6 +163,48 @@ impl Pages {
             .expect("page ids in use are live")
     }
 
+    /// The chunk bitmaps of page `id`.
+    #[inline]
+    pub(crate) fn chunk_bits(&self, id: PageId) -> ChunkBits<&[u64]> {
+        let at = 2 * self.words * id as usize;
+        let (free, starts) = self.chunk_bits[at..at + 2 * self.words].split_at(self.words);
+        ChunkBits {
+            free: Bits::view(free, self.chunks),
+            starts: Bits::view(starts, self.chunks),
+        }
+    }
+
+    /// The chunk bitmaps of page `id`, to change.
+    #[inline]
+    pub(crate) fn chunk_bits_mut(&mut self, id: PageId) -> ChunkBits<&mut [u64]> {
+        let at = 2 * self.words * id as usize;
+        let words = &mut self.chunk_bits[at..at + 2 * self.words];
+        let (free, starts) = words.split_at_mut(self.words);
+        ChunkBits {
+            free: Bits::view_mut(free, self.chunks),
+            starts: Bits::view_mut(starts, self.chunks),
+        }
+    }
+
+    /// Marks `n` chunks from `first` of page `id` allocated, the first of them a block's
+    /// start.
+    #[inline]
+    pub(crate) fn take(&mut self, id: PageId, first: usize, n: usize) {
+        let mut bits = self.chunk_bits_mut(id);
+        bits.free.clear_range(first, n);
+        bits.starts.set_range(first, 1);
+        self.get_mut(id).free_chunks -= n as u16;
+    }
+
+    /// Marks the block of `n` chunks at `first` of page `id` free.
+    #[inline]
+    pub(crate) fn give_back(&mut self, id: PageId, first: usize, n: usize) {
+        let mut bits = self.chunk_bits_mut(id);
+        bits.free.set_range(first, n);
+        bits.starts.clear_range(first, 1);
+        self.get_mut(id).free_chunks += n as u16;
+    }
+
     pub(crate) fn live(&self) -> impl Iterator<Item = (PageId, &Page)> {
         self.table
             .iter()
@@ -171,15 +224,21 @@ impl Pages {
         }
     }
 
-    /// Adds a page to the table and to `page.list`.
+    /// Adds a page, all of its chunks free, to the table and to `page.list`.
     pub(crate) fn insert(&mut self, page: Page) -> PageId {
+        debug_assert!(page.is_empty() && usize::from(page.chunks) == self.chunks);
         let id = match self.unused_ids.pop() {
             Some(id) => id,
             None => {
                 self.table.push(None);
+                let words = self.chunk_bits.len() + 2 * self.words;
+                self.chunk_bits.resize(words, 0);
                 (self.table.len() - 1) as PageId
             }
         };
+        let (chunks, mut bits) = (self.chunks, self.chunk_bits_mut(id));
+        bits.free.set_range(0, chunks);
+        bits.starts.clear_range(0, chunks);
         let (list, bucket) = (page.list, page.bucket);
         self.table[id as usize] = Some(page);
         self.push(id, list, bucket);

@@ -4,8 +4,8 @@ use core::ops::Range;
 use std::collections::BTreeMap;
 
 use crate::addr_hash::AddrMap;
-use crate::block::BlockRecord;
 use crate::page::{PageId, Pages};
+use crate::records::Records;
 use crate::unwind::UnwindRecord;
 
 /// What the heap has done, for `stats()`.
@@ -29,7 +29,7 @@ pub(crate) struct HeapState {
     /// Page address to page id.
     pub(crate) page_index: AddrMap<PageId>,
     /// Block address to record, small and large.
-    pub(crate) blocks: AddrMap<BlockRecord>,
+    pub(crate) blocks: Records,
     /// Large block address to capacity, ordered for address lookups.
     pub(crate) large: BTreeMap<usize, usize>,
     /// Block address to its unwind entry, for blocks allocated with one.
@@ -42,11 +42,12 @@ pub(crate) struct HeapState {
 }
 
 impl HeapState {
-    pub(crate) fn new(buckets: usize) -> HeapState {
+    /// Books for a heap with `buckets` page lists and pages of `chunks` chunks.
+    pub(crate) fn new(buckets: usize, chunks: usize) -> HeapState {
         HeapState {
-            pages: Pages::new(buckets),
+            pages: Pages::new(buckets, chunks),
             page_index: AddrMap::default(),
-            blocks: AddrMap::default(),
+            blocks: Records::default(),
             large: BTreeMap::new(),
             unwind: AddrMap::default(),
             unwind_seq: 0,
