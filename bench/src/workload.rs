@@ -138,6 +138,32 @@ pub enum Workload {
     W2(usize),
 }
 
+impl Workload {
+    /// The workload's name on a command line: `w1` (mixed sizes), `w1:BYTES`, `w2` (256 B),
+    /// `w2:BYTES`.
+    pub fn key(self) -> String {
+        match self {
+            Workload::W1(Sizes::Mix) => "w1".to_string(),
+            Workload::W1(Sizes::Fixed(bytes)) => format!("w1:{bytes}"),
+            Workload::W2(bytes) => format!("w2:{bytes}"),
+        }
+    }
+
+    /// The workload a [`key`](Self::key) names.
+    pub fn from_key(key: &str) -> Option<Workload> {
+        let (name, bytes) = match key.split_once(':') {
+            Some((name, bytes)) => (name, Some(bytes.parse().ok()?)),
+            None => (key, None),
+        };
+        match (name, bytes) {
+            ("w1", None) => Some(Workload::W1(Sizes::Mix)),
+            ("w1", Some(bytes)) => Some(Workload::W1(Sizes::Fixed(bytes))),
+            ("w2", bytes) => Some(Workload::W2(bytes.unwrap_or(EMIT_BYTES))),
+            _ => None,
+        }
+    }
+}
+
 /// Builds a boxed [`Stepper`] for a row.
 #[derive(Debug, Clone, Copy)]
 pub struct MakeStepper(pub Workload);
@@ -157,6 +183,21 @@ impl RowVisitor for MakeStepper {
 mod tests {
     use super::*;
     use crate::rows::Row;
+
+    #[test]
+    fn keys_name_workloads_back() {
+        for workload in [
+            Workload::W1(Sizes::Mix),
+            Workload::W1(Sizes::Fixed(64)),
+            Workload::W2(EMIT_BYTES),
+            Workload::W2(4096),
+        ] {
+            assert_eq!(Workload::from_key(&workload.key()), Some(workload));
+        }
+        assert_eq!(Workload::from_key("w2"), Some(Workload::W2(EMIT_BYTES)));
+        assert_eq!(Workload::from_key("w3"), None);
+        assert_eq!(Workload::from_key("w1:many"), None);
+    }
 
     #[test]
     fn every_row_runs_a_few_steps_of_each_workload() {

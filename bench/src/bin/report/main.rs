@@ -8,17 +8,17 @@
 //! cargo run --release -p codeheap-bench --bin bench-report -- --plots docs
 //! ```
 //!
-//! W1 and W2 are timed in interleaved rounds: each round runs a batch of every row, in a
-//! rotating order, so drift in the machine's load hits all rows alike; a row's figure is its
-//! median over the rounds. W3, W4 and the overlap check run each row in a child process of
-//! this binary (`--child ...`), so memory figures are the row's alone and a crash is a
-//! result.
+//! Every row runs in child processes of this binary (`--child ...`), so one row's
+//! mappings and state cannot slow another, memory figures are the row's alone, and a crash
+//! is a result. W1 and W2 are timed in interleaved rounds: each round runs a batch of every
+//! row (each in its own long-lived child, see `rounds.rs`), in a rotating order, so drift in
+//! the machine's load hits all rows alike; a row's figure is its median over the rounds.
 
 mod plot;
+mod rounds;
 
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use codeheap::WxStrategy;
@@ -27,11 +27,13 @@ use codeheap_bench::overlap::OverlapCheck;
 use codeheap_bench::race::{Race, RaceResult, Writer};
 use codeheap_bench::sizes::Sizes;
 use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Workload};
+
 use codeheap_bench::{Row, workload};
+use rounds::time_rows;
 
 /// How long everything runs.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
+pub(crate) struct Plan {
     smoke: bool,
     /// Interleaved rounds of W1/W2.
     rounds: usize,
@@ -89,6 +91,7 @@ fn main() {
 // ---- child processes ------------------------------------------------------------------
 
 /// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS emits|sleeps|spins` |
+/// `--child serve ROW WORKLOAD` (batches for the W1/W2 rounds, see `rounds.rs`) |
 /// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS` (one
 /// workload alone, mixed sizes or one fixed size, to profile it:
 /// `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`)
@@ -133,22 +136,17 @@ fn child(args: &[String]) {
             );
         }
         "run" => {
-            let (name, bytes) = match args[2].split_once(':') {
-                Some((name, bytes)) => (name, Some(bytes.parse().expect("a size in bytes"))),
-                None => (args[2].as_str(), None),
-            };
-            let workload = match (name, bytes) {
-                ("w1", None) => Workload::W1(Sizes::Mix),
-                ("w1", Some(bytes)) => Workload::W1(Sizes::Fixed(bytes)),
-                ("w2", bytes) => Workload::W2(bytes.unwrap_or(EMIT_BYTES)),
-                (other, _) => panic!("unknown workload {other}"),
-            };
+            let workload = Workload::from_key(&args[2]).expect("w1, w2, w1:BYTES or w2:BYTES");
             let mut stepper = row.visit(MakeStepper(workload)).expect("available");
             let took = stepper.run(number(3));
             println!(
                 "RESULT ns_per_step={:.1}",
                 took.as_secs_f64() * 1e9 / number(3) as f64
             );
+        }
+        "serve" => {
+            let workload = Workload::from_key(&args[2]).expect("w1, w2, w1:BYTES or w2:BYTES");
+            rounds::serve(row, workload);
         }
         other => panic!("unknown child workload {other}"),
     }
@@ -166,27 +164,32 @@ fn run_child(args: &[String]) -> Result<String, String> {
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
-    use std::os::unix::process::ExitStatusExt;
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(death(output.status, &stdout, &stderr))
+}
+
+/// How a child died: its signal or its panic message, and the last progress it printed.
+pub(crate) fn death(status: ExitStatus, stdout: &str, stderr: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
     let progress = stdout
         .lines()
         .rev()
         .find_map(|line| line.strip_prefix("PROGRESS "))
         .map_or(String::new(), |p| format!(" (last progress: step {p})"));
-    let died = match output.status.signal() {
+    let died = match status.signal() {
         Some(libc::SIGSEGV) => "crashed: SIGSEGV".into(),
         Some(libc::SIGBUS) => "crashed: SIGBUS".into(),
         Some(libc::SIGTRAP) => "crashed: SIGTRAP".into(),
         Some(signal) => format!("crashed: signal {signal}"),
         None => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
             // The panic message is the line after "thread '…' panicked at …:".
             let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked at"));
             let message = lines.nth(1).unwrap_or("no message");
             format!("panicked: {message}")
         }
     };
-    Err(format!("{died}{progress}"))
+    format!("{died}{progress}")
 }
 
 fn result_line(stdout: &str) -> Option<&str> {
@@ -194,78 +197,6 @@ fn result_line(stdout: &str) -> Option<&str> {
 }
 
 // ---- W1 / W2 ----------------------------------------------------------------------------
-
-/// Median nanoseconds per step of each row, timed in interleaved rounds; a row whose
-/// allocator panics is dropped from later rounds and reported with the step it reached.
-fn time_rows(rows: &[Row], workload: Workload, plan: Plan) -> Vec<Result<f64, String>> {
-    let mut steppers: Vec<_> = rows
-        .iter()
-        .map(|row| row.visit(MakeStepper(workload)).expect("available"))
-        .collect();
-    let mut failed: Vec<Option<String>> = vec![None; rows.len()];
-    let mut done = vec![0u64; rows.len()];
-    let mut run = |i: usize, steps: u64, failed: &mut Vec<Option<String>>| {
-        if failed[i].is_some() {
-            return None;
-        }
-        let stepper = &mut steppers[i];
-        match catch_unwind(AssertUnwindSafe(|| stepper.run(steps))) {
-            Ok(took) => {
-                done[i] += steps;
-                Some(took)
-            }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failed[i] = Some(format!(
-                    "panicked within {} steps: {message}",
-                    done[i] + steps
-                ));
-                None
-            }
-        }
-    };
-    // Calibrate: steps per batch so that a batch takes about `plan.batch`.
-    let mut steps = vec![0u64; rows.len()];
-    for (i, steps) in steps.iter_mut().enumerate() {
-        run(i, 200, &mut failed);
-        if let Some(took) = run(i, 1000, &mut failed) {
-            let once = took.as_secs_f64() / 1000.0;
-            *steps = ((plan.batch.as_secs_f64() / once.max(1e-9)) as u64).clamp(100, 50_000_000);
-        }
-    }
-    let mut samples = vec![Vec::with_capacity(plan.rounds); rows.len()];
-    for round in 0..plan.rounds {
-        for k in 0..rows.len() {
-            let i = (round + k) % rows.len();
-            if let Some(took) = run(i, steps[i], &mut failed) {
-                samples[i].push(took.as_secs_f64() * 1e9 / steps[i] as f64);
-            }
-        }
-    }
-    // A panicked allocator's state is broken: leak it rather than run its destructor.
-    for (stepper, failed) in steppers.into_iter().zip(&failed) {
-        if failed.is_some() {
-            std::mem::forget(stepper);
-        }
-    }
-    samples
-        .into_iter()
-        .zip(failed)
-        .map(|(samples, failed)| match failed {
-            Some(why) => Err(why),
-            None => Ok(median(samples)),
-        })
-        .collect()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 /// The rows of the size sweeps: the ones whose curves tell something apart.
 fn sweep_rows(rows: &[Row]) -> Vec<Row> {
