@@ -632,3 +632,36 @@ fn decommit_all_keeps_addresses_until_blocks_are_freed() {
         heap.free(fresh).unwrap();
     }
 }
+
+/// Under the hardened runtime a process may map one MAP_JIT region (the simulator refuses a
+/// second): two heaps, each needing several segments, take them all from that one.
+#[test]
+fn heaps_of_one_process_share_its_map_jit_region() {
+    let os = std::sync::Arc::new(SimOs::apple());
+    let heaps = [(), ()].map(|()| Heap::with_config(os.clone(), HeapConfig::default()).unwrap());
+    let page = heaps[0].page_size();
+    let mut blocks = Vec::new();
+    for (h, heap) in heaps.iter().enumerate() {
+        // 40 pages each: no two fit in one segment, so every block is a reservation.
+        for i in 0..4 {
+            let value = (10 * h + i) as u32;
+            let mut block = heap.alloc(40 * page).unwrap();
+            let code = heap.arch().encode_return_u32(value);
+            heap.write(&mut block, |w| w.write(0, code.as_bytes()))
+                .unwrap();
+            blocks.push((h, block, value));
+        }
+    }
+    assert!(heaps[0].vm().stats().regions >= 4);
+    assert_eq!(os.syscalls().get(SysCall::Mmap), 1, "one MAP_JIT region");
+    for (h, block, value) in &blocks {
+        assert!(os.is_map_jit(block.addr()));
+        // SAFETY: the simulator decodes the code; it touches no process memory.
+        assert_eq!(unsafe { heaps[*h].call(block) }, Ok(*value));
+    }
+    for (h, block, _) in blocks {
+        heaps[h].free(block).unwrap();
+    }
+    drop(heaps);
+    assert_eq!(os.mapped_pages(), 0, "every range went back to the region");
+}

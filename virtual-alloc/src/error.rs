@@ -126,6 +126,15 @@ pub enum Error {
         /// The errno `mmap` set.
         errno: i32,
     },
+    /// The process's one MAP_JIT region has no free range large enough: under the
+    /// hardened runtime no second region can be mapped.
+    #[error("the MAP_JIT region ({region:#x} bytes) has no free range of {requested:#x} bytes")]
+    MapJitRegionFull {
+        /// Bytes asked for.
+        requested: usize,
+        /// Size of the region.
+        region: usize,
+    },
     /// The system call failed for lack of memory or address space (`ENOMEM`).
     #[error("{call} ran out of memory")]
     OutOfMemory {

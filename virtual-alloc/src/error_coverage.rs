@@ -24,13 +24,14 @@ fn variant(err: &Error) -> &'static str {
         Error::WrongThreadMode { .. } => "WrongThreadMode",
         Error::StrategyUnavailable { .. } => "StrategyUnavailable",
         Error::MapJitRefused { .. } => "MapJitRefused",
+        Error::MapJitRegionFull { .. } => "MapJitRegionFull",
         Error::OutOfMemory { .. } => "OutOfMemory",
         Error::Os { .. } => "Os",
         Error::Fault(_) => "Fault",
     }
 }
 
-const VARIANTS: usize = 17;
+const VARIANTS: usize = 18;
 
 #[test]
 fn every_error_variant_is_produced_by_some_call() {
@@ -66,6 +67,9 @@ fn every_error_variant_is_produced_by_some_call() {
         VirtualAlloc::with_strategy(SimOs::linux(), WxStrategy::MapJit).map(drop),
         VirtualAlloc::new(SimOs::new(SimRules::apple().without_entitlement()))
             .reserve(1)
+            .map(drop),
+        VirtualAlloc::new(SimOs::new(SimRules::apple().with_jit_region_size(1 << 20)))
+            .reserve(2 << 20)
             .map(drop),
         alloc.reserve(1 << 50).map(drop),
         {

@@ -20,7 +20,7 @@ fn apple() -> VirtualAlloc<SimOs> {
 }
 
 /// A committed MAP_JIT page holding `return value` at its base, flushed.
-fn region_with_code(alloc: &VirtualAlloc<SimOs>, value: u32) -> RegionInfo {
+fn region_with_code<O: Os>(alloc: &VirtualAlloc<O>, value: u32) -> RegionInfo {
     let region = alloc
         .reserve_and_commit(PAGE, Protection::ExecuteRead)
         .unwrap();
@@ -32,8 +32,8 @@ fn region_with_code(alloc: &VirtualAlloc<SimOs>, value: u32) -> RegionInfo {
     region
 }
 
-/// "Runs" the code at `addr` on the simulated CPU.
-fn run(alloc: &VirtualAlloc<SimOs>, addr: usize) -> Result<u32, Error> {
+/// "Runs" the code at `addr` on the simulated CPU (every allocator here is on a `SimOs`).
+fn run<O: Os>(alloc: &VirtualAlloc<O>, addr: usize) -> Result<u32, Error> {
     // SAFETY: the simulator decodes the code; it touches no process memory.
     unsafe { alloc.call(addr) }
 }
@@ -249,7 +249,8 @@ fn a_thread_in_permanent_write_mode_is_refused_code() {
     assert_eq!(run(&alloc, region.base), Ok(31));
 }
 
-/// Pitfall 7: 16 KiB pages, and Windows' 64 KiB granularity by over-allocating and trimming.
+/// Pitfall 7: 16 KiB pages, and Windows' 64 KiB granularity (MAP_JIT reservations are carved
+/// at it from the process's one region).
 #[test]
 fn sixteen_kib_pages_are_honoured() {
     let alloc = apple();
@@ -258,8 +259,14 @@ fn sixteen_kib_pages_are_honoured() {
     let region = alloc.reserve(1).unwrap();
     assert_eq!(region.size, PAGE, "rounded up to one 16 KiB page");
     assert_eq!(region.base % (64 * 1024), 0);
-    assert!(!alloc.os().is_mapped(region.base - PAGE), "head trimmed");
-    assert!(!alloc.os().is_mapped(region.end()), "tail trimmed");
+    for outside in [region.base - PAGE, region.end()] {
+        assert_eq!(
+            alloc.region(outside),
+            None,
+            "{outside:#x} is not the region's"
+        );
+        assert!(!alloc.is_jit_address(outside));
+    }
 
     assert_eq!(
         alloc.commit(region.base + 4096, 4096, Protection::ExecuteRead),
@@ -389,4 +396,74 @@ fn protect_regions_fault_where_the_page_tables_say() {
         .unwrap();
     alloc.flush_instruction_cache(region.base, 4096).unwrap();
     assert_eq!(run(&alloc, region.base), Ok(8));
+}
+
+/// Under the hardened runtime a process may map one MAP_JIT region (the simulator refuses a
+/// second): every MAP_JIT reservation, of every allocator in the process, is a range of it.
+#[test]
+fn map_jit_reservations_of_every_allocator_share_one_region() {
+    let os = std::sync::Arc::new(SimOs::apple());
+    let heaps = [VirtualAlloc::new(os.clone()), VirtualAlloc::new(os.clone())];
+    let mut regions: Vec<RegionInfo> = Vec::new();
+    for i in 0..24 {
+        let region = heaps[i % 2].reserve((1 + i % 3) * 4 * PAGE).unwrap();
+        assert!(region.base.is_multiple_of(64 * 1024), "{:#x}", region.base);
+        assert!(os.is_map_jit(region.base));
+        regions.push(region);
+    }
+    assert_eq!(
+        os.syscalls().get(SysCall::Mmap),
+        1,
+        "one mmap(MAP_JIT) for all"
+    );
+    regions.sort_by_key(|r| r.base);
+    for pair in regions.windows(2) {
+        assert!(pair[0].base + pair[0].size <= pair[1].base, "{pair:x?}");
+    }
+    // Code runs from a range as from a region of its own.
+    let code = region_with_code(&heaps[1], 7);
+    assert_eq!(run(&heaps[1], code.base), Ok(7));
+    heaps[1].release(code.base).unwrap();
+}
+
+/// A released range goes back to the region, its memory with it, and is handed out again.
+#[test]
+fn released_map_jit_ranges_are_reused_and_their_memory_given_back() {
+    let alloc = apple();
+    let first = region_with_code(&alloc, 1);
+    assert!(alloc.os().resident_frames() > 0);
+    alloc.release(first.base).unwrap();
+    assert_eq!(alloc.os().resident_frames(), 0, "the memory went back");
+    assert_eq!(
+        alloc.os().mapped_pages(),
+        0,
+        "nothing held but the free region"
+    );
+    let again = alloc.reserve(PAGE).unwrap();
+    assert_eq!(again.base, first.base, "the range is handed out again");
+    assert_eq!(alloc.os().syscalls().get(SysCall::Mmap), 1);
+}
+
+/// A full region is a typed error, and stays usable: what is released merges back.
+#[test]
+fn a_full_map_jit_region_refuses_with_a_typed_error() {
+    let region = 1 << 20;
+    let alloc = VirtualAlloc::new(SimOs::new(SimRules::apple().with_jit_region_size(region)));
+    let half = alloc.reserve(region / 2).unwrap();
+    // The simulator's first address is not 64 KiB-aligned: one granule less than the
+    // region is the most that can ever fit.
+    let most = region - 64 * 1024;
+    assert_eq!(
+        alloc.reserve(most).map(|r| r.base),
+        Err(Error::MapJitRegionFull {
+            requested: most,
+            region,
+        })
+    );
+    assert_eq!(alloc.stats().regions, 1, "the refusal left nothing behind");
+    alloc.release(half.base).unwrap();
+    assert!(
+        alloc.reserve(most).is_ok(),
+        "the half merged back with the rest"
+    );
 }

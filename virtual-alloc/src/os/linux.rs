@@ -73,7 +73,11 @@ unsafe impl Os for LinuxOs {
         unsafe { unix::mmap(None, len, Protection::NoAccess, PRIVATE_ANON, -1, 0) }
     }
 
-    fn map_jit(&self, _len: usize) -> Result<usize> {
+    fn map_jit(&self, _len: usize, _align: usize) -> Result<usize> {
+        Err(no_map_jit())
+    }
+
+    unsafe fn unmap_jit(&self, _addr: usize, _len: usize) -> Result<()> {
         Err(no_map_jit())
     }
 

@@ -3,9 +3,11 @@
 //! `MAP_FIXED` or `MAP_SHARED`, and MAP_JIT pages are never `mprotect`ed: this layer
 //! turns protect calls on them into counted no-ops before they get here.
 
+use std::sync::{Mutex, PoisonError};
+
 use crate::arch::Arch;
 use crate::error::{Error, Result};
-use crate::os::{Os, SharedMemory, unix};
+use crate::os::{JitRegion, Os, SharedMemory, SysCall, unix};
 use crate::protection::Protection;
 use crate::strategy::WxStrategy;
 
@@ -29,6 +31,14 @@ impl Default for MacOs {
         MacOs::new()
     }
 }
+
+/// Bytes of the process's one MAP_JIT region: address space only until pages are written
+/// (JavaScriptCore's fixed executable pool on Apple Silicon is of the same order).
+/// Reservations beyond it fail with `MapJitRegionFull`.
+pub const JIT_REGION_SIZE: usize = 1 << 30;
+
+/// The process's MAP_JIT region, shared by every heap: the hardened runtime allows one.
+static JIT_REGION: Mutex<JitRegion> = Mutex::new(JitRegion::new());
 
 const PRIVATE_ANON: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANON;
 
@@ -59,14 +69,30 @@ unsafe impl Os for MacOs {
         unsafe { unix::mmap(None, len, Protection::NoAccess, PRIVATE_ANON, -1, 0) }
     }
 
-    fn map_jit(&self, len: usize) -> Result<usize> {
-        let flags = PRIVATE_ANON | libc::MAP_JIT;
-        // SAFETY: no MAP_FIXED: the kernel picks a free range.
-        let mapped = unsafe { unix::mmap(None, len, Protection::ExecuteReadWrite, flags, -1, 0) };
-        mapped.map_err(|err| match err {
-            Error::Os { errno, .. } => Error::MapJitRefused { errno },
-            other => other,
+    fn map_jit(&self, len: usize, align: usize) -> Result<usize> {
+        let mut region = JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
+        region.carve(len, align, JIT_REGION_SIZE, |size| {
+            let flags = PRIVATE_ANON | libc::MAP_JIT;
+            // SAFETY: no MAP_FIXED: the kernel picks a free range.
+            let mapped =
+                unsafe { unix::mmap(None, size, Protection::ExecuteReadWrite, flags, -1, 0) };
+            mapped.map_err(|err| match err {
+                Error::Os { errno, .. } => Error::MapJitRefused { errno },
+                other => other,
+            })
         })
+    }
+
+    unsafe fn unmap_jit(&self, addr: usize, len: usize) -> Result<()> {
+        let mut region = JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
+        if !region.is_handed_out(addr, len) {
+            return Err(Error::from_errno(SysCall::Munmap, libc::EINVAL));
+        }
+        // SAFETY: the range is one the region handed out; the caller owns it and no longer
+        // uses it.
+        unsafe { unix::madvise(addr, len, libc::MADV_FREE_REUSABLE) }?;
+        region.give_back(addr, len);
+        Ok(())
     }
 
     fn create_shared(&self, _len: usize) -> Result<SharedMemory> {

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::protection::Protection;
 
 mod icache;
+mod jit_region;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "macos")]
@@ -22,6 +23,7 @@ mod macos;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod unix;
 
+pub use jit_region::JitRegion;
 #[cfg(target_os = "linux")]
 pub use linux::LinuxOs as NativeOs;
 #[cfg(target_os = "macos")]
@@ -141,10 +143,18 @@ pub unsafe trait Os: Send + Sync {
     /// anywhere: a reservation.
     fn map_reserve(&self, len: usize) -> Result<usize>;
 
-    /// Maps `len` bytes of `MAP_JIT` memory anywhere, readable, writable and executable as
-    /// far as the page tables go; each thread's mode decides. Never `MAP_FIXED`, never
-    /// `MAP_SHARED`.
-    fn map_jit(&self, len: usize) -> Result<usize>;
+    /// A range of `len` bytes (a multiple of the page size) of `MAP_JIT` memory at a
+    /// multiple of `align` (a power of two), readable, writable and executable as far as the
+    /// page tables go; each thread's mode decides. Under the hardened runtime a process may
+    /// create only one MAP_JIT region, so the range is carved from the process's one region
+    /// ([`JitRegion`]), mapped at the first call. Never `MAP_FIXED`, never `MAP_SHARED`.
+    fn map_jit(&self, len: usize, align: usize) -> Result<usize>;
+    /// Gives a range `map_jit` handed out back to the process's MAP_JIT region: its memory
+    /// goes back to the OS, the mapping stays (it is the region's).
+    ///
+    /// # Safety
+    /// The caller owns the range and nothing uses it any more.
+    unsafe fn unmap_jit(&self, addr: usize, len: usize) -> Result<()>;
 
     /// Creates a shared-memory object of `len` bytes (a memfd).
     fn create_shared(&self, len: usize) -> Result<SharedMemory>;
@@ -283,8 +293,12 @@ unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
         (**self).map_reserve(len)
     }
 
-    fn map_jit(&self, len: usize) -> Result<usize> {
-        (**self).map_jit(len)
+    fn map_jit(&self, len: usize, align: usize) -> Result<usize> {
+        (**self).map_jit(len, align)
+    }
+    unsafe fn unmap_jit(&self, addr: usize, len: usize) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).unmap_jit(addr, len) }
     }
 
     fn create_shared(&self, len: usize) -> Result<SharedMemory> {

@@ -11,7 +11,8 @@
 //! * a store to a MAP_JIT page from a thread in execute mode faults;
 //! * "running" MAP_JIT code from a thread in write mode faults;
 //! * running bytes written since the last icache flush of their line is reported stale;
-//! * MAP_JIT without the allow-jit entitlement fails;
+//! * MAP_JIT without the allow-jit entitlement fails, and so does a second MAP_JIT region
+//!   (codeheap carves every MAP_JIT reservation from one, `JitRegion`);
 //! * pages are 16 KiB, and addresses are handed out 16 KiB- but not 64 KiB-aligned;
 //! * under the hardened runtime nothing but MAP_JIT memory can be made executable.
 //!
@@ -117,9 +118,10 @@ impl SimOs {
         lock(&self.state).icache_flushes
     }
 
-    /// Pages mapped, of any kind.
+    /// Pages mapped, of any kind, but for the free ranges of the MAP_JIT region (which is
+    /// mapped once and kept, as the hardened runtime allows only one).
     pub fn mapped_pages(&self) -> usize {
-        lock(&self.state).pages.len()
+        lock(&self.state).mapped_pages()
     }
 
     /// Whether the page holding `addr` is mapped.
@@ -201,8 +203,12 @@ unsafe impl Os for SimOs {
         lock(&self.state).map_reserve(len)
     }
 
-    fn map_jit(&self, len: usize) -> Result<usize> {
-        lock(&self.state).map_jit(len)
+    fn map_jit(&self, len: usize, align: usize) -> Result<usize> {
+        lock(&self.state).map_jit(len, align)
+    }
+
+    unsafe fn unmap_jit(&self, addr: usize, len: usize) -> Result<()> {
+        lock(&self.state).unmap_jit(addr, len)
     }
 
     fn create_shared(&self, len: usize) -> Result<SharedMemory> {

@@ -22,6 +22,9 @@ pub struct SimRules {
     pub arch: Arch,
     /// Whether MAP_JIT mappings can be made.
     pub map_jit: MapJitSupport,
+    /// Bytes of the one MAP_JIT region a process may map (the hardened runtime refuses a
+    /// second): what every MAP_JIT reservation is carved from.
+    pub jit_region_size: usize,
     /// Whether memfd-style shared memory exists (for dual mapping).
     pub shared_memory: bool,
     /// The hardened runtime: executable protection on anything but MAP_JIT is refused.
@@ -39,6 +42,7 @@ impl SimRules {
             page_size: 16 * 1024,
             arch: Arch::Aarch64,
             map_jit: MapJitSupport::Entitled,
+            jit_region_size: 256 << 20,
             shared_memory: false,
             exec_requires_map_jit: true,
             icache_coherent: false,
@@ -51,6 +55,7 @@ impl SimRules {
             page_size: 4096,
             arch: Arch::X86_64,
             map_jit: MapJitSupport::Unavailable,
+            jit_region_size: 0,
             shared_memory: true,
             exec_requires_map_jit: false,
             icache_coherent: true,
@@ -86,6 +91,14 @@ impl SimRules {
     pub const fn without_hardened_runtime(self) -> SimRules {
         SimRules {
             exec_requires_map_jit: false,
+            ..self
+        }
+    }
+
+    /// The same rules with a MAP_JIT region of `bytes` (a multiple of the page size).
+    pub const fn with_jit_region_size(self, bytes: usize) -> SimRules {
+        SimRules {
+            jit_region_size: bytes,
             ..self
         }
     }

@@ -9,7 +9,7 @@ use super::fault::{Fault, FaultKind};
 use super::memory::{FrameId, Frames, SharedObject};
 use super::rules::{MapJitSupport, SimRules};
 use crate::error::{Access, Error, Result};
-use crate::os::SysCall;
+use crate::os::{JitRegion, SysCall};
 use crate::protection::Protection;
 use crate::write_mode::{ThreadMode, current_mode};
 
@@ -56,6 +56,8 @@ pub(super) struct SimState {
     pub(super) calls: [u64; SysCall::ALL.len()],
     pub(super) planned: Vec<PlannedFailure>,
     pub(super) icache_flushes: u64,
+    /// The process's MAP_JIT region and the ranges carved from it.
+    pub(super) jit_region: JitRegion,
 }
 
 fn einval(call: SysCall) -> Error {
@@ -74,6 +76,7 @@ impl SimState {
             calls: [0; SysCall::ALL.len()],
             planned: Vec::new(),
             icache_flushes: 0,
+            jit_region: JitRegion::new(),
         }
     }
 
@@ -183,15 +186,16 @@ impl SimState {
         }
     }
 
-    fn map_private(&mut self, len: usize, protection: Protection, jit: bool) -> Result<usize> {
+    pub(super) fn map_reserve(&mut self, len: usize) -> Result<usize> {
+        self.syscall(SysCall::Mmap)?;
         let pages = self.page_span(SysCall::Mmap, 0, len)?;
         self.room_for(SysCall::Mmap, pages.len())?;
         let addr = self.fresh_range(len)?;
         let first = addr / self.page_size();
         for vpn in first..first + pages.len() {
             let pte = Pte {
-                protection,
-                jit,
+                protection: Protection::NoAccess,
+                jit: false,
                 backing: Backing::Private(None),
             };
             self.pages.insert(vpn, pte);
@@ -199,18 +203,71 @@ impl SimState {
         Ok(addr)
     }
 
-    pub(super) fn map_reserve(&mut self, len: usize) -> Result<usize> {
-        self.syscall(SysCall::Mmap)?;
-        self.map_private(len, Protection::NoAccess, false)
-    }
-
-    pub(super) fn map_jit(&mut self, len: usize) -> Result<usize> {
+    /// `mmap(MAP_JIT)`: the hardened runtime maps one region per process and refuses a
+    /// second. The region's pages enter the page table as ranges are carved from it
+    /// ([`map_jit`](Self::map_jit)), not all at once: a region is hundreds of megabytes,
+    /// and a page-table entry per page would make every simulated process pay for it.
+    fn mmap_jit(&mut self, len: usize) -> Result<usize> {
         self.syscall(SysCall::Mmap)?;
         match self.rules.map_jit {
-            MapJitSupport::Entitled => self.map_private(len, Protection::ExecuteReadWrite, true),
+            MapJitSupport::Entitled if self.jit_region.mapped().is_some() => {
+                Err(Error::MapJitRefused { errno: libc::EPERM })
+            }
+            MapJitSupport::Entitled => {
+                let pages = self.page_span(SysCall::Mmap, 0, len)?;
+                self.room_for(SysCall::Mmap, pages.len())?;
+                self.fresh_range(len)
+            }
             MapJitSupport::NotEntitled => Err(Error::MapJitRefused { errno: libc::EPERM }),
             MapJitSupport::Unavailable => Err(einval(SysCall::Mmap)),
         }
+    }
+
+    /// A range of the MAP_JIT region (mapped by the first call), its pages read-write-
+    /// execute in the page table as MAP_JIT pages are.
+    pub(super) fn map_jit(&mut self, len: usize, align: usize) -> Result<usize> {
+        let pages = self.page_span(SysCall::Mmap, 0, len)?;
+        let mut region = core::mem::take(&mut self.jit_region);
+        let size = self.rules.jit_region_size;
+        let carved = region.carve(len, align, size, |size| self.mmap_jit(size));
+        self.jit_region = region;
+        let addr = carved?;
+        let first = addr / self.page_size();
+        let new = (first..first + pages.len())
+            .filter(|vpn| !self.pages.contains_key(vpn))
+            .count();
+        if let Err(err) = self.room_for(SysCall::Mmap, new) {
+            self.jit_region.give_back(addr, len);
+            return Err(err);
+        }
+        for vpn in first..first + pages.len() {
+            self.pages.entry(vpn).or_insert(Pte {
+                protection: Protection::ExecuteReadWrite,
+                jit: true,
+                backing: Backing::Private(None),
+            });
+        }
+        Ok(addr)
+    }
+
+    /// Gives a carved range back to the MAP_JIT region, its memory dropped as
+    /// `madvise(MADV_FREE_REUSABLE)` does; its pages stay mapped, as the region's.
+    pub(super) fn unmap_jit(&mut self, addr: usize, len: usize) -> Result<()> {
+        if !self.jit_region.is_handed_out(addr, len) {
+            return Err(einval(SysCall::Munmap));
+        }
+        self.decommit_jit(addr, len)?;
+        self.jit_region.give_back(addr, len);
+        Ok(())
+    }
+
+    /// Pages mapped, but for the free ranges of the MAP_JIT region (mapped once and kept).
+    pub(super) fn mapped_pages(&self) -> usize {
+        let size = self.page_size();
+        let idle: usize = (self.jit_region.free_ranges())
+            .map(|(start, len)| self.pages.range(start / size..(start + len) / size).count())
+            .sum();
+        self.pages.len() - idle
     }
 
     pub(super) fn create_shared(&mut self, len: usize) -> Result<(i32, usize)> {
@@ -536,5 +593,28 @@ impl SimState {
             });
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hardened_runtime_maps_one_map_jit_region() {
+        let mut state = SimState::new(SimRules::apple());
+        let first = state.map_jit(64 * 1024, 64 * 1024).unwrap();
+        let second = state.map_jit(64 * 1024, 64 * 1024).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(
+            state.calls[SysCall::Mmap as usize],
+            1,
+            "carving maps nothing more"
+        );
+        assert_eq!(
+            state.mmap_jit(1 << 20),
+            Err(Error::MapJitRefused { errno: libc::EPERM }),
+            "a second region is refused"
+        );
     }
 }

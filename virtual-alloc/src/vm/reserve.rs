@@ -2,8 +2,9 @@
 //!
 //! `mmap` aligns only to the page. Windows' `VirtualAlloc` (and ChakraCore, which asserts
 //! it) gives 64 KiB-aligned reservations, so a reservation asks for `size + granularity -
-//! page` bytes and unmaps the unaligned head and the tail. The seeds do the same with
-//! MAP_JIT mappings on macOS.
+//! page` bytes and unmaps the unaligned head and the tail. MAP_JIT reservations are ranges
+//! of the process's one MAP_JIT region instead (the hardened runtime allows one; see
+//! `os/jit_region.rs`), carved at the granularity and given back to it on release.
 //!
 //! Every step that fails undoes the steps before it: a failed reserve leaves no mapping and
 //! no descriptor behind.
@@ -79,7 +80,7 @@ pub(super) fn reserve<O: Os>(
                     reason: "this OS has no MAP_JIT",
                 });
             }
-            let base = map_aligned(os, size, granularity, |len| os.map_jit(len))?;
+            let base = os.map_jit(size, granularity)?;
             Ok((info(base, base), None))
         }
         WxStrategy::DualMap => {
@@ -131,6 +132,10 @@ pub(super) unsafe fn release<O: Os>(
     info: &RegionInfo,
     shared: &mut Option<SharedMemory>,
 ) -> Result<()> {
+    if info.strategy == WxStrategy::MapJit {
+        // SAFETY: forwarded to the caller; the range was carved by `map_jit`.
+        return unsafe { os.unmap_jit(info.base, info.size) };
+    }
     // SAFETY: forwarded to the caller.
     unsafe { os.unmap(info.base, info.size) }?;
     let mut outcome = Ok(());

@@ -1,0 +1,218 @@
+//! The one MAP_JIT region of a process, and the ranges carved from it.
+//!
+//! Under the hardened runtime a process with the allow-jit entitlement may create only one
+//! MAP_JIT region (Apple's porting guide), so reserving a MAP_JIT mapping per segment, as
+//! every other strategy maps one per segment, fails at the second segment. The region is
+//! mapped once, at the first request, and every MAP_JIT reservation after that is a range
+//! of it, handed out first fit at the alignment asked for. A released range goes back to
+//! the free ranges (its memory given back by the caller, the mapping kept) and merges with
+//! its free neighbours. JavaScriptCore's fixed executable pool and V8's code range on Apple
+//! Silicon work the same way.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// The process's MAP_JIT region once mapped: where it lies and which ranges of it are free.
+#[derive(Debug, Default)]
+pub struct JitRegion {
+    /// Base and size, once mapped.
+    mapped: Option<(usize, usize)>,
+    /// Free ranges, start to length; adjacent ranges are always merged.
+    free: BTreeMap<usize, usize>,
+}
+
+impl JitRegion {
+    /// A region not yet mapped.
+    pub const fn new() -> JitRegion {
+        JitRegion {
+            mapped: None,
+            free: BTreeMap::new(),
+        }
+    }
+
+    /// Base and size of the region, if it has been mapped.
+    pub fn mapped(&self) -> Option<(usize, usize)> {
+        self.mapped
+    }
+
+    /// The ranges not handed out, as (start, length), lowest first.
+    pub fn free_ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.free.iter().map(|(&start, &len)| (start, len))
+    }
+
+    /// Bytes of the region not handed out.
+    pub fn free_bytes(&self) -> usize {
+        self.free.values().sum()
+    }
+
+    /// A range of `len` bytes at a multiple of `align` (a power of two), the lowest that
+    /// fits. The first call maps the region with `map_region(size)`, `size` bytes; an error
+    /// from it is returned as is and leaves the region unmapped, for a later call to retry.
+    /// `MapJitRegionFull` if no free range fits.
+    pub fn carve(
+        &mut self,
+        len: usize,
+        align: usize,
+        size: usize,
+        map_region: impl FnOnce(usize) -> Result<usize>,
+    ) -> Result<usize> {
+        debug_assert!(align.is_power_of_two());
+        if self.mapped.is_none() {
+            let base = map_region(size)?;
+            self.mapped = Some((base, size));
+            self.free.insert(base, size);
+        }
+        let full = || Error::MapJitRegionFull {
+            requested: len,
+            region: self.mapped.map_or(0, |(_, size)| size),
+        };
+        let fit = self.free.iter().find_map(|(&start, &free)| {
+            let at = start.checked_next_multiple_of(align)?;
+            let end = at.checked_add(len)?;
+            (end <= start + free).then_some((start, free, at))
+        });
+        let Some((start, free, at)) = fit else {
+            return Err(full());
+        };
+        self.free.remove(&start);
+        if at > start {
+            self.free.insert(start, at - start);
+        }
+        if at + len < start + free {
+            self.free.insert(at + len, start + free - (at + len));
+        }
+        Ok(at)
+    }
+
+    /// Whether `addr..addr + len` is a non-empty range of the region that no free range
+    /// overlaps: one `give_back` would take.
+    pub fn is_handed_out(&self, addr: usize, len: usize) -> bool {
+        let Some((base, size)) = self.mapped else {
+            return false;
+        };
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        let overlaps_free =
+            (self.free.range(..end).next_back()).is_some_and(|(&start, &free)| start + free > addr);
+        len > 0 && addr >= base && end <= base + size && !overlaps_free
+    }
+
+    /// Takes back a range `carve` handed out. `false`, changing nothing, if it is not
+    /// [handed out](Self::is_handed_out) (not inside the region, or given back already).
+    pub fn give_back(&mut self, addr: usize, len: usize) -> bool {
+        if !self.is_handed_out(addr, len) {
+            return false;
+        }
+        let (mut start, mut free, end) = (addr, len, addr + len);
+        let before = self.free.range(..addr).next_back().map(|(&s, &l)| (s, l));
+        if let Some((prev, prev_len)) = before.filter(|&(s, l)| s + l == addr) {
+            self.free.remove(&prev);
+            start = prev;
+            free += prev_len;
+        }
+        if let Some(next_len) = self.free.remove(&end) {
+            free += next_len;
+        }
+        self.free.insert(start, free);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: usize = 1024;
+
+    fn region_at(base: usize, size: usize) -> JitRegion {
+        let mut region = JitRegion::new();
+        let first = region
+            .carve(16 * KIB, 16 * KIB, size, |_| Ok(base))
+            .unwrap();
+        assert!(region.give_back(first, 16 * KIB));
+        region
+    }
+
+    #[test]
+    fn the_region_is_mapped_once() {
+        let mut region = JitRegion::new();
+        let mut maps = 0;
+        for _ in 0..3 {
+            region
+                .carve(64 * KIB, 64 * KIB, 1024 * KIB, |size| {
+                    maps += 1;
+                    assert_eq!(size, 1024 * KIB);
+                    Ok(0x10_0000)
+                })
+                .unwrap();
+        }
+        assert_eq!(maps, 1);
+        assert_eq!(region.free_bytes(), 1024 * KIB - 3 * 64 * KIB);
+    }
+
+    #[test]
+    fn a_refused_map_leaves_the_region_unmapped() {
+        let mut region = JitRegion::new();
+        let refused = region.carve(KIB, KIB, 64 * KIB, |_| {
+            Err(Error::MapJitRefused { errno: 1 })
+        });
+        assert_eq!(refused, Err(Error::MapJitRefused { errno: 1 }));
+        assert_eq!(region.mapped(), None);
+        assert_eq!(region.carve(KIB, KIB, 64 * KIB, |_| Ok(0x4000)), Ok(0x4000));
+    }
+
+    #[test]
+    fn ranges_are_aligned_and_the_head_stays_free() {
+        // A region at a 16 KiB boundary that is not a 64 KiB one.
+        let mut region = region_at(0x10_4000, 1024 * KIB);
+        let at = region
+            .carve(64 * KIB, 64 * KIB, 0, |_| unreachable!())
+            .unwrap();
+        assert_eq!(at, 0x11_0000);
+        // The 48 KiB before it is still there for smaller alignments.
+        assert_eq!(
+            region.carve(16 * KIB, 16 * KIB, 0, |_| unreachable!()),
+            Ok(0x10_4000)
+        );
+    }
+
+    #[test]
+    fn given_back_ranges_merge_and_are_reused() {
+        let mut region = region_at(0x10_0000, 256 * KIB);
+        let carve =
+            |region: &mut JitRegion| region.carve(64 * KIB, 64 * KIB, 0, |_| unreachable!());
+        let ranges: Vec<usize> = (0..4).map(|_| carve(&mut region).unwrap()).collect();
+        assert_eq!(
+            carve(&mut region),
+            Err(Error::MapJitRegionFull {
+                requested: 64 * KIB,
+                region: 256 * KIB
+            })
+        );
+        assert!(region.give_back(ranges[1], 64 * KIB));
+        assert!(region.give_back(ranges[2], 64 * KIB));
+        // The two merged: one 128 KiB range fits where neither half would.
+        assert_eq!(
+            region.carve(128 * KIB, 64 * KIB, 0, |_| unreachable!()),
+            Ok(ranges[1])
+        );
+        assert_eq!(region.free_bytes(), 0);
+    }
+
+    #[test]
+    fn only_ranges_handed_out_can_be_given_back() {
+        let mut region = region_at(0x10_0000, 256 * KIB);
+        let at = region
+            .carve(64 * KIB, 64 * KIB, 0, |_| unreachable!())
+            .unwrap();
+        assert!(!region.give_back(at + 64 * KIB, 64 * KIB), "a free range");
+        assert!(!region.give_back(0x1000, 64 * KIB), "outside the region");
+        assert!(!region.give_back(at, 0), "empty");
+        assert!(!region.give_back(at, 128 * KIB), "runs into a free range");
+        assert!(region.give_back(at, 64 * KIB));
+        assert!(!region.give_back(at, 64 * KIB), "given back twice");
+        assert_eq!(region.free_bytes(), 256 * KIB);
+    }
+}
