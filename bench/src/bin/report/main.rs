@@ -494,6 +494,7 @@ fn report(plan: Plan, plots: Option<&str>) {
     targets(&figures);
 
     if let Some(dir) = plots {
+        std::fs::create_dir_all(dir).expect("the plot directory can be made");
         for (title, sweep, by_size) in &sweeps {
             let file = if title.starts_with("W1") {
                 "w1-sizes.png"
