@@ -215,4 +215,67 @@ mod tests {
         assert!(!region.give_back(at, 64 * KIB), "given back twice");
         assert_eq!(region.free_bytes(), 256 * KIB);
     }
+
+    proptest::proptest! {
+        // No failure file (miri's isolation has no working directory to find it from), and
+        // few cases under miri.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Against a model of which 16 KiB granules are handed out: ranges never overlap,
+        /// stay inside the region at their alignment, and every byte is either handed out
+        /// or free, in merged free ranges.
+        #[test]
+        fn carving_matches_a_granule_model(
+            ops in proptest::collection::vec((proptest::bool::ANY, 1usize..12, 0usize..3, 0usize..64), 1..60)
+        ) {
+            const GRANULE: usize = 16 * KIB;
+            const BASE: usize = 0x10_4000;
+            const SIZE: usize = 64 * GRANULE;
+            let mut region = JitRegion::new();
+            let mut taken = [false; 64];
+            let mut live: Vec<(usize, usize)> = Vec::new();
+            for (carve, granules, align_log, pick) in ops {
+                if carve || live.is_empty() {
+                    let (len, align) = (granules * GRANULE, GRANULE << (2 * align_log));
+                    match region.carve(len, align, SIZE, |_| Ok(BASE)) {
+                        Ok(at) => {
+                            proptest::prop_assert!(at.is_multiple_of(align));
+                            proptest::prop_assert!(at >= BASE && at + len <= BASE + SIZE);
+                            let first = (at - BASE) / GRANULE;
+                            for g in &mut taken[first..first + granules] {
+                                proptest::prop_assert!(!*g, "{at:#x} overlaps a live range");
+                                *g = true;
+                            }
+                            live.push((at, len));
+                        }
+                        Err(err) => {
+                            proptest::prop_assert_eq!(err, Error::MapJitRegionFull { requested: len, region: SIZE });
+                            // No aligned window of free granules was long enough.
+                            let fits = (0..64).any(|g| {
+                                (BASE + g * GRANULE).is_multiple_of(align)
+                                    && g + granules <= 64
+                                    && taken[g..g + granules].iter().all(|t| !t)
+                            });
+                            proptest::prop_assert!(!fits, "refused {len:#x} at {align:#x} with room");
+                        }
+                    }
+                } else {
+                    let (at, len) = live.swap_remove(pick % live.len());
+                    proptest::prop_assert!(region.give_back(at, len));
+                    let first = (at - BASE) / GRANULE;
+                    taken[first..first + len / GRANULE].fill(false);
+                }
+                let free = taken.iter().filter(|t| !**t).count() * GRANULE;
+                proptest::prop_assert_eq!(region.free_bytes(), free);
+                let ranges: Vec<(usize, usize)> = region.free_ranges().collect();
+                for pair in ranges.windows(2) {
+                    proptest::prop_assert!(pair[0].0 + pair[0].1 < pair[1].0, "unmerged {pair:x?}");
+                }
+            }
+        }
+    }
 }
