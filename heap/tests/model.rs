@@ -36,9 +36,10 @@ use codeheap::{
     Arch, Block, BlockInfo, CHUNK, Error, Heap, HeapConfig, Os, Protection, SimOs, SizeClasses,
     ThreadMode, WxStrategy, current_mode,
 };
+use codeheap_test_support::proptest_config;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, TestCaseResult, TestRunner};
+use proptest::test_runner::{TestCaseResult, TestRunner};
 
 // ---- what each OS lets the test see -------------------------------------------------------
 
@@ -1131,13 +1132,7 @@ fn call_verified<O: Inspect>(heap: &Heap<O>, block: &Block, value: u32) -> Resul
 // ---- runs ---------------------------------------------------------------------------------
 
 fn run_model<O: Inspect>(name: &str, make: impl Fn() -> Heap<O>, cases: u32, ops: usize) {
-    let cases = if cfg!(miri) { 1 } else { cases };
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
+    let mut runner = TestRunner::new(proptest_config(cases, 1));
     let result = runner.run(&prop::collection::vec(op(), ops * 3 / 4..=ops), |ops| {
         let heap = make();
         Driver::new(&heap).run(&ops)

@@ -326,13 +326,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        // No failure file (miri's isolation has no working directory to find it from), and
-        // few cases under miri.
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: if cfg!(miri) { 4 } else { 256 },
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        })]
+        #![proptest_config(codeheap_test_support::proptest_config(256, 4))]
 
         /// Range updates agree with bit-by-bit ones, within a word, up to a word's end and
         /// across words.
@@ -425,11 +419,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: if cfg!(miri) { 4 } else { 256 },
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        })]
+        #![proptest_config(codeheap_test_support::proptest_config(256, 4))]
 
         #[test]
         fn longest_run_is_the_longest_of_the_runs(

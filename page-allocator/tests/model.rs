@@ -17,12 +17,12 @@ use codeheap_page_allocator::{
     Error, PageAllocator, PageAllocatorConfig, PageAllocatorStats, PageRun, SecondarySlot,
     SegmentList,
 };
+use codeheap_test_support::proptest_config;
 use codeheap_virtual_alloc::sim::{SimOs, SyscallCounts};
 use codeheap_virtual_alloc::{
     self as vm, Os, PageState, Protection, SysCall, VirtualAlloc, WriteScope, WxStrategy,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 
 // ---- operations -------------------------------------------------------------------------
 
@@ -1407,14 +1407,6 @@ fn tiny(page: usize) -> PageAllocatorConfig {
     }
 }
 
-fn sim_config() -> Config {
-    Config {
-        cases: if cfg!(miri) { 2 } else { 64 },
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
 const SIM_OPS: usize = if cfg!(miri) { 8 } else { 50 };
 
 fn run_sim(os: SimOs, strategy: Option<WxStrategy>, config: PageAllocatorConfig, ops: &[Op]) {
@@ -1433,7 +1425,7 @@ const LINUX_PAGE: usize = 4096;
 macro_rules! sim_tests {
     ($($name:ident: $os:expr, $strategy:expr, $config:expr;)*) => {
         proptest! {
-            #![proptest_config(sim_config())]
+            #![proptest_config(proptest_config(64, 2))]
             $(
                 #[test]
                 fn $name(ops in ops($config, SIM_OPS)) {
@@ -1598,14 +1590,6 @@ mod native {
 
     const NATIVE_OPS: usize = 30;
 
-    fn native_config() -> Config {
-        Config {
-            cases: 16,
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
-
     fn run_native(strategy: WxStrategy, config: PageAllocatorConfig, ops: &[Op]) {
         let _serial = NATIVE
             .lock()
@@ -1633,7 +1617,7 @@ mod native {
     macro_rules! native_tests {
         ($($name:ident: $strategy:expr, $config:expr;)*) => {
             proptest! {
-                #![proptest_config(native_config())]
+                #![proptest_config(proptest_config(16, 16))]
                 $(
                     #[test]
                     fn $name(ops in ops($config, NATIVE_OPS)) {

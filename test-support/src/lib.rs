@@ -3,3 +3,6 @@
 
 pub mod child;
 pub mod maps;
+mod proptest_config;
+
+pub use proptest_config::proptest_config;

@@ -18,13 +18,13 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use codeheap_test_support::proptest_config;
 use codeheap_virtual_alloc::sim::{SimOs, SimRules, SyscallCounts};
 use codeheap_virtual_alloc::{
     Access, Arch, Error, MemoryInfo, Os, PageState, Protection, RegionInfo, Result, SysCall,
     ThreadMode, VirtualAlloc, VirtualAllocStats, WriteScope, WxStrategy,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 // ---- the model -----------------------------------------------------------------------------
 
@@ -1255,14 +1255,6 @@ fn run_case<O: Os>(alloc: VirtualAlloc<O>, sim: Option<&SimOs>, ops: &[Op], rele
 
 // ---- backends ------------------------------------------------------------------------------
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// One to three regions to start from, then up to `max` random operations.
 fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
     let setups = prop::collection::vec(setup(), 1..=3);
@@ -1285,11 +1277,10 @@ fn run_sim(rules: SimRules, strategy: Option<WxStrategy>, ops: &[Op], release_al
 }
 
 /// Cases per simulated backend (a handful under miri, which is slow).
-const SIM_CASES: u32 = if cfg!(miri) { 2 } else { 64 };
 const SIM_OPS: usize = 40;
 
 proptest! {
-    #![proptest_config(config(SIM_CASES))]
+    #![proptest_config(proptest_config(64, 2))]
 
     #[test]
     fn sim_apple_map_jit(ops in ops(SIM_OPS), release_all in any::<bool>()) {
@@ -1340,11 +1331,10 @@ mod native {
         assert_eq!(codeheap_memfds(), 0, "every memfd is closed");
     }
 
-    const NATIVE_CASES: u32 = 24;
     const NATIVE_OPS: usize = 30;
 
     proptest! {
-        #![proptest_config(config(NATIVE_CASES))]
+        #![proptest_config(proptest_config(24, 24))]
 
         #[test]
         fn native_dual_map(ops in ops(NATIVE_OPS), release_all in any::<bool>()) {

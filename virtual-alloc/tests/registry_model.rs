@@ -12,7 +12,6 @@ use std::sync::Barrier;
 
 use codeheap_virtual_alloc::{Error, RegionRegistry, RegionSpan};
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 // ---- the model -----------------------------------------------------------------------------
 
@@ -330,11 +329,7 @@ fn run_ops(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 256 },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(codeheap_test_support::proptest_config(256, 4))]
 
     #[test]
     fn registry_matches_a_naive_model(ops in prop::collection::vec(op(), 1..80)) {

@@ -81,11 +81,7 @@ fn check(frame: &FrameDescription, len: u64, pc: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 256 },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(codeheap_test_support::proptest_config(256, 4))]
 
     #[test]
     fn x86_64_rows_round_trip((frame, len) in frame(Arch::X86_64), pc in any::<u64>().prop_map(|p| p >> 8)) {

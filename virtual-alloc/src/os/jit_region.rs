@@ -217,13 +217,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        // No failure file (miri's isolation has no working directory to find it from), and
-        // few cases under miri.
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: if cfg!(miri) { 4 } else { 256 },
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        })]
+        #![proptest_config(codeheap_test_support::proptest_config(256, 4))]
 
         /// Against a model of which 16 KiB granules are handed out: ranges never overlap,
         /// stay inside the region at their alignment, and every byte is either handed out
