@@ -66,8 +66,9 @@ impl<O: Os> Heap<O> {
             }
             .into());
         }
-        EhFrameEntry::build(frame, 0, size as u64)?;
-        Ok(EhFrameEntry::size_for(frame)?)
+        // Built once, against the function's size (the rows must lie inside it); its length is
+        // the same at any address (`EhFrameEntry::size_for`).
+        Ok(EhFrameEntry::build(frame, 0, size as u64)?.bytes().len())
     }
 
     /// A page with room for `chunks` chunks of `bucket` whose segment has `bytes` of
