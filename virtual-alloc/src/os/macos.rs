@@ -24,6 +24,20 @@ impl MacOs {
             page_size: unix::page_size(),
         }
     }
+
+    /// Sizes the process's one MAP_JIT region, from which every MAP_JIT reservation of
+    /// every heap in the process is carved ([`JIT_REGION_SIZE`] unless set). Takes effect
+    /// only before the first MAP_JIT reservation maps the region, and only for a non-zero
+    /// multiple of the page size; returns whether the size was taken.
+    pub fn set_jit_region_size(bytes: usize) -> bool {
+        let mut region = JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
+        let page = unix::page_size();
+        let takes = region.0.mapped().is_none() && bytes > 0 && bytes.is_multiple_of(page);
+        if takes {
+            region.1 = bytes;
+        }
+        takes
+    }
 }
 
 impl Default for MacOs {
@@ -32,13 +46,15 @@ impl Default for MacOs {
     }
 }
 
-/// Bytes of the process's one MAP_JIT region: address space only until pages are written
-/// (JavaScriptCore's fixed executable pool on Apple Silicon is of the same order).
-/// Reservations beyond it fail with `MapJitRegionFull`.
+/// Bytes of the process's one MAP_JIT region unless [`MacOs::set_jit_region_size`] says
+/// otherwise: address space only until pages are written (JavaScriptCore's fixed executable
+/// pool on Apple Silicon is of the same order). Reservations beyond it fail with
+/// `MapJitRegionFull`.
 pub const JIT_REGION_SIZE: usize = 1 << 30;
 
-/// The process's MAP_JIT region, shared by every heap: the hardened runtime allows one.
-static JIT_REGION: Mutex<JitRegion> = Mutex::new(JitRegion::new());
+/// The process's MAP_JIT region, shared by every heap (the hardened runtime allows one),
+/// and the size it is mapped with.
+static JIT_REGION: Mutex<(JitRegion, usize)> = Mutex::new((JitRegion::new(), JIT_REGION_SIZE));
 
 const PRIVATE_ANON: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANON;
 
@@ -70,8 +86,8 @@ unsafe impl Os for MacOs {
     }
 
     fn map_jit(&self, len: usize, align: usize) -> Result<usize> {
-        let mut region = JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
-        region.carve(len, align, JIT_REGION_SIZE, |size| {
+        let (region, size) = &mut *JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
+        region.carve(len, align, *size, |size| {
             let flags = PRIVATE_ANON | libc::MAP_JIT;
             // SAFETY: no MAP_FIXED: the kernel picks a free range.
             let mapped =
@@ -84,7 +100,7 @@ unsafe impl Os for MacOs {
     }
 
     unsafe fn unmap_jit(&self, addr: usize, len: usize) -> Result<()> {
-        let mut region = JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
+        let (region, _) = &mut *JIT_REGION.lock().unwrap_or_else(PoisonError::into_inner);
         if !region.is_handed_out(addr, len) {
             return Err(Error::from_errno(SysCall::Munmap, libc::EINVAL));
         }

@@ -27,7 +27,7 @@ pub use jit_region::JitRegion;
 #[cfg(target_os = "linux")]
 pub use linux::LinuxOs as NativeOs;
 #[cfg(target_os = "macos")]
-pub use macos::MacOs as NativeOs;
+pub use macos::{JIT_REGION_SIZE, MacOs as NativeOs};
 
 /// The system calls an [`Os`] makes, named in errors and counted by the simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
