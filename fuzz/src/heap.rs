@@ -76,6 +76,9 @@ pub enum Op {
         fail: bool,
         unwind: bool,
     },
+    /// `emit_code` of a finished buffer of 1 + size % (2 pages) bytes (at least the
+    /// function's): `return value` at its start, traps after it.
+    EmitCode { size: u16, value: u32 },
     /// Writes some bytes, then the closure fails: the session is abandoned.
     AbandonedWrite { which: u8, len: u8 },
     /// Writes past the block's end: `OutOfBounds`, abandoned.
@@ -224,6 +227,9 @@ impl Driver {
                 fail,
                 unwind,
             } => self.emit(1 + usize::from(size) % (2 * page), value, fail, unwind),
+            Op::EmitCode { size, value } => {
+                self.emit_code(1 + usize::from(size) % (2 * page), value)
+            }
             Op::WriteWith {
                 which,
                 value,
@@ -439,6 +445,33 @@ impl Driver {
             Err(Error::Unwind(_)) if unwind => Ok(()),
             Err(err) => Err(format!("emit({size}) failed: {err}")),
         }
+    }
+
+    fn emit_code(&mut self, size: usize, value: u32) -> Result<(), String> {
+        if self.failures_planned {
+            // As for `emit`: a block whose discarding was refused has no handle to free.
+            return Ok(());
+        }
+        let arch = self.heap.arch();
+        let code = arch.encode_return_u32(value);
+        // At least the function: a finalized block must be one that can be called.
+        let size = size.max(code.as_bytes().len());
+        let mut buffer = vec![0; size];
+        arch.fill_traps(&mut buffer);
+        buffer[..code.as_bytes().len()].copy_from_slice(code.as_bytes());
+        let block = (self.heap.emit_code(&buffer))
+            .map_err(|err| format!("emit_code({size}) failed: {err}"))?;
+        ensure(block.size() == size, || {
+            format!("emit_code({size}) gave {block:?}")
+        })?;
+        self.live.push(Live {
+            addr: block.addr(),
+            handle: Some(block),
+            value: Some(value),
+            decommitted: false,
+            uncertain: false,
+        });
+        Ok(())
     }
 
     fn write(&mut self, which: u8, value: u32, nested: Option<Nested>) -> Result<(), String> {

@@ -539,26 +539,35 @@ impl<O: Os> Heap<O> {
     }
 
     pub(crate) fn free_checked(&self, addr: usize, id: Option<u64>) -> Result<()> {
-        let mut state = self.state();
+        self.free_locked(&mut self.state(), addr, id)
+    }
+
+    /// [`free_checked`](Self::free_checked) under a lock already held.
+    pub(crate) fn free_locked(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        id: Option<u64>,
+    ) -> Result<()> {
         if id.is_none() {
             // A handle may still exist for the block: its cached entry point must go.
             self.epoch.fetch_add(1, Ordering::Release);
         }
-        let record = self.record(&state, addr, id)?;
+        let record = self.record(state, addr, id)?;
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
             BlockState::Parked => {}
             BlockState::Fresh | BlockState::Finalized => {
                 // The unwinder must forget the code before it goes.
-                self.deregister_unwind(&mut state, addr);
-                self.scrub(&mut state, addr, &record)?;
+                self.deregister_unwind(state, addr);
+                self.scrub(state, addr, &record)?;
             }
         }
-        let slot_freed = self.release_unwind_slot(&mut state, addr);
+        let slot_freed = self.release_unwind_slot(state, addr);
         match record.home {
             Home::Small { page, first_chunk } => {
                 let chunks = record.capacity / CHUNK;
-                self.free_chunks(&mut state, page, first_chunk, chunks, slot_freed);
+                self.free_chunks(state, page, first_chunk, chunks, slot_freed);
             }
             Home::Large { pages } => {
                 if let Err(err) = self.pages.release_pages(addr, pages) {

@@ -9,6 +9,10 @@
 //! allocated with (a partial instruction word right after the code is zeroed). On an error
 //! or a panic the session is abandoned: the block is left unfinalized, its pages closed, and
 //! the thread back in the mode it was in.
+//!
+//! An engine that assembles into a buffer of its own hands the finished function to
+//! [`Heap::emit_code`], which allocates, copies and finalizes under one hold of the lock:
+//! the copy is bounded by the buffer, where a closure's work is not.
 
 use core::marker::PhantomData;
 
@@ -230,23 +234,74 @@ impl<O: Os> Heap<O> {
             _bound_to_thread: PhantomData,
         };
         let value = emit(&mut writer)?;
-        // Past `size` the block holds the traps it was allocated with (nothing can write
-        // there); only a partial instruction word after the code needs zeroing.
-        let align = self.arch.instruction_alignment();
-        let partial = block.size.next_multiple_of(align).min(block.capacity) - block.size;
         let mut state = self.state();
-        if partial > 0 {
-            let (addr, write_addr) = (block.addr + block.size, write_addr + block.size);
-            self.fill_traps(&mut state, addr, write_addr, partial)?;
-        }
-        // SAFETY: the block's bytes are committed and readable (its session is open).
-        unsafe { self.vm().os().flush_icache(block.addr, block.size) }?;
-        state.counters.icache_flushes += 1;
+        self.seal(&mut state, block, write_addr)?;
         self.register_unwind(&mut state, block)?;
         abandon.armed = false;
         self.end_session(&mut state, block.addr, BlockState::Finalized)?;
         block.published = self.epoch.load(Ordering::Acquire);
         Ok(value)
+    }
+
+    /// What makes written code runnable, the session still open: past `size` the block
+    /// holds the traps it was allocated with (nothing can write there), so only a partial
+    /// instruction word after the code is zeroed; then the icache is flushed.
+    fn seal(&self, state: &mut HeapState, block: &Block, write_addr: usize) -> Result<()> {
+        let align = self.arch.instruction_alignment();
+        let partial = block.size.next_multiple_of(align).min(block.capacity) - block.size;
+        if partial > 0 {
+            let (addr, write_addr) = (block.addr + block.size, write_addr + block.size);
+            self.fill_traps(state, addr, write_addr, partial)?;
+        }
+        // SAFETY: the block's bytes are committed and readable (its session is open).
+        unsafe { self.vm().os().flush_icache(block.addr, block.size) }?;
+        state.counters.icache_flushes += 1;
+        Ok(())
+    }
+
+    /// Allocates a block holding `code`, a finished function (as engines that assemble
+    /// into a buffer of their own have), finalized and ready to run: [`emit`](Heap::emit)
+    /// without a closure. The copy is bounded by `code`, so it is made under the same hold
+    /// of the heap's lock as the allocation and the finalization (one trip through the lock,
+    /// no session for another thread to see). All or nothing: on an error the block is
+    /// freed again and only the error comes back.
+    pub fn emit_code(&self, code: &[u8]) -> Result<Block> {
+        let class = SizeClass::of(code.len(), self.page, self.classes)?;
+        let mut state = self.state();
+        let mut block = self.place_block(&mut state, code.len(), class, None)?;
+        match self.copy_in(&mut state, &block, code) {
+            Ok(()) => {
+                block.published = self.epoch.load(Ordering::Acquire);
+                Ok(block)
+            }
+            Err(err) => {
+                let _ = self.free_locked(&mut state, block.addr, Some(block.id));
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes `code` into a fresh block and finalizes it, the heap's lock held throughout.
+    /// No other thread can see the block until this returns, so no session is recorded: its
+    /// span is opened around the copy and closed again unless another thread's session is
+    /// at work on it.
+    fn copy_in(&self, state: &mut HeapState, block: &Block, code: &[u8]) -> Result<()> {
+        let record = state.blocks[&block.addr];
+        let span = Span::of(block.addr, record.home);
+        self.open_span(state, span)?;
+        let copied = {
+            let _write = WriteScope::enter();
+            // SAFETY: the block was just placed and is seen by no one else (the lock is
+            // held): allocated, committed, its pages open for writing, this thread in write
+            // mode, and `code` exactly its size.
+            unsafe { self.vm().os().write(record.write_addr, code) }
+                .map_err(Error::from)
+                .and_then(|()| self.seal(state, block, record.write_addr))
+        };
+        let closed = self.close_span_if_idle(state, span);
+        copied.and(closed)?;
+        state.blocks.get_mut(&block.addr).expect("placed").state = BlockState::Finalized;
+        Ok(())
     }
 
     /// Opens a session on `block` and returns where it is written.

@@ -421,6 +421,62 @@ fn emit_is_alloc_and_write_or_nothing() {
     }
 }
 
+/// A finished buffer: allocated, copied, padded, flushed and finalized in one call, the
+/// block's tail still traps, and the write switch back where it was.
+#[test]
+fn emit_code_copies_a_finished_function() {
+    for heap in every_strategy() {
+        let arch = heap.arch();
+        let code = arch.encode_return_u32(7);
+        let block = heap.emit_code(code.as_bytes()).unwrap();
+        assert_eq!(block.size(), code.as_bytes().len());
+        assert_eq!(run(&heap, &block), Ok(7));
+        assert_eq!(current_mode(), ThreadMode::Execute);
+        assert!(heap.find(block.addr()).unwrap().finalized);
+        let len = code.as_bytes().len();
+        let tail = read(&heap, block.addr() + len, block.capacity() - len);
+        let word = len.next_multiple_of(arch.instruction_alignment()) - len;
+        assert!(tail[..word].iter().all(|&b| b == 0), "partial word zeroed");
+        assert!(arch.is_trap_filled(&tail[word..]), "the tail still traps");
+        // Another on the same page: its one flush is the copy's.
+        let before = heap.stats();
+        let second = heap.emit_code(code.as_bytes()).unwrap();
+        assert_eq!(heap.stats().icache_flushes, before.icache_flushes + 1);
+        heap.free(second).unwrap();
+        // A large function too.
+        let mut big = vec![0x90u8; 3 * heap.page_size()];
+        let ret = arch.encode_return_u32(9);
+        big[..ret.as_bytes().len()].copy_from_slice(ret.as_bytes());
+        let large = heap.emit_code(&big).unwrap();
+        assert_eq!(run(&heap, &large), Ok(9));
+        heap.check_invariants().unwrap();
+        heap.free(large).unwrap();
+        heap.free(block).unwrap();
+        assert_eq!(heap.emit_code(&[]).err(), Some(Error::ZeroSize));
+        assert_eq!(heap.stats().live_blocks, 0);
+    }
+}
+
+/// A refused protection change under `Protect` (the copy cannot be opened, or its pages
+/// closed) leaves no block behind.
+#[test]
+fn emit_code_is_all_or_nothing() {
+    let heap = linux(WxStrategy::Protect);
+    let code = heap.arch().encode_return_u32(3);
+    let keep = heap.emit_code(code.as_bytes()).unwrap();
+    for refused in 0..2 {
+        heap.vm().os().fail_after(refused, libc::EIO);
+        let failed = heap.emit_code(code.as_bytes());
+        heap.vm().os().clear_failures();
+        assert!(failed.is_err(), "refusal {refused}");
+        assert_eq!(heap.stats().live_blocks, 1, "refusal {refused}");
+        heap.check_invariants().unwrap();
+    }
+    assert_eq!(run(&heap, &keep), Ok(3));
+    let again = heap.emit_code(code.as_bytes()).unwrap();
+    assert_eq!(run(&heap, &again), Ok(3));
+}
+
 #[test]
 fn writing_past_the_block_is_refused_and_leaves_it_unfinalized() {
     for heap in every_strategy() {

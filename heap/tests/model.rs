@@ -143,6 +143,9 @@ enum Target {
 #[derive(Debug, Clone)]
 enum Op {
     Alloc(SizeKind),
+    /// `emit_code` of a finished buffer of this size (a `return value` function at 0 when
+    /// it fits, random bytes after it).
+    EmitCode(SizeKind, u64),
     /// A write session; `during` runs inside it, after the session has begun and before
     /// the bytes are written.
     Write {
@@ -234,6 +237,7 @@ fn ops(nest: bool) -> BoxedStrategy<Op> {
     };
     prop_oneof![
         20 => size_kind().prop_map(Op::Alloc),
+        6 => (size_kind(), any::<u64>()).prop_map(|(kind, seed)| Op::EmitCode(kind, seed)),
         20 => (any::<Index>(), any::<u64>(), during)
             .prop_map(|(which, seed, during)| Op::Write { which, seed, during }),
         5 => (any::<Index>(), any::<u64>(), failure())
@@ -443,6 +447,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             Op::Alloc(kind) => {
                 self.alloc(kind)?;
             }
+            Op::EmitCode(kind, seed) => self.emit_code(kind, seed)?,
             Op::Write {
                 ref which,
                 seed,
@@ -502,6 +507,50 @@ impl<'h, O: Inspect> Driver<'h, O> {
             return Ok(None);
         }
         let block = result.map_err(|e| TestCaseError::fail(format!("alloc({size}): {e}")))?;
+        let capacity = self.check_placed(&block, size)?;
+        self.live.push(Live {
+            block,
+            image: traps(self.arch, capacity),
+            finalized: false,
+            decommitted: false,
+            returns: None,
+        });
+        Ok(Some(self.live.len() - 1))
+    }
+
+    /// `emit_code` of a finished function: placed as `alloc` places, holding the bytes,
+    /// finalized.
+    fn emit_code(&mut self, kind: SizeKind, seed: u64) -> TestCaseResult {
+        let size = kind.size(self.page);
+        let value = seed as u32;
+        let code = self.arch.encode_return_u32(value);
+        let mut bytes = random_bytes(seed, size);
+        let returns = (code.as_bytes().len() <= size).then(|| {
+            bytes[..code.as_bytes().len()].copy_from_slice(code.as_bytes());
+            value
+        });
+        let result = self.heap.emit_code(&bytes);
+        if size == 0 {
+            prop_assert_eq!(result, Err(Error::ZeroSize));
+            return Ok(());
+        }
+        let block = result.map_err(|e| TestCaseError::fail(format!("emit_code({size}): {e}")))?;
+        let capacity = self.check_placed(&block, size)?;
+        let mut image = traps(self.arch, capacity);
+        image[..size].copy_from_slice(&bytes);
+        pad_tail(self.arch, &mut image, size);
+        self.live.push(Live {
+            block,
+            image,
+            finalized: true,
+            decommitted: false,
+            returns,
+        });
+        Ok(())
+    }
+
+    /// Checks a new block's size, capacity and alignment; its capacity.
+    fn check_placed(&self, block: &Block, size: usize) -> Result<usize, TestCaseError> {
         let capacity = self.expected_capacity(size);
         prop_assert_eq!(block.size(), size);
         prop_assert_eq!(
@@ -517,14 +566,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             block.addr(),
             align
         );
-        self.live.push(Live {
-            block,
-            image: traps(self.arch, capacity),
-            finalized: false,
-            decommitted: false,
-            returns: None,
-        });
-        Ok(Some(self.live.len() - 1))
+        Ok(capacity)
     }
 
     fn write(&mut self, which: &Index, seed: u64, during: Option<&During>) -> TestCaseResult {

@@ -1,5 +1,6 @@
 //! codeheap through its public API: `alloc`, `write` (which pads, flushes and finalizes),
-//! `emit` (both in one call), `entry_point` and `free`.
+//! `emit_code` (a finished buffer allocated, copied and finalized in one call, as W2 and W4
+//! have one), `entry_point` and `free`.
 
 use codeheap::{Block, Heap, HeapConfig, NativeOs, SizeClasses, WxStrategy};
 
@@ -49,10 +50,7 @@ impl Peer for CodeHeap {
     }
 
     fn alloc_and_emit(&mut self, code: &[u8]) -> (Block, usize) {
-        let (block, ()) = self
-            .heap
-            .emit(code.len(), |writer| writer.write(0, code))
-            .expect("codeheap emit");
+        let block = self.heap.emit_code(code).expect("codeheap emit_code");
         let entry = self.heap.entry_point(&block).expect("codeheap entry point");
         (block, entry)
     }
