@@ -125,6 +125,19 @@ struct Live {
     uncertain: bool,
 }
 
+impl Live {
+    /// A block just handed out: finalized with `value`, or not finalized.
+    fn new(block: Block, value: Option<u32>) -> Live {
+        Live {
+            addr: block.addr(),
+            handle: Some(block),
+            value,
+            decommitted: false,
+            uncertain: false,
+        }
+    }
+}
+
 struct Driver {
     heap: Heap<SimOs>,
     live: Vec<Live>,
@@ -387,13 +400,7 @@ impl Driver {
                 ensure(block.size() == size && block.capacity() >= size, || {
                     format!("alloc({size}) gave {block:?}")
                 })?;
-                self.live.push(Live {
-                    addr: block.addr(),
-                    handle: Some(block),
-                    value: None,
-                    decommitted: false,
-                    uncertain: false,
-                });
+                self.live.push(Live::new(block, None));
                 Ok(())
             }
             Err(err) => self.allowed("alloc", err),
@@ -430,13 +437,7 @@ impl Driver {
                 ensure(registered.is_some() == unwind, || {
                     format!("emit({size}, unwind: {unwind}) registered {registered:?}")
                 })?;
-                self.live.push(Live {
-                    addr: block.addr(),
-                    handle: Some(block),
-                    value: Some(value),
-                    decommitted: false,
-                    uncertain: false,
-                });
+                self.live.push(Live::new(block, Some(value)));
                 Ok(())
             }
             Err(Error::OutOfBounds { .. }) if !fits => Ok(()),
@@ -464,13 +465,7 @@ impl Driver {
         ensure(block.size() == size, || {
             format!("emit_code({size}) gave {block:?}")
         })?;
-        self.live.push(Live {
-            addr: block.addr(),
-            handle: Some(block),
-            value: Some(value),
-            decommitted: false,
-            uncertain: false,
-        });
+        self.live.push(Live::new(block, Some(value)));
         Ok(())
     }
 
@@ -523,13 +518,7 @@ impl Driver {
         }
         let i = self.live.iter().position(|l| l.addr == addr).expect("live");
         if let Some(block) = new_block {
-            self.live.push(Live {
-                addr: block.addr(),
-                handle: Some(block),
-                value: None,
-                decommitted: false,
-                uncertain: false,
-            });
+            self.live.push(Live::new(block, None));
         }
         let live = &mut self.live[i];
         match result {
