@@ -147,6 +147,9 @@ impl<S: AsRef<[u64]>> Bits<S> {
     fn within_one_word(start: usize, n: usize) -> Option<(usize, u64)> {
         let lo = start % 64;
         match lo + n {
+            // An empty range may start just past the last word: no word to touch (the
+            // caller's loop over `words_of` touches none either).
+            _ if n == 0 => None,
             0..64 => Some((start / 64, ((1u64 << n) - 1) << lo)),
             64 if n > 0 => Some((start / 64, u64::MAX << lo)),
             _ => None,
@@ -376,6 +379,21 @@ mod tests {
         assert_eq!(bitmap.runs().collect::<Vec<_>>(), [(0, 63)]);
         bitmap.set_range(64, 0);
         assert_eq!(bitmap.count_ones(), 63);
+    }
+
+    #[test]
+    fn empty_ranges_at_the_end_of_a_full_bitmap_touch_nothing() {
+        // A segment whose every code page is taken at once marks none decommitted:
+        // `set_range(64, 0)` on 64 bits, one word.
+        let mut bitmap = Bitmap::<1>::full(64);
+        bitmap.set_range(64, 0);
+        bitmap.clear_range(64, 0);
+        assert_eq!(bitmap.count_ones(), 64);
+        let mut words = [0u64; 2];
+        let mut view = Bits::view_mut(&mut words, 128);
+        view.set_range(128, 0);
+        view.clear_range(128, 0);
+        assert_eq!(view.count_ones(), 0);
     }
 
     #[test]

@@ -741,3 +741,21 @@ fn a_refused_secondary_commit_does_not_keep_the_fresh_page() {
         pages.release_pages(keep.addr, 1).unwrap();
     }
 }
+
+/// A segment of 64 code pages (the most one bitmap word covers) taken whole by one request:
+/// no page is left to mark decommitted.
+#[test]
+fn a_request_can_take_a_whole_64_page_segment() {
+    let config = PageAllocatorConfig {
+        segment_pages: 64,
+        ..PageAllocatorConfig::without_secondary()
+    };
+    for pages in every_strategy(config) {
+        let run = pages.alloc_pages(64).unwrap();
+        assert_eq!(run.addr, run.segment);
+        let stats = checked(&pages);
+        assert_eq!(stats.segments.full, 1, "{stats:?}");
+        pages.release_pages(run.addr, 64).unwrap();
+        checked(&pages);
+    }
+}
