@@ -56,6 +56,10 @@ pub(super) struct SimState {
     pub(super) calls: [u64; SysCall::ALL.len()],
     pub(super) planned: Vec<PlannedFailure>,
     pub(super) icache_flushes: u64,
+    /// Whether the process has mapped its MAP_JIT region: the kernel's own record, kept
+    /// apart from `jit_region` (codeheap's carving, taken out while it carves) so the
+    /// one-region rule holds whatever the carving does.
+    jit_mapped: bool,
     /// The process's MAP_JIT region and the ranges carved from it.
     pub(super) jit_region: JitRegion,
 }
@@ -76,6 +80,7 @@ impl SimState {
             calls: [0; SysCall::ALL.len()],
             planned: Vec::new(),
             icache_flushes: 0,
+            jit_mapped: false,
             jit_region: JitRegion::new(),
         }
     }
@@ -210,13 +215,15 @@ impl SimState {
     fn mmap_jit(&mut self, len: usize) -> Result<usize> {
         self.syscall(SysCall::Mmap)?;
         match self.rules.map_jit {
-            MapJitSupport::Entitled if self.jit_region.mapped().is_some() => {
+            MapJitSupport::Entitled if self.jit_mapped => {
                 Err(Error::MapJitRefused { errno: libc::EPERM })
             }
             MapJitSupport::Entitled => {
                 let pages = self.page_span(SysCall::Mmap, 0, len)?;
                 self.room_for(SysCall::Mmap, pages.len())?;
-                self.fresh_range(len)
+                let addr = self.fresh_range(len)?;
+                self.jit_mapped = true;
+                Ok(addr)
             }
             MapJitSupport::NotEntitled => Err(Error::MapJitRefused { errno: libc::EPERM }),
             MapJitSupport::Unavailable => Err(einval(SysCall::Mmap)),
