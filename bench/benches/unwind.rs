@@ -5,6 +5,8 @@
 //! What it watches: the cost of finding a page whose segment still has secondary room
 //! must not grow with the number of segments whose room is gone.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use codeheap::{Block, FrameDescription, Heap, WxStrategy};
@@ -74,10 +76,7 @@ fn churn(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::criterion();
     targets = churn
 }
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 //! times whole batches (`iter_custom`), so what is measured is the steady state of the
 //! churn, with no dynamic dispatch inside the timed loop.
 
-use std::time::Duration;
+mod common;
 
 use codeheap_bench::Row;
 use codeheap_bench::sizes::Sizes;
@@ -58,10 +58,7 @@ fn across_sizes(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::criterion();
     targets = mixed, across_sizes
 }
 criterion_main!(benches);
