@@ -1,6 +1,7 @@
 //! Blocks: the handle given to the caller and the record the heap keeps.
 
 use crate::page::PageId;
+use crate::records::Place;
 
 /// A block of code memory handed out by [`Heap::alloc`](crate::Heap::alloc).
 ///
@@ -13,6 +14,8 @@ pub struct Block {
     pub(crate) size: usize,
     pub(crate) capacity: usize,
     pub(crate) id: u64,
+    /// Where the heap keeps the block's record (checked against `id` before use).
+    pub(crate) place: Place,
     /// The heap's epoch when this handle saw the block finalized (0: it has not): while the
     /// epoch is unchanged, nothing but this handle can have changed the block, so its entry
     /// point is good without asking the heap.
@@ -20,6 +23,14 @@ pub struct Block {
 }
 
 impl Block {
+    /// How the handle names its block to the heap.
+    pub(crate) fn key(&self) -> HandleKey {
+        HandleKey {
+            id: self.id,
+            place: self.place,
+        }
+    }
+
     /// The block's first byte: where its code runs from (its entry point once finalized).
     pub fn addr(&self) -> usize {
         self.addr
@@ -39,6 +50,14 @@ impl Block {
 
 static_assertions::assert_impl_all!(Block: Send, Sync);
 static_assertions::assert_not_impl_any!(Block: Clone);
+
+/// What a handle names its block by: the block's id, unique in the process, and the place
+/// of its record, trusted only while the record there has that id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandleKey {
+    pub(crate) id: u64,
+    pub(crate) place: Place,
+}
 
 /// What a block is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

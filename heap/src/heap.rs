@@ -11,12 +11,13 @@ use codeheap_xdata::{FrameDescription, RecordingRegistrar, Registrar, SystemRegi
 use core::sync::atomic::AtomicU64 as IdCounter;
 use std::sync::Arc;
 
-use crate::block::{Block, BlockInfo, BlockRecord, BlockState, Home};
+use crate::block::{Block, BlockInfo, BlockRecord, BlockState, HandleKey, Home};
 use crate::config::{HeapConfig, SizeClasses};
 use crate::error::{Error, Result};
-use crate::opening::{Span, is_open};
+use crate::opening::Span;
 use crate::own_line::OwnLine;
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
+use crate::records::Place;
 use crate::size_class::{CHUNK, SizeClass, bucket_count, bucket_of, list_count};
 use crate::state::HeapState;
 use crate::stats::{BucketStats, HeapStats};
@@ -385,7 +386,7 @@ impl<O: Os> Heap<O> {
             large_writers: 0,
             open: false,
         };
-        state.blocks.insert(addr, record);
+        let place = state.blocks.insert(addr, record);
         if let (Some((frame, _)), Some(slot)) = (unwind, slot) {
             state.unwind.insert(addr, UnwindRecord::new(frame, slot));
         }
@@ -395,6 +396,7 @@ impl<O: Os> Heap<O> {
             size,
             capacity,
             id,
+            place,
             published: 0,
         })
     }
@@ -499,7 +501,7 @@ impl<O: Os> Heap<O> {
     /// page (an empty page back to the page allocator), a large block's pages back to the
     /// page allocator.
     pub fn free(&self, block: Block) -> Result<()> {
-        self.free_checked(block.addr, Some(block.id))
+        self.free_checked(block.addr, Some(block.key()))
     }
 
     /// Frees the block starting at `addr`, for engines that keep raw entry points. A handle
@@ -508,20 +510,24 @@ impl<O: Os> Heap<O> {
         self.free_checked(addr, None)
     }
 
-    /// The live record at `addr`, checked against the handle's id if there is one.
-    pub(crate) fn record(
+    /// Where the live record of the block at `addr` is: the place the handle carries, if
+    /// there is a handle and it is still its block's, or the address's.
+    #[inline]
+    pub(crate) fn locate(
         &self,
         state: &HeapState,
         addr: usize,
-        id: Option<u64>,
-    ) -> Result<BlockRecord> {
-        match state.blocks.get(&addr) {
-            Some(record) if id.is_none_or(|id| id == record.id) => Ok(*record),
-            _ if id.is_some() => Err(Error::StaleBlock { addr }),
-            _ => Err(self.why_not_a_block(state, addr)),
+        handle: Option<HandleKey>,
+    ) -> Result<Place> {
+        match handle {
+            Some(key) => {
+                (state.blocks.checked(key.place, key.id)).ok_or(Error::StaleBlock { addr })
+            }
+            None => (state.blocks.place_of(&addr)).ok_or_else(|| self.why_not_a_block(state, addr)),
         }
     }
 
+    #[cold]
     fn why_not_a_block(&self, state: &HeapState, addr: usize) -> Error {
         if let Some(info) = self.find_in(state, addr) {
             return Error::InteriorAddress {
@@ -538,8 +544,8 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    pub(crate) fn free_checked(&self, addr: usize, id: Option<u64>) -> Result<()> {
-        self.free_locked(&mut self.state(), addr, id)
+    pub(crate) fn free_checked(&self, addr: usize, handle: Option<HandleKey>) -> Result<()> {
+        self.free_locked(&mut self.state(), addr, handle)
     }
 
     /// [`free_checked`](Self::free_checked) under a lock already held.
@@ -547,20 +553,21 @@ impl<O: Os> Heap<O> {
         &self,
         state: &mut HeapState,
         addr: usize,
-        id: Option<u64>,
+        handle: Option<HandleKey>,
     ) -> Result<()> {
-        if id.is_none() {
+        if handle.is_none() {
             // A handle may still exist for the block: its cached entry point must go.
             self.epoch.fetch_add(1, Ordering::Release);
         }
-        let record = self.record(state, addr, id)?;
+        let place = self.locate(state, addr, handle)?;
+        let record = *state.blocks.at(place);
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
             BlockState::Parked => {}
             BlockState::Fresh | BlockState::Finalized => {
                 // The unwinder must forget the code before it goes.
                 self.deregister_unwind(state, addr);
-                self.scrub(state, addr, &record)?;
+                self.scrub(state, addr, place)?;
             }
         }
         let slot_freed = self.release_unwind_slot(state, addr);
@@ -573,7 +580,7 @@ impl<O: Os> Heap<O> {
                 if let Err(err) = self.pages.release_pages(addr, pages) {
                     // Still allocated, trap-filled, not runnable: close it again.
                     if record.state != BlockState::Parked {
-                        state.blocks.get_mut(&addr).expect("live").state = BlockState::Fresh;
+                        state.blocks.at_mut(place).state = BlockState::Fresh;
                     }
                     return Err(err.into());
                 }
@@ -581,34 +588,26 @@ impl<O: Os> Heap<O> {
                 state.counters.pages_released += pages as u64;
             }
         }
-        state.blocks.remove(&addr);
+        state.blocks.remove(addr, place);
         state.counters.frees += 1;
         Ok(())
     }
 
     /// Fills what a freed block's code may have left (its bytes up to its size) with traps,
     /// opening its pages under `Protect` if no write session has them open.
-    fn scrub(&self, state: &mut HeapState, addr: usize, record: &BlockRecord) -> Result<()> {
+    fn scrub(&self, state: &mut HeapState, addr: usize, place: Place) -> Result<()> {
+        let record = *state.blocks.at(place);
         let dirty = record.dirty_len(self.arch.instruction_alignment());
-        let span = Span::of(addr, record.home);
-        if self.strategy != WxStrategy::Protect {
-            // Nothing is opened or closed: only the open and close a `Protect` heap would
-            // make are counted (none if a write session holds the span open already).
-            if !is_open(state, span) {
-                state.counters.protect_skipped += 2;
-            }
-            return self.fill_traps(state, addr, record.write_addr, dirty);
-        }
-        self.open_span(state, span)?;
-        let filled = self.fill_traps(state, addr, record.write_addr, dirty);
+        let span = Span::of(addr, record.home, place);
+        let (filled, closed) = self.with_span_open(state, span, |state| {
+            self.fill_traps(state, addr, record.write_addr, dirty)
+        });
         // Closed again even when the pages go back to the page allocator next (it may keep
         // them: every committed code page not being written is execute-read). Once the
         // traps are in, the free goes on: a refused close leaves the span recorded open, for
         // the next close on it to retry.
-        if filled.is_ok() {
-            let _ = self.close_span_if_idle(state, span);
-        } else {
-            self.close_span_if_idle(state, span)?;
+        if filled.is_err() {
+            closed?;
         }
         filled
     }
@@ -738,8 +737,8 @@ impl<O: Os> Heap<O> {
             return Ok(block.addr);
         }
         let state = self.state();
-        let record = self.record(&state, block.addr, Some(block.id))?;
-        match record.state {
+        let place = self.locate(&state, block.addr, Some(block.key()))?;
+        match state.blocks.at(place).state {
             BlockState::Finalized => Ok(block.addr),
             BlockState::Parked => Err(Error::Decommitted { addr: block.addr }),
             BlockState::Fresh | BlockState::Writing => {

@@ -57,6 +57,10 @@ impl<O: Os> Heap<O> {
             held_pages += 1;
             parked_pages += usize::from(page.list == PageList::Parked);
         }
+        state
+            .blocks
+            .check()
+            .map_err(|err| format!("block records: {err}"))?;
         for (&addr, record) in state.blocks.iter() {
             self.check_block(&state, addr, record)?;
         }

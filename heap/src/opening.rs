@@ -7,26 +7,32 @@
 //! consistently recorded, and the next session or free on it opens nothing and tries the
 //! close again.
 
-use codeheap_virtual_alloc::{Os, Protection};
+use codeheap_virtual_alloc::{Os, Protection, WxStrategy};
 
 use crate::block::Home;
 use crate::error::Result;
 use crate::heap::Heap;
 use crate::page::PageId;
+use crate::records::Place;
 use crate::state::HeapState;
 
-/// What opens and closes together: a small block's page, or a large block's pages.
+/// What opens and closes together: a small block's page, or a large block's pages (whose
+/// state is kept in the block's record, at `place`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Span {
     Page(PageId),
-    Large { addr: usize, pages: usize },
+    Large {
+        addr: usize,
+        pages: usize,
+        place: Place,
+    },
 }
 
 impl Span {
-    pub(crate) fn of(addr: usize, home: Home) -> Span {
+    pub(crate) fn of(addr: usize, home: Home, place: Place) -> Span {
         match home {
             Home::Small { page, .. } => Span::Page(page),
-            Home::Large { pages } => Span::Large { addr, pages },
+            Home::Large { pages } => Span::Large { addr, pages, place },
         }
     }
 }
@@ -38,22 +44,22 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
             let page = state.pages.get(id);
             (page.addr, 1, page.writers, page.open)
         }
-        Span::Large { addr, pages } => {
-            let record = &state.blocks[&addr];
+        Span::Large { addr, pages, place } => {
+            let record = state.blocks.at(place);
             (addr, pages, record.large_writers, record.open)
         }
     }
 }
 
 /// Whether the span is open for writing.
-pub(crate) fn is_open(state: &HeapState, span: Span) -> bool {
+fn is_open(state: &HeapState, span: Span) -> bool {
     status(state, span).3
 }
 
 fn set_open(state: &mut HeapState, span: Span, open: bool) {
     match span {
         Span::Page(id) => state.pages.get_mut(id).open = open,
-        Span::Large { addr, .. } => state.blocks.get_mut(&addr).expect("live").open = open,
+        Span::Large { place, .. } => state.blocks.at_mut(place).open = open,
     }
 }
 
@@ -61,7 +67,7 @@ fn set_open(state: &mut HeapState, span: Span, open: bool) {
 pub(crate) fn adjust_writers(state: &mut HeapState, span: Span, delta: i32) {
     let writers = match span {
         Span::Page(id) => &mut state.pages.get_mut(id).writers,
-        Span::Large { addr, .. } => &mut state.blocks.get_mut(&addr).expect("live").large_writers,
+        Span::Large { place, .. } => &mut state.blocks.at_mut(place).large_writers,
     };
     *writers = writers.checked_add_signed(delta).expect("sessions balance");
 }
@@ -81,6 +87,29 @@ impl<O: Os> Heap<O> {
             set_open(state, span, true);
         }
         Ok(())
+    }
+
+    /// Runs `work`, a write that leaves no session behind, with the span open. Under
+    /// `Protect` the span is opened first and closed after, unless a session holds it open;
+    /// the other strategies change nothing and count the open and close a `Protect` heap
+    /// would have made. Gives `work`'s result and the close's.
+    pub(crate) fn with_span_open<R>(
+        &self,
+        state: &mut HeapState,
+        span: Span,
+        work: impl FnOnce(&mut HeapState) -> Result<R>,
+    ) -> (Result<R>, Result<()>) {
+        if self.strategy != WxStrategy::Protect {
+            if !is_open(state, span) {
+                state.counters.protect_skipped += 2;
+            }
+            return (work(state), Ok(()));
+        }
+        if let Err(err) = self.open_span(state, span) {
+            return (Err(err), Ok(()));
+        }
+        let done = work(state);
+        (done, self.close_span_if_idle(state, span))
     }
 
     /// Makes the span executable again if it is open and no session is at work on it. A

@@ -215,10 +215,7 @@ impl<O: Os> Heap<O> {
     pub fn unwind_entry(&self, block: &Block) -> Option<WrittenEntry> {
         let state = self.state();
         let record = state.unwind.get(&block.addr)?;
-        let live = state
-            .blocks
-            .get(&block.addr)
-            .is_some_and(|r| r.id == block.id);
+        let live = (state.blocks.checked(block.place, block.id)).is_some();
         live.then_some(record.registered?.0)
     }
 }

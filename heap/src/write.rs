@@ -20,10 +20,11 @@ use codeheap_virtual_alloc::sync::atomic::Ordering;
 use codeheap_virtual_alloc::{Arch, Os, WriteScope};
 use codeheap_xdata::FrameDescription;
 
-use crate::block::{Block, BlockState};
+use crate::block::{Block, BlockState, HandleKey};
 use crate::error::{Error, Result};
 use crate::heap::Heap;
 use crate::opening::{Span, adjust_writers};
+use crate::records::Place;
 use crate::size_class::SizeClass;
 use crate::state::HeapState;
 
@@ -109,6 +110,7 @@ impl<O: Os> CodeWriter<'_, O> {
 struct Abandon<'a, O: Os> {
     heap: &'a Heap<O>,
     addr: usize,
+    place: Place,
     armed: bool,
 }
 
@@ -118,7 +120,7 @@ impl<O: Os> Drop for Abandon<'_, O> {
             let mut state = self.heap.state();
             let _ = self
                 .heap
-                .end_session(&mut state, self.addr, BlockState::Fresh);
+                .end_session(&mut state, self.addr, self.place, BlockState::Fresh);
         }
     }
 }
@@ -127,14 +129,14 @@ impl<O: Os> Drop for Abandon<'_, O> {
 struct Discard<'a, O: Os> {
     heap: &'a Heap<O>,
     addr: usize,
-    id: u64,
+    key: HandleKey,
     armed: bool,
 }
 
 impl<O: Os> Drop for Discard<'_, O> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.heap.free_checked(self.addr, Some(self.id));
+            let _ = self.heap.free_checked(self.addr, Some(self.key));
         }
     }
 }
@@ -205,7 +207,7 @@ impl<O: Os> Heap<O> {
         let mut discard = Discard {
             heap: self,
             addr: block.addr,
-            id: block.id,
+            key: block.key(),
             armed: true,
         };
         let value = self.run_session(&mut block, write_addr, emit)?;
@@ -223,6 +225,7 @@ impl<O: Os> Heap<O> {
         let mut abandon = Abandon {
             heap: self,
             addr: block.addr,
+            place: block.place,
             armed: true,
         };
         let _write = WriteScope::enter();
@@ -238,7 +241,7 @@ impl<O: Os> Heap<O> {
         self.seal(&mut state, block, write_addr)?;
         self.register_unwind(&mut state, block)?;
         abandon.armed = false;
-        self.end_session(&mut state, block.addr, BlockState::Finalized)?;
+        self.end_session(&mut state, block.addr, block.place, BlockState::Finalized)?;
         block.published = self.epoch.load(Ordering::Acquire);
         Ok(value)
     }
@@ -275,7 +278,7 @@ impl<O: Os> Heap<O> {
                 Ok(block)
             }
             Err(err) => {
-                let _ = self.free_locked(&mut state, block.addr, Some(block.id));
+                let _ = self.free_locked(&mut state, block.addr, Some(block.key()));
                 Err(err)
             }
         }
@@ -286,10 +289,9 @@ impl<O: Os> Heap<O> {
     /// span is opened around the copy and closed again unless another thread's session is
     /// at work on it.
     fn copy_in(&self, state: &mut HeapState, block: &Block, code: &[u8]) -> Result<()> {
-        let record = state.blocks[&block.addr];
-        let span = Span::of(block.addr, record.home);
-        self.open_span(state, span)?;
-        let copied = {
+        let record = *state.blocks.at(block.place);
+        let span = Span::of(block.addr, record.home, block.place);
+        let (copied, closed) = self.with_span_open(state, span, |state| {
             let _write = WriteScope::enter();
             // SAFETY: the block was just placed and is seen by no one else (the lock is
             // held): allocated, committed, its pages open for writing, this thread in write
@@ -297,23 +299,17 @@ impl<O: Os> Heap<O> {
             unsafe { self.vm().os().write(record.write_addr, code) }
                 .map_err(Error::from)
                 .and_then(|()| self.seal(state, block, record.write_addr))
-        };
-        let closed = self.close_span_if_idle(state, span);
+        });
         copied.and(closed)?;
-        state.blocks.get_mut(&block.addr).expect("placed").state = BlockState::Finalized;
+        state.blocks.at_mut(block.place).state = BlockState::Finalized;
         Ok(())
     }
 
     /// Opens a session on `block` and returns where it is written.
     fn begin_session(&self, state: &mut HeapState, block: &Block) -> Result<usize> {
         let addr = block.addr;
-        let Some(record) = state
-            .blocks
-            .get_mut(&addr)
-            .filter(|record| record.id == block.id)
-        else {
-            return Err(Error::StaleBlock { addr });
-        };
+        let place = self.locate(state, addr, Some(block.key()))?;
+        let record = state.blocks.at_mut(place);
         let before = record.state;
         match before {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
@@ -322,31 +318,33 @@ impl<O: Os> Heap<O> {
         }
         // Marked first, so the common path looks the record up once.
         record.state = BlockState::Writing;
-        let (span, write_addr) = (Span::of(addr, record.home), record.write_addr);
+        let (span, write_addr) = (Span::of(addr, record.home, place), record.write_addr);
         if let Err(err) = self.open_span(state, span) {
-            state.blocks.get_mut(&addr).expect("live").state = before;
+            state.blocks.at_mut(place).state = before;
             return Err(err);
         }
         adjust_writers(state, span, 1);
         Ok(write_addr)
     }
 
-    /// Closes a session: the block takes `outcome`, and its pages close once no session has
-    /// them open. If the OS refuses the close, the pages stay open (recorded so) and the
-    /// block is left unfinalized: its code cannot run from a page that is not executable.
+    /// Closes a session on the block at `addr`, whose record is at `place`: the block takes
+    /// `outcome`, and its pages close once no session has them open. If the OS refuses the
+    /// close, the pages stay open (recorded so) and the block is left unfinalized: its code
+    /// cannot run from a page that is not executable.
     pub(crate) fn end_session(
         &self,
         state: &mut HeapState,
         addr: usize,
+        place: Place,
         outcome: BlockState,
     ) -> Result<()> {
-        let record = state.blocks.get_mut(&addr).expect("live");
+        let record = state.blocks.at_mut(place);
         record.state = outcome;
-        let span = Span::of(addr, record.home);
+        let span = Span::of(addr, record.home, place);
         adjust_writers(state, span, -1);
         let closed = self.close_span_if_idle(state, span);
         if closed.is_err() {
-            state.blocks.get_mut(&addr).expect("live").state = BlockState::Fresh;
+            state.blocks.at_mut(place).state = BlockState::Fresh;
         }
         closed
     }

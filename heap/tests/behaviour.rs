@@ -635,6 +635,52 @@ fn bad_addresses_are_typed_errors_that_change_nothing() {
 }
 
 #[test]
+fn a_handle_names_only_its_own_block() {
+    // Handles find their record by the place they carry; the place is taken over by the
+    // next block, and every heap numbers its places from the start.
+    let heap = linux(WxStrategy::DualMap);
+    let other = linux(WxStrategy::DualMap);
+    let mut foreign = other.alloc(64).unwrap();
+    emit(&other, &mut foreign, 5);
+    let stale = heap.alloc(64).unwrap();
+    let stale_addr = stale.addr();
+    heap.free_address(stale_addr).unwrap();
+    let mut reuser = heap.alloc(300).unwrap();
+    emit(&heap, &mut reuser, 6);
+    let before = heap.stats();
+    let (foreign_addr, mut stale) = (foreign.addr(), stale);
+    assert_eq!(
+        heap.entry_point(&foreign),
+        Err(Error::StaleBlock { addr: foreign_addr })
+    );
+    assert_eq!(
+        heap.write(&mut foreign, |w| w.write(0, &[0xC3])),
+        Err(Error::StaleBlock { addr: foreign_addr })
+    );
+    assert_eq!(
+        heap.write(&mut stale, |w| w.write(0, &[0xC3])),
+        Err(Error::StaleBlock { addr: stale_addr })
+    );
+    assert_eq!(
+        heap.free(stale),
+        Err(Error::StaleBlock { addr: stale_addr })
+    );
+    assert_eq!(
+        heap.free(foreign),
+        Err(Error::StaleBlock { addr: foreign_addr })
+    );
+    assert_eq!(heap.stats(), before, "nothing changed");
+    assert_eq!(
+        run(&heap, &reuser),
+        Ok(6),
+        "the block at the reused place runs"
+    );
+    heap.check_invariants().unwrap();
+    heap.free(reuser).unwrap();
+    heap.check_invariants().unwrap();
+}
+
+#[test]
 fn a_block_being_written_cannot_be_freed() {
     let heap = apple();
     let mut block = heap.alloc(64).unwrap();
