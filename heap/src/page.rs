@@ -331,12 +331,21 @@ impl Pages {
     }
 
     /// Moves a page to another list (and bucket).
+    #[inline]
     pub(crate) fn relist(&mut self, id: PageId, list: PageList, bucket: usize) {
         let page = self.get(id);
         if page.list == list && page.bucket == bucket {
             return;
         }
         self.unlink(id);
+        if list == PageList::Full {
+            // On no list: keeps its bucket, no vector or list bitmap changes.
+            let page = self.get_mut(id);
+            page.list = list;
+            page.bucket = bucket;
+            page.slot = 0;
+            return;
+        }
         self.push(id, list, bucket);
     }
 
