@@ -22,6 +22,9 @@ pub const WINDOW: usize = 64;
 /// page being written.
 pub const BYTES: usize = 256;
 
+/// Calls the executor makes to each function it picks, in the report's W4 table.
+pub const CALLS_PER_PICK: u32 = 16;
+
 /// Slots of the publication ring (a power of two, more than `WINDOW`).
 const RING: usize = 256;
 
@@ -118,8 +121,9 @@ impl Published {
     }
 }
 
-/// The executor: calls the newest published function, again and again, until stopped.
-fn execute(published: &Published) -> (u64, u64) {
+/// The executor: calls the newest published function `calls_per_pick` times, then picks
+/// the newest again, until stopped.
+fn execute(published: &Published, calls_per_pick: u32) -> (u64, u64) {
     let (mut calls, mut wrong) = (0u64, 0u64);
     while !published.stop.load(SeqCst) {
         let newest = published.newest.load(SeqCst);
@@ -138,7 +142,7 @@ fn execute(published: &Published) -> (u64, u64) {
         let value = published.values[slot].load(SeqCst);
         // A slot is reused only RING sequence numbers later, long after `seq` is retired,
         // which the hazard prevents while we hold it; so entry and value belong to `seq`.
-        for _ in 0..16 {
+        for _ in 0..calls_per_pick {
             // SAFETY: `seq` was published (its code written, made executable and flushed
             // before `newest` was stored) and is not retired, and the writer frees nothing
             // the hazard names; so the function stays until the hazard is cleared.
@@ -191,6 +195,9 @@ pub struct Race {
     pub duration: Duration,
     /// What the writer does meanwhile.
     pub writer: Writer,
+    /// Calls the executor makes to each function before it picks the newest again: how
+    /// often it takes up code the other thread has just written.
+    pub calls_per_pick: u32,
 }
 
 impl RowVisitor for Race {
@@ -220,7 +227,7 @@ impl RowVisitor for Race {
         }
         let first = seq;
         thread::scope(|scope| {
-            let executor = scope.spawn(|| execute(&published));
+            let executor = scope.spawn(|| execute(&published, self.calls_per_pick));
             let start = Instant::now();
             match self.writer {
                 Writer::Emits => {
@@ -260,6 +267,7 @@ mod tests {
         let result = Race {
             duration: Duration::from_millis(100),
             writer: Writer::Emits,
+            calls_per_pick: CALLS_PER_PICK,
         }
         .visit(Bump::with_len(64 << 20));
         assert!(result.emits > 0 && result.calls > 0, "{result:?}");

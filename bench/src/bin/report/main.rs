@@ -24,7 +24,7 @@ use std::time::Duration;
 use codeheap::WxStrategy;
 use codeheap_bench::memory::{self, Churn, Sample};
 use codeheap_bench::overlap::OverlapCheck;
-use codeheap_bench::race::{Race, RaceResult, Writer};
+use codeheap_bench::race::{self, Race, RaceResult, Writer};
 use codeheap_bench::sizes::Sizes;
 use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Workload};
 
@@ -90,7 +90,7 @@ fn main() {
 
 // ---- child processes ------------------------------------------------------------------
 
-/// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS emits|sleeps|spins` |
+/// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS emits|sleeps|spins [CALLS_PER_PICK]` |
 /// `--child serve ROW WORKLOAD` (batches for the W1/W2 rounds, see `rounds.rs`) |
 /// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS` (one
 /// workload alone, mixed sizes or one fixed size, to profile it:
@@ -112,6 +112,9 @@ fn child(args: &[String]) {
             let race = Race {
                 duration: Duration::from_millis(number(2)),
                 writer: Writer::from_key(&args[3]).expect("emits, sleeps or spins"),
+                calls_per_pick: args
+                    .get(4)
+                    .map_or(race::CALLS_PER_PICK, |_| number(4) as u32),
             };
             let result = row.visit(race).expect("available");
             println!("RESULT {}", result.line());
@@ -220,6 +223,75 @@ const SWEEP_SIZES: [usize; 6] = [64, 256, 1024, 4096, 16_384, 65_536];
 
 // ---- the report -------------------------------------------------------------------------
 
+/// One W4 case of `row` in a child process: its result, or how the child died.
+fn w4_case(
+    row: &Row,
+    plan: &Plan,
+    writer: Writer,
+    calls_per_pick: u32,
+) -> Result<RaceResult, String> {
+    let args = [
+        "w4".to_string(),
+        row.key(),
+        plan.w4.as_millis().to_string(),
+        writer.key().to_string(),
+        calls_per_pick.to_string(),
+    ];
+    run_child(&args).and_then(|stdout| {
+        result_line(&stdout)
+            .and_then(RaceResult::parse)
+            .ok_or_else(|| "no result".to_string())
+    })
+}
+
+/// Calls per pick in the W4 table by pick rate (the main table's is `CALLS_PER_PICK`).
+const SLOWER_PICKS: [u32; 2] = [256, 4096];
+
+/// W4 again for codeheap, jit-allocator and the floor, with the executor taking up new code
+/// less often: what the executor keeps depends on how often it runs code the other core
+/// has just written.
+fn w4_by_pick_rate(rows: &[Row], plan: &Plan, figures: &mut Figures) {
+    let chosen = [
+        Row::Codeheap(WxStrategy::DualMap),
+        Row::JitAllocator,
+        Row::Bump,
+    ];
+    println!(
+        "## W4 by how often the executor takes up new code ({} ms per case)
+",
+        plan.w4.as_millis()
+    );
+    println!(
+        "The same race; the executor calls each function it picks this many times before \
+         it picks the newest again.\n"
+    );
+    println!("| row | calls per pick | emits/s | calls/s | calls/s, writer sleeps | ÷ sleeps |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in rows.iter().filter(|row| chosen.contains(row)) {
+        for calls_per_pick in SLOWER_PICKS {
+            let busy = w4_case(row, plan, Writer::Emits, calls_per_pick);
+            let idle = w4_case(row, plan, Writer::Sleeps, calls_per_pick);
+            match (&busy, &idle) {
+                (Ok(b), Ok(i)) => println!(
+                    "| {} | {calls_per_pick} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                    row.name(),
+                    b.emits_per_second(),
+                    b.calls_per_second(),
+                    i.calls_per_second(),
+                    b.calls_per_second() / i.calls_per_second()
+                ),
+                (Err(how), _) | (_, Err(how)) => {
+                    println!("| {} | {calls_per_pick} | {how} | | | |", row.name())
+                }
+            }
+            figures
+                .w4_by_pick
+                .insert((row.key(), calls_per_pick), (busy, idle));
+        }
+    }
+    println!();
+}
+
 /// Figures gathered for the targets table.
 #[derive(Debug, Default)]
 struct Figures {
@@ -227,7 +299,12 @@ struct Figures {
     w2: BTreeMap<String, f64>,
     w3: BTreeMap<String, Sample>,
     w4: BTreeMap<String, [Result<RaceResult, String>; 3]>,
+    /// W4 with the writer emitting and sleeping, by row and calls per pick.
+    w4_by_pick: BTreeMap<(String, u32), W4Pair>,
 }
+
+/// A W4 case with the writer emitting, and its baseline with the writer asleep.
+type W4Pair = (Result<RaceResult, String>, Result<RaceResult, String>);
 
 fn report(plan: Plan, plots: Option<&str>) {
     let rows = Row::available();
@@ -402,19 +479,7 @@ fn report(plan: Plan, plots: Option<&str>) {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in &rows {
-        let case = |writer: Writer| {
-            let args = [
-                "w4".to_string(),
-                row.key(),
-                plan.w4.as_millis().to_string(),
-                writer.key().to_string(),
-            ];
-            run_child(&args).and_then(|stdout| {
-                result_line(&stdout)
-                    .and_then(RaceResult::parse)
-                    .ok_or_else(|| "no result".to_string())
-            })
-        };
+        let case = |writer: Writer| w4_case(row, &plan, writer, race::CALLS_PER_PICK);
         let (busy, idle, spin) = (
             case(Writer::Emits),
             case(Writer::Sleeps),
@@ -451,6 +516,7 @@ fn report(plan: Plan, plots: Option<&str>) {
         figures.w4.insert(row.key(), [busy, idle, spin]);
     }
     println!();
+    w4_by_pick_rate(&rows, &plan, &mut figures);
 
     // Overlap check.
     println!(
@@ -647,6 +713,15 @@ fn targets(f: &Figures) {
                 Some(ratio >= 0.9),
             );
         }
+    }
+    let slowest = SLOWER_PICKS[SLOWER_PICKS.len() - 1];
+    if let Some((Ok(b), Ok(i))) = f.w4_by_pick.get(&(dual.clone(), slowest)) {
+        let ratio = b.calls_per_second() / i.calls_per_second();
+        verdict(
+            &format!("(the same, the executor picking new code every {slowest} calls)"),
+            format!("{ratio:.2}"),
+            Some(ratio >= 0.9),
+        );
     }
     println!();
 }
