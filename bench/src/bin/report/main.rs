@@ -718,7 +718,10 @@ fn targets(f: &Figures) {
     if let Some((Ok(b), Ok(i))) = f.w4_by_pick.get(&(dual.clone(), slowest)) {
         let ratio = b.calls_per_second() / i.calls_per_second();
         verdict(
-            &format!("(the same, the executor picking new code every {slowest} calls)"),
+            &format!(
+                "(the same, the executor picking new code every {slowest} calls, not {})",
+                race::CALLS_PER_PICK
+            ),
             format!("{ratio:.2}"),
             Some(ratio >= 0.9),
         );
