@@ -16,7 +16,9 @@
 //!   chunk marks a start and no other chunk of it does; every start belongs to a block; the
 //!   blocks of a page cover exactly its allocated chunks, so no two overlap. A page's open
 //!   write sessions are its blocks being written. Large blocks are recorded in `large`, whole
-//!   pages each, and overlap neither each other nor a small page.
+//!   pages each, and overlap neither each other nor a small page. Block records: every
+//!   place of the slab is held by exactly one live block's address or is vacant and listed
+//!   unused once (a handle's place is trusted by its id, so a vacant place must hold none).
 //! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
 //!   (read-write under `Protect` while open for writing, which every page with a session
 //!   is), parked ones are not
