@@ -2,7 +2,7 @@
 //! (`check_invariants`) and usable. The cases here were found by the `heap_ops` fuzz
 //! target.
 
-use codeheap::vm::SysCall;
+use codeheap::vm::{Protection, SysCall};
 use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
 
 /// Under `Protect`, the `mprotect` that makes the page executable again at the end of a
@@ -87,4 +87,54 @@ fn a_refused_release_of_a_parked_page_does_not_make_it_the_spare() {
     let code = heap.arch().encode_return_u32(5);
     heap.write(&mut next, |w| w.write(0, code.as_bytes()))
         .unwrap();
+}
+
+/// Under `Protect` a free opens its block's page to fill it with traps and closes it again.
+/// If the open is refused, nothing is filled and the block stays live and runnable; if only
+/// the close is refused, the traps are in and the free goes through, the page is recorded
+/// open, and the next close on it tries again.
+#[test]
+fn a_free_whose_mprotect_is_refused_is_undone_or_finished() {
+    let heap = Heap::with_config(
+        SimOs::linux(),
+        HeapConfig::with_strategy(WxStrategy::Protect),
+    )
+    .unwrap();
+    let code = heap.arch().encode_return_u32(9);
+    let kept = heap.emit_code(code.as_bytes()).unwrap();
+    let block = heap.emit_code(code.as_bytes()).unwrap();
+    let addr = block.addr();
+    let live = heap.stats().live_blocks;
+
+    heap.vm().os().fail_next(SysCall::Mprotect, libc::EPERM);
+    let refused = heap.free_address(addr);
+    assert!(refused.is_err());
+    assert_eq!(heap.check_invariants(), Ok(()));
+    assert_eq!(heap.stats().live_blocks, live, "the block was not freed");
+    // SAFETY: the simulator decodes `return 9`; nothing of the process runs.
+    assert_eq!(unsafe { heap.call(&block) }, Ok(9), "nor trap-filled");
+
+    // The open succeeds, the close after the fill is refused: the free is done anyway.
+    heap.vm().os().fail_after(1, libc::EPERM);
+    let freed = heap.free(block);
+    heap.vm().os().clear_failures();
+    assert_eq!(freed, Ok(()));
+    assert_eq!(heap.stats().live_blocks, live - 1);
+    assert_eq!(heap.check_invariants(), Ok(()));
+    assert_eq!(heap.find(addr), None);
+    let page = addr - addr % heap.page_size();
+    let os = heap.vm().os();
+    assert_eq!(os.protection_at(page), Some(Protection::ReadWrite));
+
+    // The page left open is closed by its next write.
+    let again = heap.emit_code(code.as_bytes()).unwrap();
+    assert_eq!(os.protection_at(page), Some(Protection::ExecuteRead));
+    assert_eq!(heap.check_invariants(), Ok(()));
+    // SAFETY: as above.
+    assert_eq!(unsafe { heap.call(&again) }, Ok(9));
+    // SAFETY: as above.
+    assert_eq!(unsafe { heap.call(&kept) }, Ok(9));
+    heap.free(again).unwrap();
+    heap.free(kept).unwrap();
+    assert_eq!(heap.check_invariants(), Ok(()));
 }
