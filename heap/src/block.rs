@@ -49,6 +49,8 @@ impl Block {
 }
 
 static_assertions::assert_impl_all!(Block: Send, Sync);
+// Engines keep a handle per function: its record's place costs it no more than a word.
+const _: () = assert!(core::mem::size_of::<Block>() <= 48);
 static_assertions::assert_not_impl_any!(Block: Clone);
 
 /// What a handle names its block by: the block's id, unique in the process, and the place
