@@ -90,7 +90,8 @@ fn main() {
 
 // ---- child processes ------------------------------------------------------------------
 
-/// `--child w3 ROW LIVE STEPS EVERY` | `--child w4 ROW MILLIS emits|sleeps|spins [CALLS_PER_PICK]` |
+/// `--child w3 ROW LIVE STEPS EVERY` |
+/// `--child w4 ROW MILLIS emits|sleeps|spins [CALLS_PER_PICK]` |
 /// `--child serve ROW WORKLOAD` (batches for the W1/W2 rounds, see `rounds.rs`) |
 /// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS` (one
 /// workload alone, mixed sizes or one fixed size, to profile it:
@@ -257,8 +258,7 @@ fn w4_by_pick_rate(rows: &[Row], plan: &Plan, figures: &mut Figures) {
         Row::Bump,
     ];
     println!(
-        "## W4 by how often the executor takes up new code ({} ms per case)
-",
+        "## W4 by how often the executor takes up new code ({} ms per case)\n",
         plan.w4.as_millis()
     );
     println!(
