@@ -78,6 +78,19 @@ impl RaceResult {
     pub fn calls_per_second(&self) -> f64 {
         self.calls as f64 / self.seconds
     }
+
+    /// The median of several runs of one case by `rate` (the writer's emits, or the
+    /// executor's calls, per second), with the wrong results of all the runs: a wrong
+    /// call in any run must show.
+    pub fn median(runs: &[RaceResult], rate: impl Fn(&RaceResult) -> f64) -> Option<RaceResult> {
+        let mut sorted = runs.to_vec();
+        sorted.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+        let median = *sorted.get(sorted.len() / 2)?;
+        Some(RaceResult {
+            wrong: runs.iter().map(|run| run.wrong).sum(),
+            ..median
+        })
+    }
 }
 
 /// The publication ring shared by the two threads.
@@ -261,6 +274,29 @@ impl RowVisitor for Race {
 mod tests {
     use super::*;
     use crate::peers::Bump;
+
+    #[test]
+    fn the_median_run_carries_every_runs_wrong_calls() {
+        let run = |emits: u64, wrong: u64| RaceResult {
+            emits,
+            calls: 1000 - emits,
+            wrong,
+            seconds: 1.0,
+        };
+        let runs = [run(30, 0), run(10, 2), run(20, 0)];
+        let by_emits = RaceResult::median(&runs, RaceResult::emits_per_second).unwrap();
+        assert_eq!(
+            (by_emits.emits, by_emits.calls, by_emits.wrong),
+            (20, 980, 2)
+        );
+        let by_calls = RaceResult::median(&runs[..2], RaceResult::calls_per_second).unwrap();
+        assert_eq!(
+            (by_calls.emits, by_calls.wrong),
+            (10, 2),
+            "the upper of two"
+        );
+        assert_eq!(RaceResult::median(&[], RaceResult::emits_per_second), None);
+    }
 
     #[test]
     fn the_bump_floor_races_without_wrong_results() {

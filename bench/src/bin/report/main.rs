@@ -13,9 +13,11 @@
 //! is a result. W1 and W2 are timed in interleaved rounds: each round runs a batch of every
 //! row (each in its own long-lived child, see `rounds.rs`), in a rotating order, so drift in
 //! the machine's load hits all rows alike; a row's figure is its median over the rounds.
+//! W4's cases run in rounds as well, one child process per case (`w4.rs`).
 
 mod plot;
 mod rounds;
+mod w4;
 
 use std::collections::BTreeMap;
 use std::process::{Command, ExitStatus};
@@ -24,7 +26,7 @@ use std::time::Duration;
 use codeheap::WxStrategy;
 use codeheap_bench::memory::{self, Churn, Sample};
 use codeheap_bench::overlap::OverlapCheck;
-use codeheap_bench::race::{self, Race, RaceResult, Writer};
+use codeheap_bench::race::{self, Race, Writer};
 use codeheap_bench::sizes::Sizes;
 use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Workload};
 
@@ -42,6 +44,8 @@ pub(crate) struct Plan {
     w3_live: usize,
     w3_steps: u64,
     w4: Duration,
+    /// Interleaved rounds of the W4 cases.
+    w4_rounds: usize,
     overlap_steps: u64,
 }
 
@@ -54,6 +58,7 @@ impl Plan {
             w3_live: memory::LIVE,
             w3_steps: memory::STEPS,
             w4: Duration::from_secs(2),
+            w4_rounds: 3,
             overlap_steps: 200_000,
         }
     }
@@ -66,6 +71,7 @@ impl Plan {
             w3_live: 2_000,
             w3_steps: 20_000,
             w4: Duration::from_millis(250),
+            w4_rounds: 1,
             overlap_steps: 10_000,
         }
     }
@@ -224,87 +230,14 @@ const SWEEP_SIZES: [usize; 6] = [64, 256, 1024, 4096, 16_384, 65_536];
 
 // ---- the report -------------------------------------------------------------------------
 
-/// One W4 case of `row` in a child process: its result, or how the child died.
-fn w4_case(
-    row: &Row,
-    plan: &Plan,
-    writer: Writer,
-    calls_per_pick: u32,
-) -> Result<RaceResult, String> {
-    let args = [
-        "w4".to_string(),
-        row.key(),
-        plan.w4.as_millis().to_string(),
-        writer.key().to_string(),
-        calls_per_pick.to_string(),
-    ];
-    run_child(&args).and_then(|stdout| {
-        result_line(&stdout)
-            .and_then(RaceResult::parse)
-            .ok_or_else(|| "no result".to_string())
-    })
-}
-
-/// Calls per pick in the W4 table by pick rate (the main table's is `CALLS_PER_PICK`).
-const SLOWER_PICKS: [u32; 2] = [256, 4096];
-
-/// W4 again for codeheap, jit-allocator and the floor, with the executor taking up new code
-/// less often: what the executor keeps depends on how often it runs code the other core
-/// has just written.
-fn w4_by_pick_rate(rows: &[Row], plan: &Plan, figures: &mut Figures) {
-    let chosen = [
-        Row::Codeheap(WxStrategy::DualMap),
-        Row::JitAllocator,
-        Row::Bump,
-    ];
-    println!(
-        "## W4 by how often the executor takes up new code ({} ms per case)\n",
-        plan.w4.as_millis()
-    );
-    println!(
-        "The same race; the executor calls each function it picks this many times before \
-         it picks the newest again.\n"
-    );
-    println!("| row | calls per pick | emits/s | calls/s | calls/s, writer sleeps | ÷ sleeps |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for row in rows.iter().filter(|row| chosen.contains(row)) {
-        for calls_per_pick in SLOWER_PICKS {
-            let busy = w4_case(row, plan, Writer::Emits, calls_per_pick);
-            let idle = w4_case(row, plan, Writer::Sleeps, calls_per_pick);
-            match (&busy, &idle) {
-                (Ok(b), Ok(i)) => println!(
-                    "| {} | {calls_per_pick} | {:.0} | {:.0} | {:.0} | {:.2} |",
-                    row.name(),
-                    b.emits_per_second(),
-                    b.calls_per_second(),
-                    i.calls_per_second(),
-                    b.calls_per_second() / i.calls_per_second()
-                ),
-                (Err(how), _) | (_, Err(how)) => {
-                    println!("| {} | {calls_per_pick} | {how} | | | |", row.name())
-                }
-            }
-            figures
-                .w4_by_pick
-                .insert((row.key(), calls_per_pick), (busy, idle));
-        }
-    }
-    println!();
-}
-
 /// Figures gathered for the targets table.
 #[derive(Debug, Default)]
 struct Figures {
     w1: BTreeMap<String, f64>,
     w2: BTreeMap<String, f64>,
     w3: BTreeMap<String, Sample>,
-    w4: BTreeMap<String, [Result<RaceResult, String>; 3]>,
-    /// W4 with the writer emitting and sleeping, by row and calls per pick.
-    w4_by_pick: BTreeMap<(String, u32), W4Pair>,
+    w4: w4::W4Figures,
 }
-
-/// A W4 case with the writer emitting, and its baseline with the writer asleep.
-type W4Pair = (Result<RaceResult, String>, Result<RaceResult, String>);
 
 fn report(plan: Plan, plots: Option<&str>) {
     let rows = Row::available();
@@ -462,61 +395,8 @@ fn report(plan: Plan, plots: Option<&str>) {
     }
     println!();
 
-    // W4.
-    println!(
-        "## W4 (a writer thread emits 256 B functions while an executor thread calls the newest \
-         ones, {} ms per case)\n",
-        plan.w4.as_millis()
-    );
-    println!(
-        "calls/s is the executor's; the baselines are the same executor while the writer \
-         thread sleeps (the target's \"no writer\") and while it spins without writing (the \
-         other core busy, nothing written).\n"
-    );
-    println!(
-        "| row | emits/s | calls/s | calls/s, writer sleeps | calls/s, writer spins | \
-         ÷ sleeps | ÷ spins | wrong | outcome |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    for row in &rows {
-        let case = |writer: Writer| w4_case(row, &plan, writer, race::CALLS_PER_PICK);
-        let (busy, idle, spin) = (
-            case(Writer::Emits),
-            case(Writer::Sleeps),
-            case(Writer::Spins),
-        );
-        let calls = |r: &Result<RaceResult, String>| {
-            r.as_ref()
-                .map_or("-".to_string(), |r| format!("{:.0}", r.calls_per_second()))
-        };
-        let ratio = |b: &RaceResult, r: &Result<RaceResult, String>| {
-            r.as_ref().map_or("-".to_string(), |r| {
-                format!("{:.2}", b.calls_per_second() / r.calls_per_second())
-            })
-        };
-        match &busy {
-            Ok(b) => println!(
-                "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | ok |",
-                row.name(),
-                b.emits_per_second(),
-                b.calls_per_second(),
-                calls(&idle),
-                calls(&spin),
-                ratio(b, &idle),
-                ratio(b, &spin),
-                b.wrong
-            ),
-            Err(how) => println!(
-                "| {} | - | - | {} | {} | - | - | - | {how} |",
-                row.name(),
-                calls(&idle),
-                calls(&spin)
-            ),
-        }
-        figures.w4.insert(row.key(), [busy, idle, spin]);
-    }
-    println!();
-    w4_by_pick_rate(&rows, &plan, &mut figures);
+    w4::main_table(&rows, &plan, &mut figures.w4);
+    w4::by_pick_rate(&rows, &plan, &mut figures.w4);
 
     // Overlap check.
     println!(
@@ -680,7 +560,7 @@ fn targets(f: &Figures) {
             );
         }
     }
-    if let Some([busy, idle, spin]) = f.w4.get(&dual) {
+    if let Some([busy, idle, spin]) = f.w4.main.get(&dual) {
         match busy {
             Ok(b) => verdict(
                 "W4 zero faults under dual-map",
@@ -689,7 +569,7 @@ fn targets(f: &Figures) {
             ),
             Err(how) => verdict("W4 zero faults under dual-map", how.clone(), Some(false)),
         }
-        if let (Ok(b), Some([Ok(j), ..])) = (busy, f.w4.get(&jit)) {
+        if let (Ok(b), Some([Ok(j), ..])) = (busy, f.w4.main.get(&jit)) {
             let ratio = b.emits_per_second() / j.emits_per_second();
             verdict(
                 "W4 emits/s ≥ 2× jit-allocator's",
@@ -714,8 +594,8 @@ fn targets(f: &Figures) {
             );
         }
     }
-    let slowest = SLOWER_PICKS[SLOWER_PICKS.len() - 1];
-    if let Some((Ok(b), Ok(i))) = f.w4_by_pick.get(&(dual.clone(), slowest)) {
+    let slowest = w4::SLOWER_PICKS[w4::SLOWER_PICKS.len() - 1];
+    if let Some([Ok(b), Ok(i)]) = f.w4.by_pick.get(&(dual.clone(), slowest)) {
         let ratio = b.calls_per_second() / i.calls_per_second();
         verdict(
             &format!(
