@@ -567,7 +567,7 @@ impl<O: Os> Heap<O> {
             BlockState::Fresh | BlockState::Finalized => {
                 // The unwinder must forget the code before it goes.
                 self.deregister_unwind(state, addr);
-                self.scrub(state, addr, place)?;
+                self.scrub(state, addr, place, &record)?;
             }
         }
         let slot_freed = self.release_unwind_slot(state, addr);
@@ -595,8 +595,13 @@ impl<O: Os> Heap<O> {
 
     /// Fills what a freed block's code may have left (its bytes up to its size) with traps,
     /// opening its pages under `Protect` if no write session has them open.
-    fn scrub(&self, state: &mut HeapState, addr: usize, place: Place) -> Result<()> {
-        let record = *state.blocks.at(place);
+    fn scrub(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        place: Place,
+        record: &BlockRecord,
+    ) -> Result<()> {
         let dirty = record.dirty_len(self.arch.instruction_alignment());
         let span = Span::of(addr, record.home, place);
         let (filled, closed) = self.with_span_open(state, span, |state| {

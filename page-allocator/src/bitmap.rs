@@ -151,7 +151,7 @@ impl<S: AsRef<[u64]>> Bits<S> {
             // caller's loop over `words_of` touches none either).
             _ if n == 0 => None,
             0..64 => Some((start / 64, ((1u64 << n) - 1) << lo)),
-            64 if n > 0 => Some((start / 64, u64::MAX << lo)),
+            64 => Some((start / 64, u64::MAX << lo)),
             _ => None,
         }
     }
