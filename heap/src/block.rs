@@ -51,6 +51,8 @@ impl Block {
 static_assertions::assert_impl_all!(Block: Send, Sync);
 // Engines keep a handle per function: its record's place costs it no more than a word.
 const _: () = assert!(core::mem::size_of::<Block>() <= 48);
+// One record per live block, kept in a slab: no larger than a cache line.
+const _: () = assert!(core::mem::size_of::<BlockRecord>() <= 64);
 static_assertions::assert_not_impl_any!(Block: Clone);
 
 /// What a handle names its block by: the block's id, unique in the process, and the place
@@ -84,6 +86,8 @@ pub(crate) enum Home {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BlockRecord {
     pub(crate) id: u64,
+    /// The block's first byte.
+    pub(crate) addr: usize,
     pub(crate) size: usize,
     pub(crate) capacity: usize,
     /// Where the block is written (its address but for dual-mapped pages).

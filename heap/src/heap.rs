@@ -362,7 +362,6 @@ impl<O: Os> Heap<O> {
             (SizeClass::Large { pages }, bytes) => {
                 let acquired = self.acquire_pages(state, pages, bytes)?;
                 let addr = acquired.run.addr;
-                state.large.insert(addr, capacity);
                 (
                     addr,
                     acquired.write_addr,
@@ -378,6 +377,7 @@ impl<O: Os> Heap<O> {
         });
         let record = BlockRecord {
             id,
+            addr,
             size,
             capacity,
             write_addr,
@@ -386,7 +386,13 @@ impl<O: Os> Heap<O> {
             large_writers: 0,
             open: false,
         };
-        let place = state.blocks.insert(addr, record);
+        let place = state.blocks.insert(record);
+        match home {
+            Home::Small { page, first_chunk } => state.pages.set_place(page, first_chunk, place),
+            Home::Large { .. } => {
+                state.large.insert(addr, place);
+            }
+        }
         if let (Some((frame, _)), Some(slot)) = (unwind, slot) {
             state.unwind.insert(addr, UnwindRecord::new(frame, slot));
         }
@@ -523,7 +529,7 @@ impl<O: Os> Heap<O> {
             Some(key) => {
                 (state.blocks.checked(key.place, key.id)).ok_or(Error::StaleBlock { addr })
             }
-            None => (state.blocks.place_of(&addr)).ok_or_else(|| self.why_not_a_block(state, addr)),
+            None => (state.place_at(addr)).ok_or_else(|| self.why_not_a_block(state, addr)),
         }
     }
 
@@ -588,7 +594,7 @@ impl<O: Os> Heap<O> {
                 state.counters.pages_released += pages as u64;
             }
         }
-        state.blocks.remove(addr, place);
+        state.blocks.remove(place);
         state.counters.frees += 1;
         Ok(())
     }
@@ -654,12 +660,10 @@ impl<O: Os> Heap<O> {
     pub fn decommit_all(&self) -> Result<()> {
         let mut state = self.state();
         self.epoch.fetch_add(1, Ordering::Release);
-        if let Some((&addr, _)) = state
-            .blocks
-            .iter()
-            .find(|(_, record)| record.state == BlockState::Writing)
+        if let Some(record) =
+            (state.blocks.values()).find(|record| record.state == BlockState::Writing)
         {
-            return Err(Error::BlockBusy { addr });
+            return Err(Error::BlockBusy { addr: record.addr });
         }
         let mut parked = Vec::new();
         let outcome = self.decommit_holdings(&mut state, &mut parked);
@@ -699,33 +703,27 @@ impl<O: Os> Heap<O> {
             let (addr, bucket) = (state.pages.get(id).addr, state.pages.get(id).bucket);
             self.pages.decommit_pages(addr, 1)?;
             state.pages.relist(id, PageList::Parked, bucket);
-            let starts = state.pages.chunk_bits(id).starts;
-            let starts: Vec<usize> = (0..starts.len())
-                .filter(|&chunk| starts.get(chunk))
-                .map(|chunk| addr + chunk * CHUNK)
+            let blocks: Vec<(usize, Place)> = (0..self.page / CHUNK)
+                .filter_map(|chunk| Some((addr + chunk * CHUNK, state.pages.place_at(id, chunk)?)))
                 .collect();
-            for block in starts {
-                state
-                    .blocks
-                    .get_mut(&block)
-                    .expect("a start is a block")
-                    .state = BlockState::Parked;
+            for (block, place) in blocks {
+                state.blocks.at_mut(place).state = BlockState::Parked;
                 parked.push(block);
             }
         }
-        let large: Vec<(usize, usize)> = state
+        let large: Vec<(Place, usize, usize)> = state
             .blocks
             .iter()
-            .filter_map(|(&addr, record)| match (record.home, record.state) {
+            .filter_map(|(place, record)| match (record.home, record.state) {
                 (Home::Large { pages }, state) if state != BlockState::Parked => {
-                    Some((addr, pages))
+                    Some((place, record.addr, pages))
                 }
                 _ => None,
             })
             .collect();
-        for (addr, pages) in large {
+        for (place, addr, pages) in large {
             self.pages.decommit_pages(addr, pages)?;
-            state.blocks.get_mut(&addr).expect("listed").state = BlockState::Parked;
+            state.blocks.at_mut(place).state = BlockState::Parked;
             parked.push(addr);
         }
         Ok(())
@@ -799,7 +797,7 @@ impl<O: Os> Heap<O> {
             }
             None => *state.large.range(..=addr).next_back()?.0,
         };
-        let record = state.blocks.get(&start)?;
+        let record = state.blocks.at(state.place_at(start)?);
         (addr < start + record.capacity).then_some(BlockInfo {
             addr: start,
             size: record.size,

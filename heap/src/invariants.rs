@@ -17,8 +17,9 @@
 //!   blocks of a page cover exactly its allocated chunks, so no two overlap. A page's open
 //!   write sessions are its blocks being written. Large blocks are recorded in `large`, whole
 //!   pages each, and overlap neither each other nor a small page. Block records: every
-//!   place of the slab is held by exactly one live block's address or is vacant and listed
-//!   unused once (a handle's place is trusted by its id, so a vacant place must hold none).
+//!   live record is found by its address at its own place (through its page's chunk places,
+//!   or `large`), and every place of the slab is live or vacant and listed unused once (a
+//!   handle's place is trusted by its id, so a vacant place must hold none).
 //! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
 //!   (read-write under `Protect` while open for writing, which every page with a session
 //!   is), parked ones are not
@@ -36,6 +37,7 @@ use crate::block::{BlockRecord, BlockState, Home};
 use crate::config::SizeClasses;
 use crate::heap::Heap;
 use crate::page::{Page, PageId, PageList};
+use crate::records::Place;
 use crate::size_class::CHUNK;
 use crate::state::HeapState;
 
@@ -63,8 +65,8 @@ impl<O: Os> Heap<O> {
             .blocks
             .check()
             .map_err(|err| format!("block records: {err}"))?;
-        for (&addr, record) in state.blocks.iter() {
-            self.check_block(&state, addr, record)?;
+        for (place, record) in state.blocks.iter() {
+            self.check_block(&state, place, record)?;
         }
         let (large_pages, large_parked) = self.check_large(&state)?;
         held_pages += large_pages;
@@ -117,9 +119,10 @@ impl<O: Os> Heap<O> {
     #[doc(hidden)]
     pub fn corrupt_chunk_bitmap_for_test(&self, block_addr: usize) -> bool {
         let mut state = self.state();
-        let Some(record) = state.blocks.get(&block_addr).copied() else {
+        let Some(place) = state.place_at(block_addr) else {
             return false;
         };
+        let record = *state.blocks.at(place);
         let Home::Small { page, first_chunk } = record.home else {
             return false;
         };
@@ -265,8 +268,17 @@ impl<O: Os> Heap<O> {
         let mut writing = 0;
         for chunk in (0..chunks).filter(|&c| bits.starts.get(c)) {
             let block = addr + chunk * CHUNK;
-            let record = state.blocks.get(&block).ok_or_else(|| {
-                format!("page {addr:#x} marks a block start at {block:#x}, which has no record")
+            let record = (state.pages.place_at(id, chunk))
+                .and_then(|place| state.blocks.live(place))
+                .map(|place| state.blocks.at(place))
+                .ok_or_else(|| {
+                    format!("page {addr:#x} marks a block start at {block:#x}, which has no record")
+                })?;
+            ensure(record.addr == block, || {
+                format!(
+                    "page {addr:#x} finds the record of the block at {:#x} for {block:#x}",
+                    record.addr
+                )
             })?;
             ensure(
                 record.home
@@ -344,7 +356,8 @@ impl<O: Os> Heap<O> {
             })?;
         }
         for chunk in (0..chunks).filter(|&c| bits.starts.get(c)) {
-            let record = &state.blocks[&(addr + chunk * CHUNK)];
+            let place = state.pages.place_at(id, chunk).expect("checked above");
+            let record = state.blocks.at(place);
             let at = chunk * CHUNK;
             self.check_untouched(addr + at, record, &bytes[at..at + record.capacity])?;
         }
@@ -397,9 +410,16 @@ impl<O: Os> Heap<O> {
     fn check_block(
         &self,
         state: &HeapState,
-        addr: usize,
+        place: Place,
         record: &BlockRecord,
     ) -> Result<(), String> {
+        let addr = record.addr;
+        ensure(state.place_at(addr) == Some(place), || {
+            format!(
+                "the block at {addr:#x}, recorded at {place:?}, is found by address at {:?}",
+                state.place_at(addr)
+            )
+        })?;
         ensure(record.size > 0 && record.size <= record.capacity, || {
             format!(
                 "the block at {addr:#x} has size {} and capacity {}",
@@ -456,7 +476,7 @@ impl<O: Os> Heap<O> {
                         )
                     },
                 )?;
-                ensure(state.large.get(&addr) == Some(&record.capacity), || {
+                ensure(state.large.get(&addr) == Some(&place), || {
                     format!(
                         "the large block at {addr:#x} is recorded in `large` as {:?}",
                         state.large.get(&addr)
@@ -479,11 +499,17 @@ impl<O: Os> Heap<O> {
     fn check_large(&self, state: &HeapState) -> Result<(usize, usize), String> {
         let (mut held, mut parked) = (0, 0);
         let mut end_of_previous = 0;
-        for (&addr, &capacity) in &state.large {
-            let record = state
-                .blocks
-                .get(&addr)
+        for (&addr, &place) in &state.large {
+            let record = (state.blocks.live(place))
+                .map(|place| state.blocks.at(place))
                 .ok_or_else(|| format!("`large` lists a block at {addr:#x} that has no record"))?;
+            ensure(record.addr == addr, || {
+                format!(
+                    "`large` lists a block at {addr:#x} whose record is the block at {:#x}",
+                    record.addr
+                )
+            })?;
+            let capacity = record.capacity;
             let Home::Large { pages } = record.home else {
                 return Err(format!("`large` lists the small block at {addr:#x}"));
             };

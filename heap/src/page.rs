@@ -5,6 +5,9 @@
 
 use codeheap_page_allocator::bitmap::{Bitmap, Bits, words_for};
 
+use crate::records::Place;
+use crate::size_class::CHUNK;
+
 /// Most chunks a page can have: 64 KiB pages of 128-byte chunks (the list bitmaps,
 /// [`ListSet`], have one list per free-run length up to this).
 pub(crate) const MAX_CHUNKS: usize = 512;
@@ -120,6 +123,10 @@ pub(crate) struct Pages {
     /// the page (one word each for 4 KiB pages), where a bitmap held in each page would be
     /// sized for the largest page the heap supports.
     chunk_bits: Vec<u64>,
+    /// The record place of each block on page `id`, at `chunks * id` plus its first chunk;
+    /// meaningful only where the page's `starts` bit is set. What finds a small block's
+    /// record by address, with no per-block entry to add and remove in a hash map.
+    chunk_places: Vec<u32>,
     unused_ids: Vec<PageId>,
     /// Pages with free chunks, per bucket.
     pub(crate) buckets: Vec<Vec<PageId>>,
@@ -138,6 +145,7 @@ impl Pages {
             chunks,
             words: words_for(chunks),
             chunk_bits: Vec::new(),
+            chunk_places: Vec::new(),
             buckets: vec![Vec::new(); buckets],
             no_unwind_room: vec![Vec::new(); buckets],
             nonempty: ListSet::new(buckets),
@@ -196,6 +204,25 @@ impl Pages {
         self.get_mut(id).free_chunks -= n as u16;
     }
 
+    /// Records where the record of the block starting at chunk `first` of page `id` is.
+    #[inline]
+    pub(crate) fn set_place(&mut self, id: PageId, first: usize, place: Place) {
+        self.chunk_places[self.chunks * id as usize + first] = place.0;
+    }
+
+    /// The record place of the live block starting at chunk `chunk` of page `id`, if one
+    /// starts there.
+    #[inline]
+    pub(crate) fn place_at(&self, id: PageId, chunk: usize) -> Option<Place> {
+        (self.chunk_bits(id).starts.get(chunk))
+            .then(|| Place(self.chunk_places[self.chunks * id as usize + chunk]))
+    }
+
+    /// Bytes per page.
+    pub(crate) fn page_bytes(&self) -> usize {
+        self.chunks * CHUNK
+    }
+
     /// Marks the block of `n` chunks at `first` of page `id` free.
     #[inline]
     pub(crate) fn give_back(&mut self, id: PageId, first: usize, n: usize) {
@@ -233,6 +260,8 @@ impl Pages {
                 self.table.push(None);
                 let words = self.chunk_bits.len() + 2 * self.words;
                 self.chunk_bits.resize(words, 0);
+                let places = self.chunk_places.len() + self.chunks;
+                self.chunk_places.resize(places, 0);
                 (self.table.len() - 1) as PageId
             }
         };

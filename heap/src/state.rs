@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::addr_hash::AddrMap;
 use crate::page::{PageId, Pages};
-use crate::records::Records;
+use crate::records::{Place, Records};
+use crate::size_class::CHUNK;
 use crate::unwind::UnwindRecord;
 
 /// What the heap has done, for `stats()`.
@@ -28,10 +29,10 @@ pub(crate) struct HeapState {
     pub(crate) pages: Pages,
     /// Page address to page id.
     pub(crate) page_index: AddrMap<PageId>,
-    /// Block address to record, small and large.
+    /// Block records, found by place (see `records.rs`).
     pub(crate) blocks: Records,
-    /// Large block address to capacity, ordered for address lookups.
-    pub(crate) large: BTreeMap<usize, usize>,
+    /// Large block address to its record's place, ordered for address lookups.
+    pub(crate) large: BTreeMap<usize, Place>,
     /// Block address to its unwind entry, for blocks allocated with one.
     pub(crate) unwind: AddrMap<UnwindRecord>,
     /// Registration order, so entries can be deregistered newest first.
@@ -54,6 +55,21 @@ impl HeapState {
             ids: 0..0,
             counters: Counters::default(),
         }
+    }
+
+    /// The place of the record of the live block starting at `addr`: through its page's
+    /// chunk places for a small block, the large-block map for a large one. Like a handle's
+    /// place, it is trusted only if the record there is live and is that block's.
+    #[inline]
+    pub(crate) fn place_at(&self, addr: usize) -> Option<Place> {
+        let page_bytes = self.pages.page_bytes();
+        let offset = addr % page_bytes;
+        let place = match self.page_index.get(&(addr - offset)) {
+            Some(&id) if offset.is_multiple_of(CHUNK) => self.pages.place_at(id, offset / CHUNK),
+            Some(_) => None,
+            None => self.large.get(&addr).copied(),
+        }?;
+        self.blocks.holds(place, addr).then_some(place)
     }
 
     /// A block id, from the batch this heap holds, or from a new batch `take_batch` gives

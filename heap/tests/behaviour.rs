@@ -681,6 +681,50 @@ fn a_handle_names_only_its_own_block() {
 }
 
 #[test]
+fn an_address_names_only_the_block_that_starts_there() {
+    // A freed block's record place goes to the next block, wherever that lands; the freed
+    // block's page and the large-block map may still remember the place for the old
+    // address, which must then name nothing.
+    let heap = linux(WxStrategy::DualMap);
+    let page = heap.page_size();
+    let mut neighbour = heap.alloc(64).unwrap();
+    emit(&heap, &mut neighbour, 1);
+    let gone = heap.alloc(64).unwrap();
+    let gone_addr = gone.addr();
+    heap.free(gone).unwrap();
+    let mut small_reuser = heap.alloc(300).unwrap();
+    emit(&heap, &mut small_reuser, 2);
+    assert_ne!(
+        small_reuser.addr(),
+        gone_addr,
+        "on a page of another bucket"
+    );
+    let big = heap.alloc(page + 1).unwrap();
+    let big_addr = big.addr();
+    heap.free(big).unwrap();
+    let mut large_reuser = heap.alloc(300).unwrap();
+    emit(&heap, &mut large_reuser, 3);
+    let before = heap.stats();
+    for addr in [gone_addr, big_addr] {
+        assert_eq!(heap.find(addr), None);
+        assert_eq!(heap.free_address(addr), Err(Error::NotAllocated { addr }));
+    }
+    assert_eq!(heap.stats(), before, "nothing changed");
+    for (block, value) in [(&neighbour, 1), (&small_reuser, 2), (&large_reuser, 3)] {
+        assert_eq!(run(&heap, block), Ok(value));
+        assert_eq!(
+            heap.find(block.addr()).map(|info| info.addr),
+            Some(block.addr())
+        );
+    }
+    heap.check_invariants().unwrap();
+    for addr in [neighbour.addr(), small_reuser.addr(), large_reuser.addr()] {
+        heap.free_address(addr).unwrap();
+    }
+    heap.check_invariants().unwrap();
+}
+
+#[test]
 fn a_block_being_written_cannot_be_freed() {
     let heap = apple();
     let mut block = heap.alloc(64).unwrap();
