@@ -59,28 +59,24 @@ impl State {
         if n == 0 {
             return;
         }
-        let segment = self
-            .segments
-            .get_mut(&base)
-            .expect("segments changed exist");
+        let State {
+            segments,
+            free_runs,
+            ..
+        } = self;
+        let segment = segments.get_mut(&base).expect("segments changed exist");
         let (lo, hi) = (first.saturating_sub(1), first + n + 1);
-        let touching = |free: &crate::bitmap::Bitmap<1>| -> Vec<(usize, usize)> {
-            free.runs()
-                .filter(|&(start, len)| start < hi && start + len > lo)
-                .collect()
-        };
-        let before = touching(&segment.free);
+        let touches = |&(start, len): &(usize, usize)| start < hi && start + len > lo;
+        for (start, len) in segment.free.runs().filter(touches) {
+            free_runs.remove(&(len, base, start));
+        }
         if free {
             segment.free.set_range(first, n);
         } else {
             segment.free.clear_range(first, n);
         }
-        let after = touching(&segment.free);
-        for (start, len) in before {
-            self.free_runs.remove(&(len, base, start));
-        }
-        for (start, len) in after {
-            self.free_runs.insert((len, base, start));
+        for (start, len) in segment.free.runs().filter(touches) {
+            free_runs.insert((len, base, start));
         }
     }
 
