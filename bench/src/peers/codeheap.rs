@@ -20,10 +20,14 @@ impl CodeHeap {
 
     /// A heap with `strategy` that rounds small requests as `classes` says.
     pub fn with_classes(strategy: WxStrategy, classes: SizeClasses) -> Option<CodeHeap> {
-        let config = HeapConfig {
+        CodeHeap::with_config(HeapConfig {
             size_classes: classes,
             ..HeapConfig::with_strategy(strategy)
-        };
+        })
+    }
+
+    /// A heap made with `config`, or `None` if this machine cannot provide it.
+    pub fn with_config(config: HeapConfig) -> Option<CodeHeap> {
         Heap::with_config(NativeOs::new(), config)
             .ok()
             .map(|heap| CodeHeap { heap })

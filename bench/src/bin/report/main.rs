@@ -23,12 +23,13 @@ use std::collections::BTreeMap;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use codeheap::WxStrategy;
+use codeheap::{HeapConfig, WxStrategy};
 use codeheap_bench::memory::{self, Churn, Sample};
 use codeheap_bench::overlap::OverlapCheck;
+use codeheap_bench::peers::CodeHeap;
 use codeheap_bench::race::{self, Race, Writer};
 use codeheap_bench::sizes::Sizes;
-use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Workload};
+use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Stepper, W1, Workload};
 
 use codeheap_bench::{Row, workload};
 use rounds::time_rows;
@@ -101,10 +102,15 @@ fn main() {
 /// `--child serve ROW WORKLOAD` (batches for the W1/W2 rounds, see `rounds.rs`) |
 /// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS` (one
 /// workload alone, mixed sizes or one fixed size, to profile it:
-/// `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`)
+/// `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`) |
+/// `--child keep PAGES STEPS` (the mixed W1 alone on a dual-map heap that keeps up to
+/// `PAGES` free pages committed: what the kept-page cap trades)
 fn child(args: &[String]) {
-    let row = Row::from_key(&args[1]).expect("a row key");
     let number = |i: usize| args[i].parse::<u64>().expect("a number");
+    if args[0] == "keep" {
+        return keep_pages(number(1) as usize, number(2));
+    }
+    let row = Row::from_key(&args[1]).expect("a row key");
     match args[0].as_str() {
         "w3" => {
             let churn = Churn {
@@ -160,6 +166,26 @@ fn child(args: &[String]) {
         }
         other => panic!("unknown child workload {other}"),
     }
+}
+
+/// The mixed W1 over a dual-map heap keeping up to `pages` free pages: `steps` steps timed
+/// after `steps / 5` of warm-up, with the pages decommitted per step and the bytes
+/// committed at the end.
+fn keep_pages(pages: usize, steps: u64) {
+    let mut config = HeapConfig::with_strategy(WxStrategy::DualMap);
+    config.pages.max_free_pages = pages;
+    let heap = CodeHeap::with_config(config).expect("dual mapping on this machine");
+    let mut w1 = W1::new(heap, workload::LIVE, Sizes::Mix);
+    w1.run(steps / 5);
+    let before = w1.peer().heap().page_allocator().stats();
+    let took = w1.run(steps);
+    let after = w1.peer().heap().page_allocator().stats();
+    println!(
+        "RESULT ns_per_step={:.1} decommitted_pages_per_step={:.4} committed_bytes={}",
+        took.as_secs_f64() * 1e9 / steps as f64,
+        (after.decommitted_pages - before.decommitted_pages) as f64 / steps as f64,
+        after.committed_bytes
+    );
 }
 
 /// Runs this binary as a child; its stdout, or how it died.
