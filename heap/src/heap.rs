@@ -573,7 +573,7 @@ impl<O: Os> Heap<O> {
             BlockState::Fresh | BlockState::Finalized => {
                 // The unwinder must forget the code before it goes.
                 self.deregister_unwind(state, addr);
-                self.scrub(state, addr, place, &record)?;
+                self.scrub(state, place, &record)?;
             }
         }
         let slot_freed = self.release_unwind_slot(state, addr);
@@ -601,17 +601,11 @@ impl<O: Os> Heap<O> {
 
     /// Fills what a freed block's code may have left (its bytes up to its size) with traps,
     /// opening its pages under `Protect` if no write session has them open.
-    fn scrub(
-        &self,
-        state: &mut HeapState,
-        addr: usize,
-        place: Place,
-        record: &BlockRecord,
-    ) -> Result<()> {
+    fn scrub(&self, state: &mut HeapState, place: Place, record: &BlockRecord) -> Result<()> {
         let dirty = record.dirty_len(self.arch.instruction_alignment());
-        let span = Span::of(addr, record.home, place);
+        let span = Span::of(record, place);
         let (filled, closed) = self.with_span_open(state, span, |state| {
-            self.fill_traps(state, addr, record.write_addr, dirty)
+            self.fill_traps(state, record.addr, record.write_addr, dirty)
         });
         // Closed again even when the pages go back to the page allocator next (it may keep
         // them: every committed code page not being written is execute-read). Once the

@@ -9,7 +9,7 @@
 
 use codeheap_virtual_alloc::{Os, Protection, WxStrategy};
 
-use crate::block::Home;
+use crate::block::{BlockRecord, Home};
 use crate::error::Result;
 use crate::heap::Heap;
 use crate::page::PageId;
@@ -17,22 +17,19 @@ use crate::records::Place;
 use crate::state::HeapState;
 
 /// What opens and closes together: a small block's page, or a large block's pages (whose
-/// state is kept in the block's record, at `place`).
+/// address, extent and state its record, at the place given, holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Span {
     Page(PageId),
-    Large {
-        addr: usize,
-        pages: usize,
-        place: Place,
-    },
+    Large(Place),
 }
 
 impl Span {
-    pub(crate) fn of(addr: usize, home: Home, place: Place) -> Span {
-        match home {
+    /// The span of the block whose record is `record`, at `place`.
+    pub(crate) fn of(record: &BlockRecord, place: Place) -> Span {
+        match record.home {
             Home::Small { page, .. } => Span::Page(page),
-            Home::Large { pages } => Span::Large { addr, pages, place },
+            Home::Large { .. } => Span::Large(place),
         }
     }
 }
@@ -44,9 +41,11 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
             let page = state.pages.get(id);
             (page.addr, 1, page.writers, page.open)
         }
-        Span::Large { addr, pages, place } => {
+        Span::Large(place) => {
             let record = state.blocks.at(place);
-            (addr, pages, record.large_writers, record.open)
+            // A large block's capacity is its whole pages.
+            let pages = record.capacity / state.pages.page_bytes();
+            (record.addr, pages, record.large_writers, record.open)
         }
     }
 }
@@ -59,7 +58,7 @@ fn is_open(state: &HeapState, span: Span) -> bool {
 fn set_open(state: &mut HeapState, span: Span, open: bool) {
     match span {
         Span::Page(id) => state.pages.get_mut(id).open = open,
-        Span::Large { place, .. } => state.blocks.at_mut(place).open = open,
+        Span::Large(place) => state.blocks.at_mut(place).open = open,
     }
 }
 
@@ -67,7 +66,7 @@ fn set_open(state: &mut HeapState, span: Span, open: bool) {
 pub(crate) fn adjust_writers(state: &mut HeapState, span: Span, delta: i32) {
     let writers = match span {
         Span::Page(id) => &mut state.pages.get_mut(id).writers,
-        Span::Large { place, .. } => &mut state.blocks.at_mut(place).large_writers,
+        Span::Large(place) => &mut state.blocks.at_mut(place).large_writers,
     };
     *writers = writers.checked_add_signed(delta).expect("sessions balance");
 }

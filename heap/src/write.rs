@@ -109,7 +109,6 @@ impl<O: Os> CodeWriter<'_, O> {
 /// and its pages closed.
 struct Abandon<'a, O: Os> {
     heap: &'a Heap<O>,
-    addr: usize,
     place: Place,
     armed: bool,
 }
@@ -120,7 +119,7 @@ impl<O: Os> Drop for Abandon<'_, O> {
             let mut state = self.heap.state();
             let _ = self
                 .heap
-                .end_session(&mut state, self.addr, self.place, BlockState::Fresh);
+                .end_session(&mut state, self.place, BlockState::Fresh);
         }
     }
 }
@@ -224,7 +223,6 @@ impl<O: Os> Heap<O> {
     ) -> Result<R> {
         let mut abandon = Abandon {
             heap: self,
-            addr: block.addr,
             place: block.place,
             armed: true,
         };
@@ -241,7 +239,7 @@ impl<O: Os> Heap<O> {
         self.seal(&mut state, block, write_addr)?;
         self.register_unwind(&mut state, block)?;
         abandon.armed = false;
-        self.end_session(&mut state, block.addr, block.place, BlockState::Finalized)?;
+        self.end_session(&mut state, block.place, BlockState::Finalized)?;
         block.published = self.epoch.load(Ordering::Acquire);
         Ok(value)
     }
@@ -290,7 +288,7 @@ impl<O: Os> Heap<O> {
     /// at work on it.
     fn copy_in(&self, state: &mut HeapState, block: &Block, code: &[u8]) -> Result<()> {
         let record = *state.blocks.at(block.place);
-        let span = Span::of(block.addr, record.home, block.place);
+        let span = Span::of(&record, block.place);
         let (copied, closed) = self.with_span_open(state, span, |state| {
             let _write = WriteScope::enter();
             // SAFETY: the block was just placed and is seen by no one else (the lock is
@@ -318,7 +316,7 @@ impl<O: Os> Heap<O> {
         }
         // Marked first, so the common path looks the record up once.
         record.state = BlockState::Writing;
-        let (span, write_addr) = (Span::of(addr, record.home, place), record.write_addr);
+        let (span, write_addr) = (Span::of(record, place), record.write_addr);
         if let Err(err) = self.open_span(state, span) {
             state.blocks.at_mut(place).state = before;
             return Err(err);
@@ -327,20 +325,19 @@ impl<O: Os> Heap<O> {
         Ok(write_addr)
     }
 
-    /// Closes a session on the block at `addr`, whose record is at `place`: the block takes
-    /// `outcome`, and its pages close once no session has them open. If the OS refuses the
-    /// close, the pages stay open (recorded so) and the block is left unfinalized: its code
-    /// cannot run from a page that is not executable.
+    /// Closes a session on the block whose record is at `place`: the block takes `outcome`,
+    /// and its pages close once no session has them open. If the OS refuses the close, the
+    /// pages stay open (recorded so) and the block is left unfinalized: its code cannot run
+    /// from a page that is not executable.
     pub(crate) fn end_session(
         &self,
         state: &mut HeapState,
-        addr: usize,
         place: Place,
         outcome: BlockState,
     ) -> Result<()> {
         let record = state.blocks.at_mut(place);
         record.state = outcome;
-        let span = Span::of(addr, record.home, place);
+        let span = Span::of(record, place);
         adjust_writers(state, span, -1);
         let closed = self.close_span_if_idle(state, span);
         if closed.is_err() {
