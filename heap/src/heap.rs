@@ -705,15 +705,10 @@ impl<O: Os> Heap<O> {
                 parked.push(block);
             }
         }
-        let large: Vec<(Place, usize, usize)> = state
-            .blocks
-            .iter()
-            .filter_map(|(place, record)| match (record.home, record.state) {
-                (Home::Large { pages }, state) if state != BlockState::Parked => {
-                    Some((place, record.addr, pages))
-                }
-                _ => None,
-            })
+        let large: Vec<(Place, usize, usize)> = (state.large.iter())
+            .map(|(&addr, &place)| (place, addr, state.blocks.at(place)))
+            .filter(|(_, _, record)| record.state != BlockState::Parked)
+            .map(|(place, addr, record)| (place, addr, record.capacity / self.page))
             .collect();
         for (place, addr, pages) in large {
             self.pages.decommit_pages(addr, pages)?;
