@@ -5,17 +5,17 @@
 use codeheap::vm::{Protection, SysCall};
 use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
 
+fn linux(strategy: WxStrategy) -> Heap<SimOs> {
+    Heap::with_config(SimOs::linux(), HeapConfig::with_strategy(strategy)).unwrap()
+}
+
 /// Under `Protect`, the `mprotect` that makes the page executable again at the end of a
 /// write session fails. The page must not be left read-write with no session open: the
 /// heap then refuses every later write and free on that page (`ProtectionMismatch`, since
 /// it expects the page executable), and the block can never be freed.
 #[test]
 fn a_refused_mprotect_closing_a_session_leaves_the_page_usable() {
-    let heap = Heap::with_config(
-        SimOs::linux(),
-        HeapConfig::with_strategy(WxStrategy::Protect),
-    )
-    .unwrap();
+    let heap = linux(WxStrategy::Protect);
     let mut block = heap.alloc(64).unwrap();
     let code = heap.arch().encode_return_u32(5);
     let refused = heap.write(&mut block, |w| {
@@ -72,11 +72,7 @@ fn decommit_all_refused_midway_leaves_no_runnable_block_on_a_decommitted_page() 
 /// allocated on it can never be written.
 #[test]
 fn a_refused_release_of_a_parked_page_does_not_make_it_the_spare() {
-    let heap = Heap::with_config(
-        SimOs::linux(),
-        HeapConfig::with_strategy(WxStrategy::DualMap),
-    )
-    .unwrap();
+    let heap = linux(WxStrategy::DualMap);
     let block = heap.alloc(64).unwrap();
     heap.decommit_all().unwrap();
     heap.vm().os().fail_next(SysCall::Fallocate, libc::ENOMEM);
@@ -95,11 +91,7 @@ fn a_refused_release_of_a_parked_page_does_not_make_it_the_spare() {
 /// open, and the next close on it tries again.
 #[test]
 fn a_free_whose_mprotect_is_refused_is_undone_or_finished() {
-    let heap = Heap::with_config(
-        SimOs::linux(),
-        HeapConfig::with_strategy(WxStrategy::Protect),
-    )
-    .unwrap();
+    let heap = linux(WxStrategy::Protect);
     let code = heap.arch().encode_return_u32(9);
     let kept = heap.emit_code(code.as_bytes()).unwrap();
     let block = heap.emit_code(code.as_bytes()).unwrap();
