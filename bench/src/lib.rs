@@ -5,7 +5,7 @@
 //! through memmap2, region or dynasmrt, and a bump allocator over one RWX mapping (the
 //! floor of this machine: no bookkeeping, no W^X, no system call).
 //!
-//! * [`workload::W1`]: alloc + free pairs over a live set, sizes from [`sizes::Mix`].
+//! * [`workload::W1`]: alloc + free pairs over a live set, sizes from [`sizes::Sizes::Mix`].
 //! * [`workload::W2`]: emit a 256-byte function, run it once, free the oldest of the live set.
 //! * [`memory`]: committed bytes and PSS growth after a long churn (run in a child process).
 //! * [`race`]: a writer thread emitting while an executor thread calls the newest functions.

@@ -37,7 +37,8 @@ struct Entry<T> {
     value: T,
 }
 
-/// Address ranges with a value each, none overlapping. See the [module docs](self).
+/// Address ranges with a value each, none overlapping, in an address-ordered map behind a
+/// reader-writer lock: any number of lookups at once, while regions are added and removed.
 #[derive(Debug)]
 pub struct RegionRegistry<T> {
     regions: RwLock<BTreeMap<usize, Entry<T>>>,

@@ -31,7 +31,7 @@ pub struct BumpBlock {
 }
 
 impl Bump {
-    /// A ring of [`RING_BYTES`], mapped RWX.
+    /// A ring of 64 MiB (`RING_BYTES`), mapped RWX.
     pub fn new() -> Bump {
         Bump::with_len(RING_BYTES)
     }
