@@ -40,6 +40,8 @@ pub struct Input {
     pub max_free_pages: u8,
     /// `SizeClasses::Chunks` instead of powers of two.
     pub chunk_classes: bool,
+    /// Every freed block straight back to its page (`keep_freed_blocks: false`).
+    pub keep_nothing: bool,
     pub ops: Vec<Op>,
 }
 
@@ -205,6 +207,7 @@ impl Driver {
             } else {
                 SizeClasses::PowerOfTwo
             },
+            keep_freed_blocks: !input.keep_nothing,
         };
         let heap = Heap::with_config(SimOs::new(rules), config)
             .map_err(|err| format!("heap setup: {err}"))?;

@@ -80,16 +80,19 @@ fn heap_ops() -> Vec<heap::Op> {
 #[test]
 fn a_representative_heap_sequence_passes_on_every_machine() {
     for machine in every_machine() {
-        for chunk_classes in [false, true] {
+        for (chunk_classes, keep_nothing) in [(false, false), (true, false), (false, true)] {
             let input = heap::Input {
                 machine,
                 segment_pages: 6,
                 max_free_pages: 1,
                 chunk_classes,
+                keep_nothing,
                 ops: heap_ops(),
             };
             if let Err(err) = heap::run(&input) {
-                panic!("{machine:?}, chunk classes {chunk_classes}: {err}");
+                panic!(
+                    "{machine:?}, chunk classes {chunk_classes}, keeping nothing {keep_nothing}: {err}"
+                );
             }
         }
     }
@@ -103,6 +106,7 @@ fn the_heap_target_catches_a_chunk_marked_free_behind_the_heaps_back() {
             segment_pages: 6,
             max_free_pages: 1,
             chunk_classes: false,
+            keep_nothing: false,
             ops: heap_ops(),
         };
         let err = heap::run_with_corruption(&input)

@@ -128,6 +128,7 @@ impl<O: Os> Heap<O> {
             state: Mutex::new(HeapState::new(
                 list_count(config.size_classes, page),
                 page / CHUNK,
+                config.keep_freed_blocks,
             )),
             page,
             arch,
@@ -350,8 +351,13 @@ impl<O: Os> Heap<O> {
         let entry_size = unwind.as_ref().map(|&(_, bytes)| bytes);
         let (addr, write_addr, home, slot) = match (class, entry_size) {
             (SizeClass::Small { bucket, chunks }, None) => {
-                let id = self.page_for(state, bucket, chunks)?;
-                let (addr, write_addr, home) = self.take_chunks(state, id, chunks);
+                let (addr, write_addr, home) = match state.freed.take(chunks) {
+                    Some((id, first)) => self.reuse_kept(state, id, first, chunks),
+                    None => {
+                        let id = self.page_for(state, bucket, chunks)?;
+                        self.take_chunks(state, id, chunks)
+                    }
+                };
                 (addr, write_addr, home, None)
             }
             (SizeClass::Small { bucket, chunks }, Some(bytes)) => {
@@ -438,6 +444,28 @@ impl<O: Os> Heap<O> {
             first_chunk: first,
         };
         (addr, write_addr, home)
+    }
+
+    /// Takes back the kept block of `chunks` chunks at chunk `first` of page `id`: its
+    /// chunks are still taken and hold traps, and its page is on the list it belongs on.
+    fn reuse_kept(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        first: usize,
+        chunks: usize,
+    ) -> (usize, usize, Home) {
+        state.pages.reuse(id, first, chunks);
+        let page = state.pages.get(id);
+        let home = Home::Small {
+            page: id,
+            first_chunk: first,
+        };
+        (
+            page.addr + first * CHUNK,
+            page.write_addr + first * CHUNK,
+            home,
+        )
     }
 
     /// A page with room for a block of `bucket`: one of the bucket's own, one split off a
@@ -580,7 +608,7 @@ impl<O: Os> Heap<O> {
         match record.home {
             Home::Small { page, first_chunk } => {
                 let chunks = record.capacity / CHUNK;
-                self.free_chunks(state, page, first_chunk, chunks, slot_freed);
+                self.free_small(state, page, first_chunk, chunks, slot_freed);
             }
             Home::Large { pages } => {
                 if let Err(err) = self.pages.release_pages(addr, pages) {
@@ -615,6 +643,41 @@ impl<O: Os> Heap<O> {
             closed?;
         }
         filled
+    }
+
+    /// A freed small block's chunks (already scrubbed): kept for the next allocation of
+    /// their size if the page keeps live blocks and the cache has room (`freed.rs`), given
+    /// back otherwise. A page left with no live block first gets back the blocks kept from
+    /// it, so that it goes where an empty page goes.
+    fn free_small(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        first: usize,
+        chunks: usize,
+        slot_freed: bool,
+    ) {
+        let page = state.pages.get(id);
+        if page.live_chunks() == chunks {
+            if page.kept_chunks > 0 {
+                for (kept, n) in state.freed.take_page(id) {
+                    self.give_back_kept(state, id, kept, n);
+                }
+            }
+        } else if matches!(page.list, PageList::Bucket | PageList::Full)
+            && state.freed.keep(id, first, chunks)
+        {
+            state.pages.keep(id, first, chunks);
+            return;
+        }
+        self.free_chunks(state, id, first, chunks, slot_freed);
+    }
+
+    /// Gives a kept block's chunks back to its page, no longer kept (the cache has let go
+    /// of it already).
+    fn give_back_kept(&self, state: &mut HeapState, id: PageId, first: usize, chunks: usize) {
+        state.pages.unkeep(id, chunks);
+        self.free_chunks(state, id, first, chunks, false);
     }
 
     /// Gives a block's chunks back to its page and moves the page where it now belongs.
@@ -658,6 +721,11 @@ impl<O: Os> Heap<O> {
             (state.blocks.values()).find(|record| record.state == BlockState::Writing)
         {
             return Err(Error::BlockBusy { addr: record.addr });
+        }
+        // Kept blocks go back first: their pages are then as if they had been freed, and
+        // decommitted or released with the rest.
+        for (id, first, chunks) in state.freed.take_all() {
+            self.give_back_kept(&mut state, id, first, chunks);
         }
         let mut parked = Vec::new();
         let outcome = self.decommit_holdings(&mut state, &mut parked);
@@ -846,6 +914,10 @@ impl<O: Os> Heap<O> {
                     stats.large_bytes += record.capacity;
                 }
             }
+        }
+        for (_, _, chunks) in state.freed.iter() {
+            stats.kept_blocks += 1;
+            stats.kept_bytes += chunks * CHUNK;
         }
         let below = self.pages.stats();
         let counters = state.counters;

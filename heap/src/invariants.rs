@@ -14,7 +14,10 @@
 //!   chunks is filed under the length of its longest free run.
 //! * **Blocks.** Every live block's chunks are allocated in its page's bitmap, its first
 //!   chunk marks a start and no other chunk of it does; every start belongs to a block; the
-//!   blocks of a page cover exactly its allocated chunks, so no two overlap. A page's open
+//!   blocks of a page and the freed blocks kept from it (`freed.rs`) cover exactly its
+//!   allocated chunks, none twice. Kept blocks have no start bit, are within the cache's
+//!   limits, count in their page's `kept_chunks`, and sit only on pages that still hold a
+//!   live block and are filed for allocation. A page's open
 //!   write sessions are its blocks being written. Large blocks are recorded in `large`, whole
 //!   pages each, and overlap neither each other nor a small page. Block records: every
 //!   live record is found by its address at its own place (through its page's chunk places,
@@ -23,7 +26,8 @@
 //! * **Memory.** Heap pages are committed and execute-read in the OS layer's books
 //!   (read-write under `Protect` while open for writing, which every page with a session
 //!   is), parked ones are not
-//!   committed; free chunks hold traps, and so does every block past its size.
+//!   committed; free chunks and kept freed blocks hold traps, and so does every block past
+//!   its size.
 //! * **Below.** The page allocator's own check passes, and the pages it counts as handed out
 //!   (and parked) are exactly the heap's.
 //! * **Counters.** Allocations minus frees are the live blocks; pages acquired minus pages
@@ -35,6 +39,7 @@ use codeheap_virtual_alloc::{Os, PageState, Protection, WxStrategy};
 
 use crate::block::{BlockRecord, BlockState, Home};
 use crate::config::SizeClasses;
+use crate::freed::{FreedBlocks, MAX_KEPT_CHUNKS};
 use crate::heap::Heap;
 use crate::page::{Page, PageId, PageList};
 use crate::records::Place;
@@ -54,10 +59,12 @@ impl<O: Os> Heap<O> {
     pub fn check_invariants(&self) -> Result<(), String> {
         let state = self.state();
         self.check_lists(&state)?;
+        let kept = self.check_kept(&state)?;
         let mut held_pages = 0;
         let mut parked_pages = 0;
         for (id, page) in state.pages.live() {
-            self.check_page(&state, id, page)?;
+            let kept_here = kept.get(&id).map_or(&[][..], Vec::as_slice);
+            self.check_page(&state, id, page, kept_here)?;
             held_pages += 1;
             parked_pages += usize::from(page.list == PageList::Parked);
         }
@@ -130,6 +137,31 @@ impl<O: Os> Heap<O> {
         true
     }
 
+    /// The kept freed blocks, by page as (first chunk, chunks): each on a live page, and no
+    /// more of a size than the cache keeps.
+    fn check_kept(
+        &self,
+        state: &HeapState,
+    ) -> Result<BTreeMap<PageId, Vec<(usize, usize)>>, String> {
+        let live: BTreeMap<PageId, &Page> = state.pages.live().collect();
+        let mut by_page: BTreeMap<PageId, Vec<(usize, usize)>> = BTreeMap::new();
+        let mut per_size = [0; MAX_KEPT_CHUNKS + 1];
+        for (id, first, chunks) in state.freed.iter() {
+            per_size[chunks] += 1;
+            ensure(per_size[chunks] <= FreedBlocks::limit(chunks), || {
+                format!(
+                    "more than {} freed blocks of {chunks} chunks are kept",
+                    FreedBlocks::limit(chunks)
+                )
+            })?;
+            ensure(live.contains_key(&id), || {
+                format!("a freed block is kept on page id {id}, which is not live")
+            })?;
+            by_page.entry(id).or_default().push((first, chunks));
+        }
+        Ok(by_page)
+    }
+
     /// Every list entry is a live page that knows it is there; every live page but the
     /// full ones (set aside on no list) is listed.
     fn check_lists(&self, state: &HeapState) -> Result<(), String> {
@@ -190,7 +222,13 @@ impl<O: Os> Heap<O> {
         })
     }
 
-    fn check_page(&self, state: &HeapState, id: PageId, page: &Page) -> Result<(), String> {
+    fn check_page(
+        &self,
+        state: &HeapState,
+        id: PageId,
+        page: &Page,
+        kept: &[(usize, usize)],
+    ) -> Result<(), String> {
         let addr = page.addr;
         let chunks = self.page / CHUNK;
         let bits = state.pages.chunk_bits(id);
@@ -263,7 +301,22 @@ impl<O: Os> Heap<O> {
             })?;
         }
 
-        // The blocks of the page: one per start bit, covering exactly the allocated chunks.
+        // The blocks of the page, one per start bit, and the freed blocks kept from it cover
+        // exactly the allocated chunks, none twice.
+        let mut owned = vec![false; chunks];
+        let mut own = |first: usize, n: usize, what: &str| {
+            let range = first..first + n;
+            ensure(
+                range.end <= chunks && !owned[range.clone()].contains(&true),
+                || {
+                    format!(
+                        "{what} at chunk {first} of page {addr:#x} overlaps another or the page's end"
+                    )
+                },
+            )?;
+            owned[range].fill(true);
+            Ok::<(), String>(())
+        };
         let mut covered = 0;
         let mut writing = 0;
         for chunk in (0..chunks).filter(|&c| bits.starts.get(c)) {
@@ -303,6 +356,7 @@ impl<O: Os> Heap<O> {
             ensure(n == 1 || !bits.starts.any_set(chunk + 1, n - 1), || {
                 format!("another block starts inside the block at {block:#x}")
             })?;
+            own(chunk, n, "the block")?;
             ensure(
                 chunk.is_multiple_of(group) && n.is_multiple_of(group),
                 || {
@@ -324,9 +378,55 @@ impl<O: Os> Heap<O> {
             covered += n;
             writing += u32::from(record.state == BlockState::Writing);
         }
+        let mut kept_chunks = 0;
+        for &(first, n) in kept {
+            own(first, n, "a kept freed block")?;
+            ensure(
+                !bits.free.any_set(first, n) && !bits.starts.any_set(first, n),
+                || {
+                    format!(
+                        "the kept freed block at chunk {first} of page {addr:#x} has chunks marked free or a block start"
+                    )
+                },
+            )?;
+            ensure(
+                first.is_multiple_of(group) && n.is_multiple_of(group),
+                || {
+                    format!(
+                        "the kept freed block at chunk {first} of page {addr:#x} is not aligned to bucket {}",
+                        page.bucket
+                    )
+                },
+            )?;
+            kept_chunks += n;
+        }
+        ensure(usize::from(page.kept_chunks) == kept_chunks, || {
+            format!(
+                "page {addr:#x} counts {} kept chunks, the cache holds {kept_chunks} of it",
+                page.kept_chunks
+            )
+        })?;
+        // A page is never held by kept blocks alone, nor kept on a list that is not for
+        // allocation.
+        ensure(
+            kept.is_empty()
+                || (covered > 0
+                    && matches!(
+                        page.list,
+                        PageList::Bucket | PageList::NoUnwindRoom | PageList::Full
+                    )),
+            || {
+                format!(
+                    "page {addr:#x} on the {:?} list has kept freed blocks and {covered} chunks of live ones",
+                    page.list
+                )
+            },
+        )?;
         let allocated = chunks - bits.free.count_ones();
-        ensure(covered == allocated, || {
-            format!("page {addr:#x} has {allocated} chunks allocated, its blocks cover {covered}")
+        ensure(covered + kept_chunks == allocated, || {
+            format!(
+                "page {addr:#x} has {allocated} chunks allocated, its blocks cover {covered} and kept freed blocks {kept_chunks}"
+            )
         })?;
         ensure(page.writers == writing, || {
             format!(
@@ -354,6 +454,17 @@ impl<O: Os> Heap<O> {
                     start + n
                 )
             })?;
+        }
+        for &(first, n) in kept {
+            ensure(
+                self.arch
+                    .is_trap_filled(&bytes[first * CHUNK..(first + n) * CHUNK]),
+                || {
+                    format!(
+                        "the kept freed block at chunk {first} of page {addr:#x} does not hold traps"
+                    )
+                },
+            )?;
         }
         for chunk in (0..chunks).filter(|&c| bits.starts.get(c)) {
             let place = state.pages.place_at(id, chunk).expect("checked above");

@@ -26,6 +26,7 @@ mod addr_hash;
 mod block;
 mod config;
 mod error;
+mod freed;
 mod heap;
 mod invariants;
 mod opening;

@@ -49,6 +49,8 @@ pub(crate) struct Page {
     pub(crate) free_chunks: u16,
     /// Chunks in the page.
     pub(crate) chunks: u16,
+    /// Chunks of freed blocks kept for reuse (`freed.rs`): taken, but no live block's.
+    pub(crate) kept_chunks: u16,
     pub(crate) list: PageList,
     /// Position in its list's vector, for O(1) removal.
     pub(crate) slot: usize,
@@ -68,6 +70,7 @@ impl Page {
             bucket,
             free_chunks: chunks as u16,
             chunks: chunks as u16,
+            kept_chunks: 0,
             list: PageList::Bucket,
             slot: 0,
             writers: 0,
@@ -82,6 +85,11 @@ impl Page {
     pub(crate) fn is_full(&self) -> bool {
         self.free_chunks == 0
     }
+
+    /// Chunks of live blocks.
+    pub(crate) fn live_chunks(&self) -> usize {
+        usize::from(self.chunks - self.free_chunks - self.kept_chunks)
+    }
 }
 
 /// A page's two chunk bitmaps.
@@ -94,7 +102,9 @@ pub(crate) struct ChunkBits<S> {
 }
 
 impl ChunkBits<&[u64]> {
-    /// The start chunk of the live block holding `chunk`, if any.
+    /// The nearest block start at or before `chunk`, if `chunk` is taken: the start of the
+    /// live block holding it, or, for a chunk of a kept freed block (taken, no start), of
+    /// an earlier block that the caller must find too short to hold it.
     pub(crate) fn block_start(&self, chunk: usize) -> Option<usize> {
         if self.free.get(chunk) {
             return None;
@@ -202,6 +212,25 @@ impl Pages {
         bits.free.clear_range(first, n);
         bits.starts.set_range(first, 1);
         self.get_mut(id).free_chunks -= n as u16;
+    }
+
+    /// Keeps the freed block of `n` chunks at chunk `first` of page `id` for reuse: its
+    /// chunks stay taken, its start is cleared (no address finds it).
+    pub(crate) fn keep(&mut self, id: PageId, first: usize, n: usize) {
+        self.chunk_bits_mut(id).starts.clear_range(first, 1);
+        self.get_mut(id).kept_chunks += n as u16;
+    }
+
+    /// Takes back a kept block of `n` chunks at chunk `first` of page `id` for a new block.
+    pub(crate) fn reuse(&mut self, id: PageId, first: usize, n: usize) {
+        self.chunk_bits_mut(id).starts.set_range(first, 1);
+        self.get_mut(id).kept_chunks -= n as u16;
+    }
+
+    /// Stops counting a kept block of `n` chunks on page `id` as kept, before its chunks
+    /// are given back.
+    pub(crate) fn unkeep(&mut self, id: PageId, n: usize) {
+        self.get_mut(id).kept_chunks -= n as u16;
     }
 
     /// Records where the record of the block starting at chunk `first` of page `id` is.

@@ -4,6 +4,7 @@ use core::ops::Range;
 use std::collections::BTreeMap;
 
 use crate::addr_hash::AddrMap;
+use crate::freed::FreedBlocks;
 use crate::page::{PageId, Pages};
 use crate::records::{Place, Records};
 use crate::size_class::CHUNK;
@@ -37,14 +38,17 @@ pub(crate) struct HeapState {
     pub(crate) unwind: AddrMap<UnwindRecord>,
     /// Registration order, so entries can be deregistered newest first.
     pub(crate) unwind_seq: u64,
+    /// Freed small blocks kept for the next allocation of their size.
+    pub(crate) freed: FreedBlocks,
     /// Block ids this heap may still hand out.
     pub(crate) ids: Range<u64>,
     pub(crate) counters: Counters,
 }
 
 impl HeapState {
-    /// Books for a heap with `buckets` page lists and pages of `chunks` chunks.
-    pub(crate) fn new(buckets: usize, chunks: usize) -> HeapState {
+    /// Books for a heap with `buckets` page lists and pages of `chunks` chunks, that keeps
+    /// freed small blocks for reuse if `keep_freed`.
+    pub(crate) fn new(buckets: usize, chunks: usize, keep_freed: bool) -> HeapState {
         HeapState {
             pages: Pages::new(buckets, chunks),
             page_index: AddrMap::default(),
@@ -52,6 +56,7 @@ impl HeapState {
             large: BTreeMap::new(),
             unwind: AddrMap::default(),
             unwind_seq: 0,
+            freed: FreedBlocks::new(keep_freed),
             ids: 0..0,
             counters: Counters::default(),
         }

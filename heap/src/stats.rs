@@ -35,6 +35,12 @@ pub struct HeapStats {
     pub allocated_bytes: usize,
     /// `allocated_bytes - requested_bytes`: lost to rounding to size classes and pages.
     pub rounding_loss: usize,
+    /// Freed small blocks kept for the next allocation of their size
+    /// ([`HeapConfig::keep_freed_blocks`](crate::HeapConfig::keep_freed_blocks)): not live,
+    /// trap-filled, still taken on their pages.
+    pub kept_blocks: usize,
+    /// Bytes they occupy.
+    pub kept_bytes: usize,
     /// Empty pages kept for reuse.
     pub spare_pages: usize,
     /// Pages decommitted by `decommit_all` and still holding blocks.

@@ -3,8 +3,8 @@
 use codeheap::vm::sim::{Fault, FaultKind};
 use codeheap::vm::{self, PageState, SysCall};
 use codeheap::{
-    Block, CHUNK, Error, Heap, HeapConfig, Protection, SimOs, SizeClasses, ThreadMode, WxStrategy,
-    current_mode, enter_permanent_write_mode,
+    Block, CHUNK, Error, Heap, HeapConfig, Protection, SimOs, SizeClasses, ThreadMode, WriteScope,
+    WxStrategy, current_mode, enter_permanent_write_mode,
 };
 
 fn apple() -> Heap<SimOs> {
@@ -13,6 +13,16 @@ fn apple() -> Heap<SimOs> {
 
 fn linux(strategy: WxStrategy) -> Heap<SimOs> {
     Heap::with_config(SimOs::linux(), HeapConfig::with_strategy(strategy)).unwrap()
+}
+
+/// A heap that gives every freed block back to its page at once: for tests of how pages
+/// are filed, which kept freed blocks would otherwise stand in front of.
+fn keeping_nothing(config: HeapConfig) -> Heap<SimOs> {
+    let config = HeapConfig {
+        keep_freed_blocks: false,
+        ..config
+    };
+    Heap::with_config(SimOs::linux(), config).unwrap()
 }
 
 fn every_strategy() -> Vec<Heap<SimOs>> {
@@ -102,7 +112,10 @@ fn chunk_classes_round_to_whole_chunks() {
 
 #[test]
 fn chunk_classes_take_the_tightest_hole() {
-    let heap = chunk_classes(WxStrategy::Protect);
+    let heap = keeping_nothing(HeapConfig {
+        size_classes: SizeClasses::Chunks,
+        ..HeapConfig::with_strategy(WxStrategy::Protect)
+    });
     let page = |b: &Block| b.addr() & !(heap.page_size() - 1);
     // 4 KiB pages of 32 chunks: one left with a 5-chunk hole, another with a 3-chunk one.
     let five_left = heap.alloc(27 * CHUNK).unwrap();
@@ -172,7 +185,7 @@ fn a_page_is_split_off_a_larger_bucket() {
 
 #[test]
 fn full_pages_are_kept_apart_and_empty_pages_go_back() {
-    let heap = linux(WxStrategy::Protect);
+    let heap = keeping_nothing(HeapConfig::with_strategy(WxStrategy::Protect));
     let quarter: Vec<Block> = (0..4).map(|_| heap.alloc(1024).unwrap()).collect();
     let stats = heap.stats();
     assert_eq!(
@@ -201,6 +214,159 @@ fn full_pages_are_kept_apart_and_empty_pages_go_back() {
         "the second goes back"
     );
     assert_eq!(heap.page_allocator().stats().used_bytes, 4096);
+}
+
+/// A freed small block is kept, trap-filled and found by no address, and the next
+/// allocation of its chunk count takes it back with no new page; other sizes cannot.
+#[test]
+fn a_freed_small_block_is_kept_for_the_next_of_its_size() {
+    for heap in every_strategy() {
+        let arch = heap.arch();
+        // Two blocks of two chunks on one page; no page of one-chunk blocks yet.
+        let mut neighbour = heap.alloc(200).unwrap();
+        emit(&heap, &mut neighbour, 1);
+        let mut kept = heap.alloc(200).unwrap();
+        emit(&heap, &mut kept, 2);
+        let (addr, capacity) = (kept.addr(), kept.capacity());
+        let acquired = heap.stats().pages_acquired;
+        heap.free(kept).unwrap();
+        let stats = heap.stats();
+        assert_eq!((stats.kept_blocks, stats.kept_bytes), (1, capacity));
+        assert_eq!(stats.live_blocks, 1, "a kept block is not live");
+        assert!(arch.is_trap_filled(&read(&heap, addr, capacity)));
+        assert_eq!(heap.find(addr), None);
+        assert_eq!(heap.free_address(addr), Err(Error::NotAllocated { addr }));
+        assert_eq!(heap.stats(), stats, "nothing changed");
+        heap.check_invariants().unwrap();
+
+        // One chunk is not its size: split off the page of two-chunk blocks, it would take
+        // the first free chunk, but the kept chunks are not free.
+        let other = heap.alloc(100).unwrap();
+        assert_eq!(
+            other.addr() - other.addr() % heap.page_size(),
+            addr - addr % heap.page_size(),
+            "the same page"
+        );
+        assert!(
+            !(addr..addr + capacity).contains(&other.addr()),
+            "a block of another size does not take kept chunks"
+        );
+        // Two chunks are.
+        let mut again = heap.alloc(129).unwrap();
+        assert_eq!(again.addr(), addr, "the kept block comes back");
+        assert_eq!(heap.stats().kept_blocks, 0);
+        assert_eq!(heap.stats().pages_acquired, acquired);
+        assert!(
+            arch.is_trap_filled(&read(&heap, addr, capacity)),
+            "it still holds traps"
+        );
+        emit(&heap, &mut again, 3);
+        assert_eq!(run(&heap, &again), Ok(3));
+        assert_eq!(run(&heap, &neighbour), Ok(1));
+        heap.check_invariants().unwrap();
+        for block in [again, other, neighbour] {
+            heap.free(block).unwrap();
+        }
+        heap.check_invariants().unwrap();
+    }
+}
+
+/// The cache never holds a page: freeing a page's last live block gives back the blocks
+/// kept from it, and the page goes where an empty page goes (the spare, then back).
+#[test]
+fn kept_blocks_never_keep_a_page() {
+    let heap = linux(WxStrategy::DualMap);
+    let page = heap.page_size();
+    let blocks: Vec<Block> = (0..3).map(|_| heap.alloc(500).unwrap()).collect();
+    let base = blocks[0].addr() - blocks[0].addr() % page;
+    let mut blocks = blocks.into_iter();
+    let last = blocks.next().unwrap();
+    for block in blocks {
+        heap.free(block).unwrap();
+    }
+    assert_eq!(heap.stats().kept_blocks, 2);
+    heap.check_invariants().unwrap();
+    heap.free(last).unwrap();
+    let stats = heap.stats();
+    assert_eq!((stats.kept_blocks, stats.spare_pages), (0, 1));
+    assert!(heap.arch().is_trap_filled(&read(&heap, base, page)));
+    heap.check_invariants().unwrap();
+    // The whole page is free again: a block of a page's size takes it.
+    let whole = heap.alloc(page).unwrap();
+    assert_eq!(whole.addr(), base);
+    heap.free(whole).unwrap();
+    heap.check_invariants().unwrap();
+}
+
+/// Up to 2 KiB of blocks of each size are kept (16 of one chunk, one of 16), nothing
+/// larger; `keep_freed_blocks: false` keeps nothing.
+#[test]
+fn the_cache_is_bounded_and_can_be_turned_off() {
+    let heap = linux(WxStrategy::DualMap);
+    let page = heap.page_size();
+    let anchor = heap.alloc(64).unwrap();
+    let small: Vec<Block> = (0..40).map(|_| heap.alloc(64).unwrap()).collect();
+    let wide: Vec<Block> = (0..3).map(|_| heap.alloc(16 * CHUNK).unwrap()).collect();
+    let widest = heap.alloc(page).unwrap();
+    let _hold = heap.alloc(page / 2).unwrap();
+    let small_addrs: std::collections::BTreeSet<usize> = small.iter().map(Block::addr).collect();
+    for block in small.into_iter().chain(wide).chain([widest]) {
+        heap.free(block).unwrap();
+        heap.check_invariants().unwrap();
+    }
+    let stats = heap.stats();
+    assert_eq!(stats.kept_blocks, 16 + 1, "16 of one chunk and one of 16");
+    assert_eq!(stats.kept_bytes, 32 * CHUNK);
+    for _ in 0..16 {
+        let block = heap.alloc(1).unwrap();
+        assert!(small_addrs.contains(&block.addr()), "a kept block");
+    }
+    assert_eq!(heap.stats().kept_blocks, 1);
+    heap.check_invariants().unwrap();
+    heap.free(anchor).unwrap();
+
+    let off = keeping_nothing(HeapConfig::with_strategy(WxStrategy::DualMap));
+    let _anchor = off.alloc(64).unwrap();
+    let block = off.alloc(64).unwrap();
+    off.free(block).unwrap();
+    assert_eq!(off.stats().kept_blocks, 0);
+    off.check_invariants().unwrap();
+}
+
+/// `decommit_all` lets go of kept blocks first: their pages are decommitted or released
+/// like the rest, and no kept block outlives it.
+#[test]
+fn decommit_all_lets_kept_blocks_go() {
+    for heap in every_strategy() {
+        let live = heap.alloc(64).unwrap();
+        let freed = heap.alloc(64).unwrap();
+        heap.free(freed).unwrap();
+        assert_eq!(heap.stats().kept_blocks, 1);
+        heap.decommit_all().unwrap();
+        assert_eq!(heap.stats().kept_blocks, 0);
+        heap.check_invariants().unwrap();
+        heap.free(live).unwrap();
+        heap.check_invariants().unwrap();
+        assert_eq!(heap.page_allocator().stats().used_bytes, 0);
+    }
+}
+
+/// The invariant check reads kept blocks: a byte written into one through the OS layer
+/// (as a stray raw write would) is caught.
+#[test]
+fn the_invariant_check_reads_kept_blocks() {
+    let heap = linux(WxStrategy::DualMap);
+    let _live = heap.alloc(64).unwrap();
+    let freed = heap.alloc(64).unwrap();
+    let addr = freed.addr();
+    heap.free(freed).unwrap();
+    heap.check_invariants().unwrap();
+    {
+        let _write = WriteScope::enter();
+        heap.vm().write(addr + 70, &[0x90]).unwrap();
+    }
+    let err = heap.check_invariants().unwrap_err();
+    assert!(err.contains("kept freed block"), "{err}");
 }
 
 #[test]

@@ -1201,6 +1201,22 @@ fn linux_dual_map() {
     run_model("linux DualMap", sim(SimOs::linux, config), 48, 40);
 }
 
+/// Every free straight back to its page, as ChakraCore does (the other models keep freed
+/// small blocks for reuse, the default).
+#[test]
+fn linux_dual_map_keeping_nothing() {
+    let config = HeapConfig {
+        keep_freed_blocks: false,
+        ..HeapConfig::with_strategy(WxStrategy::DualMap)
+    };
+    run_model(
+        "linux DualMap, keeping no freed blocks",
+        sim(SimOs::linux, config),
+        48,
+        40,
+    );
+}
+
 #[test]
 fn linux_protect() {
     let config = HeapConfig::with_strategy(WxStrategy::Protect);
