@@ -12,7 +12,7 @@ use core::sync::atomic::AtomicU64 as IdCounter;
 use std::sync::Arc;
 
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, HandleKey, Home};
-use crate::config::{HeapConfig, SizeClasses};
+use crate::config::{HeapConfig, SPARE_PAGES, SizeClasses};
 use crate::error::{Error, Result};
 use crate::opening::Span;
 use crate::own_line::OwnLine;
@@ -47,7 +47,8 @@ const BLOCK_ID_BATCH: u64 = 1 << 16;
 ///   16 KiB pages. Requests are rounded up to a power of two (or, with
 ///   [`SizeClasses::Chunks`], to whole chunks, placed best fit); a page can be split off a
 ///   larger bucket; full pages are kept apart; a page left empty goes back to the page
-///   allocator (one is kept spare, so alternating alloc/free does not commit and decommit).
+///   allocator ([`SPARE_PAGES`] are kept, so alternating alloc/free does not go down and
+///   back up through it).
 /// * **Large blocks** get whole pages of their own.
 /// * **Traps**: new pages, freed blocks and the unused tail of every finalized block hold
 ///   the architecture's trap (`int3`, or `BRK #0xF000` with partial words zeroed), so a
@@ -310,7 +311,8 @@ impl<O: Os> Heap<O> {
             state.page_index.remove(&addr);
             state.counters.pages_released += 1;
         } else if state.pages.get(id).list != PageList::Parked {
-            // Kept as the spare: committed, trap-filled and consistent.
+            // Kept as a spare (even past `SPARE_PAGES`): committed, trap-filled and
+            // consistent.
             let bucket = state.pages.get(id).bucket;
             state.pages.relist(id, PageList::Spare, bucket);
         }
@@ -698,7 +700,7 @@ impl<O: Os> Heap<O> {
         match list {
             PageList::Parked if empty => self.release_page(state, id),
             PageList::Parked | PageList::Spare => {}
-            _ if empty && state.pages.spare.is_empty() => {
+            _ if empty && state.pages.spare.len() < SPARE_PAGES => {
                 state.pages.relist(id, PageList::Spare, bucket);
             }
             _ if empty => self.release_page(state, id),

@@ -40,7 +40,7 @@ mod unwind;
 mod write;
 
 pub use block::{Block, BlockInfo};
-pub use config::{DEFAULT_FREE_PAGES, HeapConfig, SizeClasses};
+pub use config::{DEFAULT_FREE_PAGES, HeapConfig, SPARE_PAGES, SizeClasses};
 pub use error::{Error, Result};
 pub use heap::Heap;
 pub use size_class::CHUNK;

@@ -97,7 +97,8 @@ impl<O: Os> Heap<O> {
                 }
             }
         }
-        // The spare (at most a page or two: empty pages beyond it go back).
+        // The spares (at most `SPARE_PAGES` but for pages the page allocator refused to
+        // take back).
         for i in (0..state.pages.spare.len()).rev() {
             let id = state.pages.spare[i];
             if let Some(slot) = self.probe_secondary(state, id, bytes)? {

@@ -3,8 +3,8 @@
 use codeheap::vm::sim::{Fault, FaultKind};
 use codeheap::vm::{self, PageState, SysCall};
 use codeheap::{
-    Block, CHUNK, Error, Heap, HeapConfig, Protection, SimOs, SizeClasses, ThreadMode, WriteScope,
-    WxStrategy, current_mode, enter_permanent_write_mode,
+    Block, CHUNK, Error, Heap, HeapConfig, Protection, SPARE_PAGES, SimOs, SizeClasses, ThreadMode,
+    WriteScope, WxStrategy, current_mode, enter_permanent_write_mode,
 };
 
 fn apple() -> Heap<SimOs> {
@@ -205,15 +205,29 @@ fn full_pages_are_kept_apart_and_empty_pages_go_back() {
         heap.free(block).unwrap();
     }
     let stats = heap.stats();
-    assert_eq!(stats.spare_pages, 1, "the first empty page is kept");
+    assert_eq!(stats.spare_pages, 1, "an empty page is kept");
     heap.free(extra).unwrap();
+    assert_eq!(heap.stats().spare_pages, 2);
+    // Up to SPARE_PAGES are kept; pages emptied beyond that go back.
+    let page = heap.page_size();
+    let whole: Vec<Block> = (0..SPARE_PAGES + 3)
+        .map(|_| heap.alloc(page).unwrap())
+        .collect();
+    let stats = heap.stats();
+    assert_eq!(stats.spare_pages, 0, "the spares were used first");
+    let acquired = stats.pages_acquired;
+    assert_eq!(acquired, SPARE_PAGES as u64 + 3, "then new pages");
+    for block in whole {
+        heap.free(block).unwrap();
+    }
     let stats = heap.stats();
     assert_eq!(
         (stats.spare_pages, stats.pages_released),
-        (1, 1),
-        "the second goes back"
+        (SPARE_PAGES, 3),
+        "the pages beyond the spares go back"
     );
-    assert_eq!(heap.page_allocator().stats().used_bytes, 4096);
+    assert_eq!(heap.page_allocator().stats().used_bytes, SPARE_PAGES * page);
+    heap.check_invariants().unwrap();
 }
 
 /// A freed small block is kept, trap-filled and found by no address, and the next

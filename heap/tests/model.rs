@@ -33,8 +33,8 @@ use std::collections::BTreeSet;
 
 use codeheap::vm::{PageState, SysCall};
 use codeheap::{
-    Arch, Block, BlockInfo, CHUNK, Error, Heap, HeapConfig, Os, Protection, SimOs, SizeClasses,
-    ThreadMode, WxStrategy, current_mode,
+    Arch, Block, BlockInfo, CHUNK, Error, Heap, HeapConfig, Os, Protection, SPARE_PAGES, SimOs,
+    SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
 use codeheap_test_support::proptest_config;
 use proptest::prelude::*;
@@ -1135,12 +1135,15 @@ impl<'h, O: Inspect> Driver<'h, O> {
             self.freed.insert((addr, capacity));
         }
         self.check()?;
-        prop_assert_eq!(self.heap.stats().live_blocks, 0);
+        let stats = self.heap.stats();
+        prop_assert_eq!(stats.live_blocks, 0);
+        prop_assert_eq!(stats.kept_blocks, 0, "kept blocks with no block live");
         let used = self.heap.page_allocator().stats().used_bytes;
         prop_assert!(
-            used <= self.page,
-            "{} bytes of pages still used with no block live",
-            used
+            used == stats.spare_pages * self.page && stats.spare_pages <= SPARE_PAGES,
+            "{} bytes of pages still used with no block live, {} spare pages",
+            used,
+            stats.spare_pages
         );
         Ok(())
     }
