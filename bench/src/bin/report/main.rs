@@ -12,7 +12,8 @@
 //! mappings and state cannot slow another, memory figures are the row's alone, and a crash
 //! is a result. W1 and W2 are timed in interleaved rounds: each round runs a batch of every
 //! row (each in its own long-lived child, see `rounds.rs`), in a rotating order, so drift in
-//! the machine's load hits all rows alike; a row's figure is its median over the rounds.
+//! the machine's load hits all rows alike; a row's figure is its median over the rounds,
+//! which start once every row has run alone long enough to reach its steady state.
 //! W4's cases run in rounds as well, one child process per case (`w4.rs`).
 
 mod plot;
@@ -42,6 +43,8 @@ pub(crate) struct Plan {
     rounds: usize,
     /// Target time of one batch of one row.
     batch: Duration,
+    /// Time each row runs its workload before its batches are timed.
+    warm_up: Duration,
     w3_live: usize,
     w3_steps: u64,
     w4: Duration,
@@ -56,6 +59,7 @@ impl Plan {
             smoke: false,
             rounds: 21,
             batch: Duration::from_millis(25),
+            warm_up: Duration::from_millis(300),
             w3_live: memory::LIVE,
             w3_steps: memory::STEPS,
             w4: Duration::from_secs(2),
@@ -69,6 +73,7 @@ impl Plan {
             smoke: true,
             rounds: 5,
             batch: Duration::from_millis(5),
+            warm_up: Duration::from_millis(5),
             w3_live: 2_000,
             w3_steps: 20_000,
             w4: Duration::from_millis(250),
@@ -292,9 +297,10 @@ fn report(plan: Plan, plots: Option<&str>) {
     let (w1_floor, w2_floor) = (floor(&w1), floor(&w2));
     println!(
         "## W1 (alloc + free, 1,000 live, mixed sizes) and W2 (emit 256 B, call, free oldest \
-         of 1,000)\n\nMedian of {} interleaved rounds; ratios against the bump floor of the same \
-         run.\n",
-        plan.rounds
+         of 1,000)\n\nMedian of {} interleaved rounds, after {} ms of each row alone; ratios \
+         against the bump floor of the same run.\n",
+        plan.rounds,
+        plan.warm_up.as_millis()
     );
     println!("| row | W1 ns/step | W1 × floor | W2 ns/emit | W2 × floor |");
     println!("|---|---:|---:|---:|---:|");
@@ -335,6 +341,7 @@ fn report(plan: Plan, plots: Option<&str>) {
             let sweep_plan = Plan {
                 rounds: 7,
                 batch: Duration::from_millis(10),
+                warm_up: plan.warm_up / 3,
                 ..plan
             };
             let by_size: Vec<Vec<f64>> = SWEEP_SIZES
