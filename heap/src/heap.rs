@@ -363,8 +363,20 @@ impl<O: Os> Heap<O> {
                 (addr, write_addr, home, None)
             }
             (SizeClass::Small { bucket, chunks }, Some(bytes)) => {
-                let (id, slot) = self.page_with_unwind_room(state, bucket, chunks, bytes)?;
-                let (addr, write_addr, home) = self.take_chunks(state, id, chunks);
+                let (addr, write_addr, home, slot) = match self
+                    .kept_with_unwind_room(state, chunks, bytes)?
+                {
+                    Some((id, first, slot)) => {
+                        let (addr, write_addr, home) = self.reuse_kept(state, id, first, chunks);
+                        (addr, write_addr, home, slot)
+                    }
+                    None => {
+                        let (id, slot) =
+                            self.page_with_unwind_room(state, bucket, chunks, bytes)?;
+                        let (addr, write_addr, home) = self.take_chunks(state, id, chunks);
+                        (addr, write_addr, home, slot)
+                    }
+                };
                 (addr, write_addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
@@ -450,7 +462,7 @@ impl<O: Os> Heap<O> {
 
     /// Takes back the kept block of `chunks` chunks at chunk `first` of page `id`: its
     /// chunks are still taken and hold traps, and its page is on the list it belongs on.
-    fn reuse_kept(
+    pub(crate) fn reuse_kept(
         &self,
         state: &mut HeapState,
         id: PageId,

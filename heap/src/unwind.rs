@@ -71,6 +71,31 @@ impl<O: Os> Heap<O> {
         Ok(EhFrameEntry::build(frame, 0, size as u64)?.bytes().len())
     }
 
+    /// The newest kept freed block of `chunks` chunks, as (page, first chunk), if its
+    /// segment has `bytes` of secondary area free, and those bytes. A kept block whose
+    /// segment has no room (or whose page is filed as having none) stays kept.
+    pub(crate) fn kept_with_unwind_room(
+        &self,
+        state: &mut HeapState,
+        chunks: usize,
+        bytes: usize,
+    ) -> Result<Option<(PageId, usize, SecondarySlot)>> {
+        let Some((id, first)) = state.freed.take(chunks) else {
+            return Ok(None);
+        };
+        let probed = match state.pages.get(id).list {
+            PageList::NoUnwindRoom => Ok(None),
+            _ => self.probe_secondary(state, id, bytes),
+        };
+        if let Ok(Some(slot)) = probed {
+            return Ok(Some((id, first, slot)));
+        }
+        // Not taken after all: kept again, in the place `take` just left.
+        let kept_again = state.freed.keep(id, first, chunks);
+        debug_assert!(kept_again);
+        probed.map(|_| None)
+    }
+
     /// A page with room for `chunks` chunks of `bucket` whose segment has `bytes` of
     /// secondary area free, and those bytes: one of the bucket's pages (under
     /// `SizeClasses::Chunks`, or of a larger bucket's), the spare, or a new page from a

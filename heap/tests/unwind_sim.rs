@@ -201,7 +201,11 @@ fn four_slots_per_segment() -> HeapConfig {
 
 #[test]
 fn pages_whose_segment_is_out_of_slots_are_asked_once() {
-    let (heap, registrar) = heap_with(four_slots_per_segment());
+    // How pages are filed: without kept freed blocks, which would be asked first.
+    let (heap, registrar) = heap_with(HeapConfig {
+        keep_freed_blocks: false,
+        ..four_slots_per_segment()
+    });
     let frame = FrameDescription::standard(Arch::Aarch64);
     // 40 blocks: ten segments out of slots, each with a page that has room for chunks.
     let mut blocks: Vec<Block> = (0..40).map(|i| emit(&heap, 64, frame.clone(), i)).collect();
@@ -235,6 +239,60 @@ fn pages_whose_segment_is_out_of_slots_are_asked_once() {
     let again = emit(&heap, 64, frame, 99);
     assert_eq!(page(again.addr()), freed_page);
     assert_eq!(heap.stats().secondary_probes, probes + 1);
+    heap.check_invariants().unwrap();
+}
+
+/// A block with an entry, freed, is kept like any other and taken back by the next block
+/// of its size with an entry if its segment has a slot for it: its old entry is gone from
+/// the unwinder, the new one registered at the same address. A kept block whose segment
+/// has no slot stays kept.
+#[test]
+fn kept_blocks_take_blocks_with_entries_where_their_segment_has_room() {
+    let (heap, registrar) = heap_with(four_slots_per_segment());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    let _neighbour = emit(&heap, 64, frame.clone(), 1);
+    let old = emit(&heap, 64, frame.clone(), 2);
+    let addr = old.addr();
+    heap.free(old).unwrap();
+    assert_eq!(heap.stats().kept_blocks, 1);
+    assert_eq!(registrar.live().len(), 1, "the freed block's entry is gone");
+    let probes = heap.stats().secondary_probes;
+    let new = emit(&heap, 64, frame.clone(), 3);
+    assert_eq!(
+        new.addr(),
+        addr,
+        "the kept block, with a slot of its segment"
+    );
+    assert_eq!(heap.stats().secondary_probes, probes + 1);
+    assert_eq!(heap.stats().kept_blocks, 0);
+    let entry = heap.unwind_entry(&new).unwrap();
+    assert_eq!(entry.pc, addr);
+    assert_eq!(registrar.live().len(), 2);
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    assert_eq!(unsafe { heap.call(&new) }, Ok(3));
+    heap.check_invariants().unwrap();
+
+    // With the segment's four slots taken, a kept block there stays kept when a block with
+    // an entry asks (there is no slot for its entry), and a plain block takes it.
+    let _third = emit(&heap, 64, frame.clone(), 4);
+    let _fourth = emit(&heap, 64, frame.clone(), 5);
+    let plain = heap.alloc(64).unwrap();
+    let plain_addr = plain.addr();
+    assert_eq!(
+        plain_addr & !(heap.page_size() - 1),
+        addr & !(heap.page_size() - 1),
+        "on the same page"
+    );
+    heap.free(plain).unwrap();
+    assert_eq!(heap.stats().kept_blocks, 1);
+    let elsewhere = emit(&heap, 64, frame, 6);
+    assert_ne!(elsewhere.addr(), plain_addr, "no slot in that segment");
+    assert_eq!(heap.stats().kept_blocks, 1, "still kept");
+    assert_eq!(
+        heap.alloc(64).unwrap().addr(),
+        plain_addr,
+        "for a plain block"
+    );
     heap.check_invariants().unwrap();
 }
 
