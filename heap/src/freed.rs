@@ -4,15 +4,17 @@
 //! allocation finds a page and takes chunks from it again. When an engine frees and
 //! allocates in turn (a compiler thread replacing functions, code aging out as new code
 //! comes in) that is the same bookkeeping twice over the same chunks: a sixth of the
-//! instructions of a small alloc + free pair. So a freed block of up to [`MAX_KEPT_CHUNKS`]
-//! chunks is kept here instead, scrubbed like any freed block and still taken on its page
-//! (its start bit cleared, so no address finds it), and the next allocation of exactly its
-//! chunk count takes it back as it is: no page to choose, no bitmap search, no list moves.
+//! instructions of a small alloc + free pair. So a freed block of up to
+//! [`MAX_KEPT_CHUNKS`] chunks is kept here instead, scrubbed like any freed block and still
+//! taken on its page (its start bit cleared, so no address finds it), and the next
+//! allocation of exactly its chunk count takes it back as it is: no page to choose, no
+//! bitmap search, no list moves.
 //!
-//! What it may hold is small and fixed: per chunk count, up to [`MAX_KEPT_CHUNKS`] chunks' worth
-//! of blocks (16 blocks of one chunk, one of 16), 2 KiB per size, 10 KiB under power-of-two
-//! classes. It never keeps a page alive: a free that would leave a page with no live block
-//! first gives back every block kept from that page, so the page goes back as it would have.
+//! What it may hold is small and fixed: per chunk count, up to [`MAX_KEPT_CHUNKS`] chunks'
+//! worth of blocks (16 blocks of one chunk, one of 16), 2 KiB per size: 10 KiB under
+//! power-of-two classes, 32 KiB under whole-chunk classes. It never keeps a page alive: a
+//! free that would leave a page with no live block first gives back every block kept from
+//! that page, so the page goes back as it would have.
 
 use crate::page::PageId;
 
