@@ -21,6 +21,18 @@ use crate::page::PageId;
 /// The largest block kept, in chunks; also the chunks kept per size.
 pub(crate) const MAX_KEPT_CHUNKS: usize = 16;
 
+/// `MAX_KEPT_CHUNKS / n` for blocks of `n` chunks at index `n - 1`, so that keeping a block
+/// costs no division.
+const LIMITS: [usize; MAX_KEPT_CHUNKS] = {
+    let mut limits = [0; MAX_KEPT_CHUNKS];
+    let mut n = 1;
+    while n <= MAX_KEPT_CHUNKS {
+        limits[n - 1] = MAX_KEPT_CHUNKS / n;
+        n += 1;
+    }
+    limits
+};
+
 /// A kept block: its page and first chunk.
 pub(crate) type Kept = (PageId, usize);
 
@@ -42,12 +54,14 @@ impl FreedBlocks {
     }
 
     /// Blocks of `chunks` chunks kept at most.
+    #[inline]
     pub(crate) fn limit(chunks: usize) -> usize {
-        MAX_KEPT_CHUNKS / chunks
+        LIMITS[chunks - 1]
     }
 
     /// Keeps a freed block of `chunks` chunks at chunk `first` of page `page`, if blocks of
     /// its size are kept and there is room for one more; `false` if not.
+    #[inline]
     pub(crate) fn keep(&mut self, page: PageId, first: usize, chunks: usize) -> bool {
         if !self.enabled || chunks > MAX_KEPT_CHUNKS {
             return false;

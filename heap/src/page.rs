@@ -216,15 +216,25 @@ impl Pages {
 
     /// Keeps the freed block of `n` chunks at chunk `first` of page `id` for reuse: its
     /// chunks stay taken, its start is cleared (no address finds it).
+    #[inline]
     pub(crate) fn keep(&mut self, id: PageId, first: usize, n: usize) {
-        self.chunk_bits_mut(id).starts.clear_range(first, 1);
+        *self.starts_word(id, first) &= !(1 << (first % 64));
         self.get_mut(id).kept_chunks += n as u16;
     }
 
     /// Takes back a kept block of `n` chunks at chunk `first` of page `id` for a new block.
+    #[inline]
     pub(crate) fn reuse(&mut self, id: PageId, first: usize, n: usize) {
-        self.chunk_bits_mut(id).starts.set_range(first, 1);
+        *self.starts_word(id, first) |= 1 << (first % 64);
         self.get_mut(id).kept_chunks -= n as u16;
+    }
+
+    /// The word of page `id`'s `starts` bitmap that holds chunk `chunk`'s bit: one bit
+    /// flipped on the paths that keep and reuse blocks, without making both bitmaps' views.
+    #[inline]
+    fn starts_word(&mut self, id: PageId, chunk: usize) -> &mut u64 {
+        debug_assert!(chunk < self.chunks);
+        &mut self.chunk_bits[2 * self.words * id as usize + self.words + chunk / 64]
     }
 
     /// Stops counting a kept block of `n` chunks on page `id` as kept, before its chunks
