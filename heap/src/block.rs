@@ -106,10 +106,12 @@ impl BlockRecord {
     /// is zeroed). Past that the block holds the traps it was allocated with, since nothing
     /// may write there: write sessions are bounded by the size, and so must be engines that
     /// write through raw pointers.
+    #[inline]
     pub(crate) fn dirty_len(&self, instruction_alignment: usize) -> usize {
-        self.size
-            .next_multiple_of(instruction_alignment)
-            .min(self.capacity)
+        // A power of two (1 or 4): rounded with a mask, not a division, on every free.
+        debug_assert!(instruction_alignment.is_power_of_two());
+        let mask = instruction_alignment - 1;
+        ((self.size + mask) & !mask).min(self.capacity)
     }
 }
 
