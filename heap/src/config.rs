@@ -14,8 +14,8 @@ pub struct HeapConfig {
     /// How small requests are rounded.
     pub size_classes: SizeClasses,
     /// Keep freed small blocks (up to 2 KiB) for the next allocation of the same size,
-    /// which then takes one without page or bitmap work: a few KiB held for a sixth of the
-    /// instructions of a small alloc + free pair. A page is never kept alive by them.
+    /// which then takes one without page or bitmap work: a few KiB held for about a quarter
+    /// of the instructions of a small alloc + free pair. A page is never kept alive by them.
     /// On by default; off gives ChakraCore's behaviour (every free goes back to its page).
     pub keep_freed_blocks: bool,
 }
@@ -39,8 +39,8 @@ pub enum SizeClasses {
 /// Empty pages the heap keeps as spares, committed, trap-filled and on no bucket, for the
 /// next bucket that needs a page: a page emptied and needed again (a block of a page's
 /// size, freed and allocated in turn) then makes no trip through the page allocator, whose
-/// lock and free-run books cost about 200 instructions each way (the mixed W1: 308 against
-/// 285 ns per step with 16, 286 with 64, 300 with 4). Beyond them empty pages go back.
+/// lock and free-run books cost about 200 instructions each way (the mixed W1: 308 ns per
+/// step with one spare, 285 with 16, 286 with 64, 300 with 4). Beyond them empty pages go back.
 /// ChakraCore's 64-bit heap never gives a small-block page back.
 pub const SPARE_PAGES: usize = 16;
 

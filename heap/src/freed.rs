@@ -3,8 +3,8 @@
 //! A free gives a block's chunks back to its page and files the page again; the next
 //! allocation finds a page and takes chunks from it again. When an engine frees and
 //! allocates in turn (a compiler thread replacing functions, code aging out as new code
-//! comes in) that is the same bookkeeping twice over the same chunks: a sixth of the
-//! instructions of a small alloc + free pair. So a freed block of up to
+//! comes in) that is the same bookkeeping twice over the same chunks: about a quarter of
+//! the instructions of a small alloc + free pair. So a freed block of up to
 //! [`MAX_KEPT_CHUNKS`] chunks is kept here instead, scrubbed like any freed block and still
 //! taken on its page (its start bit cleared, so no address finds it), and the next
 //! allocation of exactly its chunk count takes it back as it is: no page to choose, no

@@ -483,7 +483,7 @@ impl<O: Os> Heap<O> {
     }
 
     /// A page with room for a block of `bucket`: one of the bucket's own, one split off a
-    /// larger bucket, the spare, or a new one.
+    /// larger bucket, a spare, or a new one.
     ///
     /// Every block on a page of bucket `b` is a multiple of `1 << b` chunks placed at a
     /// multiple of `1 << b` (larger sizes are multiples of smaller ones), so any free chunk

@@ -98,7 +98,7 @@ impl<O: Os> Heap<O> {
 
     /// A page with room for `chunks` chunks of `bucket` whose segment has `bytes` of
     /// secondary area free, and those bytes: one of the bucket's pages (under
-    /// `SizeClasses::Chunks`, or of a larger bucket's), the spare, or a new page from a
+    /// `SizeClasses::Chunks`, or of a larger bucket's), a spare, or a new page from a
     /// segment with room.
     pub(crate) fn page_with_unwind_room(
         &self,
