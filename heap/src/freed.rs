@@ -98,13 +98,8 @@ impl FreedBlocks {
 
     /// Stops keeping every block, and returns them as (page, first chunk, chunks).
     pub(crate) fn take_all(&mut self) -> Vec<(PageId, usize, usize)> {
-        let mut taken = Vec::new();
-        for (i, list) in self.by_chunks.iter_mut().enumerate() {
-            taken.extend(
-                list.drain(..)
-                    .map(|(id, first)| (id, usize::from(first), i + 1)),
-            );
-        }
+        let taken = self.iter().collect();
+        self.by_chunks.iter_mut().for_each(Vec::clear);
         taken
     }
 

@@ -462,7 +462,7 @@ impl<O: Os> Heap<O> {
 
     /// Takes back the kept block of `chunks` chunks at chunk `first` of page `id`: its
     /// chunks are still taken and hold traps, and its page is on the list it belongs on.
-    pub(crate) fn reuse_kept(
+    fn reuse_kept(
         &self,
         state: &mut HeapState,
         id: PageId,
@@ -689,7 +689,13 @@ impl<O: Os> Heap<O> {
 
     /// Gives a kept block's chunks back to its page, no longer kept (the cache has let go
     /// of it already).
-    fn give_back_kept(&self, state: &mut HeapState, id: PageId, first: usize, chunks: usize) {
+    pub(crate) fn give_back_kept(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        first: usize,
+        chunks: usize,
+    ) {
         state.pages.unkeep(id, chunks);
         self.free_chunks(state, id, first, chunks, false);
     }

@@ -72,8 +72,10 @@ impl<O: Os> Heap<O> {
     }
 
     /// The newest kept freed block of `chunks` chunks, as (page, first chunk), if its
-    /// segment has `bytes` of secondary area free, and those bytes. A kept block whose
-    /// segment has no room (or whose page is filed as having none) stays kept.
+    /// segment has `bytes` of secondary area free, and those bytes. A kept block on a page
+    /// already filed as having no room stays kept; one whose segment refuses goes back to
+    /// its page, which is filed as having no room, as `page_with_unwind_room` files a page
+    /// it was refused for: kept, it would be asked again by every block with an entry.
     pub(crate) fn kept_with_unwind_room(
         &self,
         state: &mut HeapState,
@@ -87,13 +89,21 @@ impl<O: Os> Heap<O> {
             PageList::NoUnwindRoom => Ok(None),
             _ => self.probe_secondary(state, id, bytes),
         };
-        if let Ok(Some(slot)) = probed {
-            return Ok(Some((id, first, slot)));
+        match probed {
+            Ok(Some(slot)) => Ok(Some((id, first, slot))),
+            Ok(None) if state.pages.get(id).list != PageList::NoUnwindRoom => {
+                self.give_back_kept(state, id, first, chunks);
+                let bucket = state.pages.get(id).bucket;
+                state.pages.relist(id, PageList::NoUnwindRoom, bucket);
+                Ok(None)
+            }
+            other => {
+                // Not taken after all: kept again, in the place `take` just left.
+                let kept_again = state.freed.keep(id, first, chunks);
+                debug_assert!(kept_again);
+                other.map(|_| None)
+            }
         }
-        // Not taken after all: kept again, in the place `take` just left.
-        let kept_again = state.freed.keep(id, first, chunks);
-        debug_assert!(kept_again);
-        probed.map(|_| None)
     }
 
     /// A page with room for `chunks` chunks of `bucket` whose segment has `bytes` of

@@ -272,8 +272,9 @@ fn kept_blocks_take_blocks_with_entries_where_their_segment_has_room() {
     assert_eq!(unsafe { heap.call(&new) }, Ok(3));
     heap.check_invariants().unwrap();
 
-    // With the segment's four slots taken, a kept block there stays kept when a block with
-    // an entry asks (there is no slot for its entry), and a plain block takes it.
+    // With the segment's four slots taken, a kept block there is refused when a block with
+    // an entry asks: it goes back to its page, which is filed as having no room, so the
+    // segment is not asked again by the next block with an entry.
     let _third = emit(&heap, 64, frame.clone(), 4);
     let _fourth = emit(&heap, 64, frame.clone(), 5);
     let plain = heap.alloc(64).unwrap();
@@ -285,13 +286,21 @@ fn kept_blocks_take_blocks_with_entries_where_their_segment_has_room() {
     );
     heap.free(plain).unwrap();
     assert_eq!(heap.stats().kept_blocks, 1);
-    let elsewhere = emit(&heap, 64, frame, 6);
+    let elsewhere = emit(&heap, 64, frame.clone(), 6);
     assert_ne!(elsewhere.addr(), plain_addr, "no slot in that segment");
-    assert_eq!(heap.stats().kept_blocks, 1, "still kept");
+    assert_eq!(heap.stats().kept_blocks, 0, "given back to its page");
+    assert_eq!(heap.find(plain_addr), None);
+    heap.check_invariants().unwrap();
+    let probes = heap.stats().secondary_probes;
+    let next = emit(&heap, 64, frame, 7);
     assert_eq!(
-        heap.alloc(64).unwrap().addr(),
-        plain_addr,
-        "for a plain block"
+        heap.stats().secondary_probes,
+        probes + 1,
+        "only the new segment's page is asked"
+    );
+    assert_ne!(
+        next.addr() & !(heap.page_size() - 1),
+        addr & !(heap.page_size() - 1)
     );
     heap.check_invariants().unwrap();
 }
