@@ -11,6 +11,12 @@ use crate::segment::{LargeSegment, Segment, SegmentList};
 use crate::state::{Place, State};
 use crate::stats::{PageAllocatorStats, ProtectCounters, SegmentCounts};
 
+/// Segments weighed for a request no free run fits, those whose longest run of free and
+/// decommitted pages is shortest first: the window with the most free pages (the fewest to
+/// commit) in any of them wins. Bounded, so a request costs the same however many segments
+/// there are (it was a walk over every segment with decommitted pages).
+pub(crate) const SEGMENTS_WEIGHED: usize = 16;
+
 /// Pages handed out by [`PageAllocator::alloc_pages`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRun {
@@ -242,21 +248,28 @@ impl<O: Os> PageAllocator<O> {
         }))
     }
 
-    /// A run of free or decommitted pages in a segment that has decommitted ones, the one
-    /// with the most free pages (the first of equals in list order); the decommitted pages
-    /// are committed. Taking free pages along keeps fewer committed pages idle, so fewer
-    /// are decommitted later.
+    /// A run of free and decommitted pages in a segment that has decommitted ones: of the
+    /// [`SEGMENTS_WEIGHED`] segments with the shortest longest run of such pages that fits
+    /// (the lowest addresses of equals), the window with the most free pages (the first
+    /// found of equals); the decommitted pages are committed. Taking free pages along keeps
+    /// fewer committed pages idle, so fewer are decommitted later.
     fn take_decommitted(
         &self,
         state: &mut State,
         pages: usize,
         fits: &dyn Fn(&Segment) -> bool,
     ) -> Result<Option<PageRun>> {
+        // A run of free pages alone that fits was taken by `take_free`, so any found here
+        // holds decommitted pages, and its segment is on the decommitted list unless its
+        // secondary area is exhausted.
         let mut best: Option<(usize, usize, usize)> = None;
-        let candidates = state.lists[SegmentList::Decommitted as usize]
-            .iter()
-            .filter(|base| fits(&state.segments[base]));
-        for &base in candidates {
+        let candidates = (state.roomiest.range((pages, 0)..))
+            .filter(|(_, base)| {
+                let segment = &state.segments[base];
+                segment.list == SegmentList::Decommitted && fits(segment)
+            })
+            .take(SEGMENTS_WEIGHED);
+        for &(_, base) in candidates {
             let Some((first, free)) = state.segments[&base].fullest_window(pages) else {
                 continue;
             };
@@ -273,12 +286,13 @@ impl<O: Os> PageAllocator<O> {
         let addr = base + first * self.page;
         self.vm
             .commit(addr, pages * self.page, Protection::ReadWrite)?;
-        let segment = state.segments.get_mut(&base).expect("found above");
         let was_free = (first..first + pages)
-            .filter(|&i| segment.free.get(i))
+            .filter(|&i| state.segments[&base].free.get(i))
             .count();
-        segment.decommitted.clear_range(first, pages);
-        state.set_free(base, first, pages, false);
+        state.change(base, first, pages, |segment| {
+            segment.decommitted.clear_range(first, pages);
+            segment.free.clear_range(first, pages);
+        });
         state.free_pages -= was_free;
         state.refile(base);
         Ok(Some(self.run(base, first, pages, true)))
@@ -306,8 +320,7 @@ impl<O: Os> PageAllocator<O> {
             slots: self.new_slots(secondary_base),
             list: SegmentList::Full,
         };
-        state.segments.insert(region.base, segment);
-        state.list(SegmentList::Full).insert(region.base);
+        state.add_segment(region.base, segment);
         state.segments_created += 1;
         state.refile(region.base);
         Ok(self.run(region.base, 0, pages, true))
@@ -456,8 +469,10 @@ impl<O: Os> PageAllocator<O> {
         let parked = segment.parked.count_ones();
         segment.parked.clear_range(first, pages);
         let unparked = parked - segment.parked.count_ones();
-        segment.decommitted.set_range(first + keep, decommit);
-        state.set_free(base, first, keep, true);
+        state.change(base, first, pages, |segment| {
+            segment.free.set_range(first, keep);
+            segment.decommitted.set_range(first + keep, decommit);
+        });
         state.free_pages += keep;
         state.used_pages -= pages;
         state.parked_pages -= unparked;
@@ -493,8 +508,7 @@ impl<O: Os> PageAllocator<O> {
             return;
         }
         if self.vm.release(base).is_ok() {
-            let segment = state.segments.remove(&base).expect("refiled");
-            state.list(segment.list).remove(&base);
+            state.remove_segment(base);
             state.segments_released += 1;
         } else {
             let segment = state.segments.get_mut(&base).expect("kept");
@@ -548,9 +562,10 @@ impl<O: Os> PageAllocator<O> {
             for (first, pages) in runs {
                 self.vm
                     .decommit(base + first * self.page, pages * self.page)?;
-                let segment = state.segments.get_mut(&base).expect("present");
-                segment.decommitted.set_range(first, pages);
-                state.set_free(base, first, pages, false);
+                state.change(base, first, pages, |segment| {
+                    segment.decommitted.set_range(first, pages);
+                    segment.free.clear_range(first, pages);
+                });
                 state.free_pages -= pages;
                 state.decommitted_pages += pages as u64;
                 total += pages;

@@ -66,6 +66,15 @@ pub(crate) fn check<O: Os>(
             state.free_runs
         )
     })?;
+    let roomiest: std::collections::BTreeSet<(usize, usize)> = (state.segments.iter())
+        .map(|(&base, segment)| (segment.available().longest_run(), base))
+        .collect();
+    ensure(roomiest == state.roomiest, || {
+        format!(
+            "the index of segments by longest available run {:?} is not the segments' {roomiest:?}",
+            state.roomiest
+        )
+    })?;
 
     for (&base, segment) in &state.segments {
         ensure(!segment.free.intersects(&segment.decommitted), || {

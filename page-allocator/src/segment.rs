@@ -50,18 +50,21 @@ impl Segment {
         self.code_pages - self.free.count_ones() - self.decommitted.count_ones()
     }
 
+    /// Pages not allocated: free or decommitted.
+    pub(crate) fn available(&self) -> Bitmap<1> {
+        self.free.union(&self.decommitted)
+    }
+
     /// Whether pages `first..first + n` are all allocated; the first that is not otherwise.
     pub(crate) fn first_unallocated(&self, first: usize, n: usize) -> Option<usize> {
-        let available = self.free.union(&self.decommitted);
-        available.next_set(first).filter(|&i| i < first + n)
+        self.available().next_set(first).filter(|&i| i < first + n)
     }
 
     /// Where `n` pages that are free or decommitted lie with the most of them free (so the
     /// fewest need committing), the lowest such place among equals; and how many are free.
     pub(crate) fn fullest_window(&self, n: usize) -> Option<(usize, usize)> {
-        let available = self.free.union(&self.decommitted);
         let mut best: Option<(usize, usize)> = None;
-        for (start, len) in available.runs().filter(|&(_, len)| len >= n) {
+        for (start, len) in self.available().runs().filter(|&(_, len)| len >= n) {
             let mut free = (start..start + n).filter(|&i| self.free.get(i)).count();
             for first in start..=start + len - n {
                 if first > start {

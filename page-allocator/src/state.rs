@@ -11,8 +11,12 @@ pub(crate) struct State {
     pub(crate) lists: [BTreeSet<usize>; SegmentList::ALL.len()],
     /// Every maximal run of free pages as (length, segment base, first page): best fit is
     /// the first entry from `(n, 0, 0)` on, the lowest address among equals. Kept by
-    /// [`State::set_free`].
+    /// [`State::change`].
     pub(crate) free_runs: BTreeSet<(usize, usize, usize)>,
+    /// Every segment as (its longest run of available pages, free or decommitted; its
+    /// base): what finds the segments with room for a run to commit without a walk over
+    /// every segment. Changes only when a segment's longest run does.
+    pub(crate) roomiest: BTreeSet<(usize, usize)>,
     pub(crate) large: BTreeMap<usize, LargeSegment>,
     /// Committed pages no one holds, over all segments.
     pub(crate) free_pages: usize,
@@ -54,30 +58,79 @@ impl State {
     }
 
     /// Marks pages `first..first + n` of the segment at `base` free (`true`) or not, and
-    /// re-indexes the free runs they touch (those they merge with or split included).
+    /// re-indexes the runs they touch.
     pub(crate) fn set_free(&mut self, base: usize, first: usize, n: usize, free: bool) {
+        self.change(base, first, n, |segment| {
+            if free {
+                segment.free.set_range(first, n);
+            } else {
+                segment.free.clear_range(first, n);
+            }
+        });
+    }
+
+    /// Changes pages `first..first + n` of the segment at `base` (its free and decommitted
+    /// bitmaps) through `change`, and re-indexes the free runs those pages touch (the runs
+    /// they merge with or split included) and the segment's longest available run.
+    pub(crate) fn change(
+        &mut self,
+        base: usize,
+        first: usize,
+        n: usize,
+        change: impl FnOnce(&mut Segment),
+    ) {
         if n == 0 {
             return;
         }
         let State {
             segments,
             free_runs,
+            roomiest,
             ..
         } = self;
         let segment = segments.get_mut(&base).expect("segments changed exist");
-        let (lo, hi) = (first.saturating_sub(1), first + n + 1);
-        let touches = |&(start, len): &(usize, usize)| start < hi && start + len > lo;
-        for (start, len) in segment.free.runs().filter(touches) {
-            free_runs.remove(&(len, base, start));
+        let (free, longest) = (segment.free, segment.available().longest_run());
+        change(segment);
+        // Most changes leave one of the two as it was (pages decommitted as they are
+        // released change no free run): nothing to re-index there.
+        if segment.free != free {
+            let (lo, hi) = (first.saturating_sub(1), first + n + 1);
+            let touches = |&(start, len): &(usize, usize)| start < hi && start + len > lo;
+            for (start, len) in free.runs().filter(touches) {
+                free_runs.remove(&(len, base, start));
+            }
+            for (start, len) in segment.free.runs().filter(touches) {
+                free_runs.insert((len, base, start));
+            }
         }
-        if free {
-            segment.free.set_range(first, n);
-        } else {
-            segment.free.clear_range(first, n);
+        let now = segment.available().longest_run();
+        if now != longest {
+            roomiest.remove(&(longest, base));
+            roomiest.insert((now, base));
         }
-        for (start, len) in segment.free.runs().filter(touches) {
-            free_runs.insert((len, base, start));
+    }
+
+    /// Adds a new segment, indexing its runs.
+    pub(crate) fn add_segment(&mut self, base: usize, segment: Segment) {
+        for (start, len) in segment.free.runs() {
+            self.free_runs.insert((len, base, start));
         }
+        self.roomiest
+            .insert((segment.available().longest_run(), base));
+        self.list(segment.list).insert(base);
+        self.segments.insert(base, segment);
+    }
+
+    /// Removes a segment, its runs from the indices and it from its list.
+    pub(crate) fn remove_segment(&mut self, base: usize) -> Segment {
+        let segment = self.segments.remove(&base).expect("removed segments exist");
+        for (start, len) in segment.free.runs() {
+            self.free_runs.remove(&(len, base, start));
+        }
+        self.roomiest
+            .remove(&(segment.available().longest_run(), base));
+        self.list(segment.list).remove(&base);
+        segment
     }
 
     /// Moves the segment to the list its state calls for. Returns `false` if it should be

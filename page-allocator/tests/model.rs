@@ -284,13 +284,20 @@ impl Seg {
 
     /// Maximal runs of free pages: start and length.
     fn free_runs(&self) -> Vec<(usize, usize)> {
+        self.runs_of(|p| matches!(p, Page::Free(_)))
+    }
+
+    /// Maximal runs of pages no one holds (free or decommitted).
+    fn available_runs(&self) -> Vec<(usize, usize)> {
+        self.runs_of(|p| !p.is_held())
+    }
+
+    /// Maximal runs of pages that are `such`, as (first, length).
+    fn runs_of(&self, such: impl Fn(&Page) -> bool) -> Vec<(usize, usize)> {
         let mut runs = Vec::new();
         let mut i = 0;
         while i < self.pages.len() {
-            let len = self.pages[i..]
-                .iter()
-                .take_while(|p| matches!(p, Page::Free(_)))
-                .count();
+            let len = self.pages[i..].iter().take_while(|p| such(p)).count();
             if len > 0 {
                 runs.push((i, len));
             }
@@ -442,19 +449,37 @@ impl Model {
         if let Some((_, base, first)) = best {
             return Ok(Placement::Free { base, first });
         }
-        // Then the run of free or decommitted pages with the most free ones: the first of
-        // equals in address order.
+        // Then, of the 16 segments with decommitted pages whose longest run of free or
+        // decommitted pages is the shortest that fits (the lowest addresses of equals), the
+        // window with the most free pages: the first of equals, segment by segment, and
+        // none after a window with at most one page to commit.
+        let mut weighed: Vec<(usize, usize)> = on(SegmentList::Decommitted)
+            .map(|(&base, seg)| {
+                let longest = seg.available_runs().iter().map(|&(_, len)| len).max();
+                (longest.unwrap_or(0), base)
+            })
+            .filter(|&(longest, _)| longest >= n)
+            .collect();
+        weighed.sort_unstable();
         let mut best: Option<(usize, usize, usize)> = None;
-        for (&base, seg) in on(SegmentList::Decommitted) {
-            let last = seg.pages.len().saturating_sub(n);
-            for first in (0..=last).filter(|_| n <= seg.pages.len()) {
-                let window = &seg.pages[first..first + n];
-                if window.iter().all(|p| !p.is_held()) {
-                    let free = window.iter().filter(|p| matches!(p, Page::Free(_))).count();
+        for &(_, base) in weighed.iter().take(16) {
+            let seg = &self.segs[&base];
+            for (start, len) in seg
+                .available_runs()
+                .into_iter()
+                .filter(|&(_, len)| len >= n)
+            {
+                for first in start..=start + len - n {
+                    let free = (seg.pages[first..first + n].iter())
+                        .filter(|p| matches!(p, Page::Free(_)))
+                        .count();
                     if best.is_none_or(|(_, _, most)| free > most) {
                         best = Some((base, first, free));
                     }
                 }
+            }
+            if best.is_some_and(|(_, _, free)| free + 1 >= n) {
+                break;
             }
         }
         Ok(match best {
