@@ -66,17 +66,26 @@ pub(crate) fn check<O: Os>(
             state.free_runs
         )
     })?;
-    let roomiest: std::collections::BTreeSet<(usize, usize)> = (state.segments.iter())
-        .map(|(&base, segment)| (segment.available().longest_run(), base))
-        .collect();
-    ensure(roomiest == state.roomiest, || {
-        format!(
-            "the index of segments by longest available run {:?} is not the segments' {roomiest:?}",
-            state.roomiest
-        )
-    })?;
 
+    let mut filed = 0;
     for (&base, segment) in &state.segments {
+        let expected =
+            (segment.list == SegmentList::Decommitted).then(|| segment.free.count_ones());
+        ensure(
+            segment.filed.map(|(count, _)| count) == expected
+                && segment
+                    .filed
+                    .is_none_or(|at| state.by_free.at(at) == Some(base)),
+            || {
+                format!(
+                    "segment {base:#x} on the {:?} list with {} free pages is filed by free pages at {:?}",
+                    segment.list,
+                    segment.free.count_ones(),
+                    segment.filed
+                )
+            },
+        )?;
+        filed += usize::from(segment.filed.is_some());
         ensure(!segment.free.intersects(&segment.decommitted), || {
             format!("segment {base:#x} has pages both free and decommitted")
         })?;
@@ -114,6 +123,12 @@ pub(crate) fn check<O: Os>(
             committed_pages += usize::from(area_committed);
         }
     }
+    ensure(filed == state.by_free.len(), || {
+        format!(
+            "{} segments filed by free pages, {filed} know where",
+            state.by_free.len()
+        )
+    })?;
     for (&base, large) in &state.large {
         used_pages += large.pages;
         if large.parked {

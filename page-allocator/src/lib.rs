@@ -10,6 +10,7 @@
 
 mod allocator;
 pub mod bitmap;
+mod by_free;
 mod config;
 mod error;
 mod invariants;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::by_free::ByFreePages;
 use crate::segment::{LargeSegment, Segment, SegmentList};
 
 #[derive(Debug, Default)]
@@ -13,10 +14,9 @@ pub(crate) struct State {
     /// the first entry from `(n, 0, 0)` on, the lowest address among equals. Kept by
     /// [`State::change`].
     pub(crate) free_runs: BTreeSet<(usize, usize, usize)>,
-    /// Every segment as (its longest run of available pages, free or decommitted; its
-    /// base): what finds the segments with room for a run to commit without a walk over
-    /// every segment. Changes only when a segment's longest run does.
-    pub(crate) roomiest: BTreeSet<(usize, usize)>,
+    /// The segments on the decommitted list, by their count of free pages. Kept by
+    /// [`State::refile`].
+    pub(crate) by_free: ByFreePages,
     pub(crate) large: BTreeMap<usize, LargeSegment>,
     /// Committed pages no one holds, over all segments.
     pub(crate) free_pages: usize,
@@ -71,7 +71,7 @@ impl State {
 
     /// Changes pages `first..first + n` of the segment at `base` (its free and decommitted
     /// bitmaps) through `change`, and re-indexes the free runs those pages touch (the runs
-    /// they merge with or split included) and the segment's longest available run.
+    /// they merge with or split included).
     pub(crate) fn change(
         &mut self,
         base: usize,
@@ -85,14 +85,13 @@ impl State {
         let State {
             segments,
             free_runs,
-            roomiest,
             ..
         } = self;
         let segment = segments.get_mut(&base).expect("segments changed exist");
-        let (free, longest) = (segment.free, segment.available().longest_run());
+        let free = segment.free;
         change(segment);
-        // Most changes leave one of the two as it was (pages decommitted as they are
-        // released change no free run): nothing to re-index there.
+        // Pages decommitted as they are released, or free pages decommitted, leave the free
+        // runs as they were.
         if segment.free != free {
             let (lo, hi) = (first.saturating_sub(1), first + n + 1);
             let touches = |&(start, len): &(usize, usize)| start < hi && start + len > lo;
@@ -103,11 +102,6 @@ impl State {
                 free_runs.insert((len, base, start));
             }
         }
-        let now = segment.available().longest_run();
-        if now != longest {
-            roomiest.remove(&(longest, base));
-            roomiest.insert((now, base));
-        }
     }
 
     /// Adds a new segment, indexing its runs.
@@ -115,37 +109,67 @@ impl State {
         for (start, len) in segment.free.runs() {
             self.free_runs.insert((len, base, start));
         }
-        self.roomiest
-            .insert((segment.available().longest_run(), base));
         self.list(segment.list).insert(base);
         self.segments.insert(base, segment);
     }
 
     /// Removes a segment, its runs from the indices and it from its list.
     pub(crate) fn remove_segment(&mut self, base: usize) -> Segment {
+        let filed = (self.segments.get_mut(&base)).and_then(|segment| segment.filed.take());
+        if let Some(at) = filed
+            && let Some(moved) = self.by_free.unfile(at)
+        {
+            self.segments.get_mut(&moved).expect("filed").filed = Some(at);
+        }
         let segment = self.segments.remove(&base).expect("removed segments exist");
         for (start, len) in segment.free.runs() {
             self.free_runs.remove(&(len, base, start));
         }
-        self.roomiest
-            .remove(&(segment.available().longest_run(), base));
         self.list(segment.list).remove(&base);
         segment
     }
 
-    /// Moves the segment to the list its state calls for. Returns `false` if it should be
-    /// released instead (it is then left where it was, on the caller to release or keep).
+    /// Moves the segment to the list its state calls for, and files it by its free pages
+    /// if that is the decommitted list. Returns `false` if it should be released instead
+    /// (it is then left where it was, on the caller to release or keep).
     pub(crate) fn refile(&mut self, base: usize) -> bool {
-        let segment = self.segments.get(&base).expect("refiled segments exist");
-        let old = segment.list;
+        let State {
+            segments,
+            lists,
+            by_free,
+            ..
+        } = self;
+        let segment = segments.get_mut(&base).expect("refiled segments exist");
         let Some(new) = segment.classify() else {
             return false;
         };
-        if old != new {
-            self.list(old).remove(&base);
-            self.list(new).insert(base);
-            self.segments.get_mut(&base).expect("present").list = new;
+        if segment.list != new {
+            lists[segment.list as usize].remove(&base);
+            lists[new as usize].insert(base);
+            segment.list = new;
         }
+        file_by_free(segments, by_free, base);
         true
+    }
+
+    /// Files the segment by its free pages if it is on the decommitted list (where a
+    /// segment is put by hand when the OS refuses to take it back).
+    pub(crate) fn refile_by_free(&mut self, base: usize) {
+        file_by_free(&mut self.segments, &mut self.by_free, base);
+    }
+}
+
+/// Files the segment at `base` where `by_free` should have it: under its count of free
+/// pages if it is on the decommitted list, nowhere otherwise.
+fn file_by_free(segments: &mut BTreeMap<usize, Segment>, by_free: &mut ByFreePages, base: usize) {
+    let segment = segments.get_mut(&base).expect("filed segments exist");
+    let count = (segment.list == SegmentList::Decommitted).then(|| segment.free.count_ones());
+    if segment.filed.map(|(filed, _)| filed) == count {
+        return;
+    }
+    let moved = (segment.filed.take()).and_then(|at| Some((by_free.unfile(at)?, at)));
+    segment.filed = count.map(|count| by_free.file(count, base));
+    if let Some((moved, at)) = moved {
+        segments.get_mut(&moved).expect("filed").filed = Some(at);
     }
 }

@@ -287,6 +287,24 @@ impl Seg {
         self.runs_of(|p| matches!(p, Page::Free(_)))
     }
 
+    /// Every window of `n` pages no one holds, as (first page, free pages in it).
+    fn windows(&self, n: usize) -> Vec<(usize, usize)> {
+        let mut windows = Vec::new();
+        for (start, len) in self
+            .available_runs()
+            .into_iter()
+            .filter(|&(_, len)| len >= n)
+        {
+            for first in start..=start + len - n {
+                let free = (self.pages[first..first + n].iter())
+                    .filter(|p| matches!(p, Page::Free(_)))
+                    .count();
+                windows.push((first, free));
+            }
+        }
+        windows
+    }
+
     /// Maximal runs of pages no one holds (free or decommitted).
     fn available_runs(&self) -> Vec<(usize, usize)> {
         self.runs_of(|p| !p.is_held())
@@ -316,10 +334,9 @@ enum Placement {
         base: usize,
         first: usize,
     },
-    /// Free or decommitted pages of a decommitted segment (step 2).
+    /// Free or decommitted pages of a decommitted segment, `free` of them free (step 2).
     Commit {
-        base: usize,
-        first: usize,
+        free: usize,
     },
     /// A new segment (step 3).
     New,
@@ -449,41 +466,15 @@ impl Model {
         if let Some((_, base, first)) = best {
             return Ok(Placement::Free { base, first });
         }
-        // Then, of the 16 segments with decommitted pages whose longest run of free or
-        // decommitted pages is the shortest that fits (the lowest addresses of equals), the
-        // window with the most free pages: the first of equals, segment by segment, and
-        // none after a window with at most one page to commit.
-        let mut weighed: Vec<(usize, usize)> = on(SegmentList::Decommitted)
-            .map(|(&base, seg)| {
-                let longest = seg.available_runs().iter().map(|&(_, len)| len).max();
-                (longest.unwrap_or(0), base)
-            })
-            .filter(|&(longest, _)| longest >= n)
-            .collect();
-        weighed.sort_unstable();
-        let mut best: Option<(usize, usize, usize)> = None;
-        for &(_, base) in weighed.iter().take(16) {
-            let seg = &self.segs[&base];
-            for (start, len) in seg
-                .available_runs()
-                .into_iter()
-                .filter(|&(_, len)| len >= n)
-            {
-                for first in start..=start + len - n {
-                    let free = (seg.pages[first..first + n].iter())
-                        .filter(|p| matches!(p, Page::Free(_)))
-                        .count();
-                    if best.is_none_or(|(_, _, most)| free > most) {
-                        best = Some((base, first, free));
-                    }
-                }
-            }
-            if best.is_some_and(|(_, _, free)| free + 1 >= n) {
-                break;
-            }
-        }
-        Ok(match best {
-            Some((base, first, _)) => Placement::Commit { base, first },
+        // Then a window of free or decommitted pages in a segment with decommitted pages,
+        // one with the most free pages (which of equals is the allocator's choice: the
+        // runs use fewer segments than it weighs at most).
+        let most_free = on(SegmentList::Decommitted)
+            .flat_map(|(_, seg)| seg.windows(n))
+            .map(|(_, free)| free)
+            .max();
+        Ok(match most_free {
+            Some(free) => Placement::Commit { free },
             None => Placement::New,
         })
     }
@@ -948,12 +939,24 @@ impl<O: Observed> Harness<O> {
                 m.created += 1;
                 fresh.extend(0..n);
             }
-            Placement::Free { base, first } | Placement::Commit { base, first } => {
+            Placement::Free { .. } | Placement::Commit { .. } => {
+                let (base, first) = match placement {
+                    Placement::Free { base, first } => (base, first),
+                    _ => (run.segment, (run.addr - run.segment) / page),
+                };
                 assert_eq!(
                     (run.segment, run.addr, run.large),
                     (base, base + first * page, false),
                     "alloc_pages({n}) is placed as the model says ({placement:?})"
                 );
+                if let Placement::Commit { free } = placement {
+                    let seg = &m.segs.get(&base).expect("a segment the model knows");
+                    assert_eq!(seg.list(), Some(SegmentList::Decommitted), "{run:?}");
+                    assert!(
+                        seg.windows(n).contains(&(first, free)),
+                        "alloc_pages({n}) takes a window with {free} free pages: {run:?}"
+                    );
+                }
                 let seg = m.segs.get_mut(&base).expect("placed");
                 let span = first..first + n;
                 // Free pages come back as they were released, unless their protections
