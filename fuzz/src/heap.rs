@@ -104,6 +104,8 @@ pub enum Op {
     FreeForeign { near: u8, offset: i32 },
     /// `decommit_all`.
     DecommitAll,
+    /// `trim`: what is kept without a live block goes back; live blocks keep running.
+    Trim,
     /// Fails the next call of one of the system calls that can fail on a real machine
     /// (`mmap`, `mprotect`, `madvise`, `memfd_create`, `ftruncate`, `fallocate`; not
     /// `munmap` or `close` of our own mappings and descriptors) with `ENOMEM` or `EPERM`,
@@ -351,6 +353,16 @@ impl Driver {
                     format!("freeing {addr:#x}, where no block starts, succeeded")
                 })
             }
+            Op::Trim => match self.heap.trim() {
+                Ok(_) => {
+                    let (stats, below) = (self.heap.stats(), self.heap.page_allocator().stats());
+                    ensure(
+                        stats.kept_blocks == 0 && stats.spare_pages == 0 && below.free_bytes == 0,
+                        || format!("after trim: {stats:?}, {below:?}"),
+                    )
+                }
+                Err(err) => self.allowed("trim", err),
+            },
             Op::DecommitAll => match self.heap.decommit_all() {
                 Ok(()) => {
                     for live in &mut self.live {

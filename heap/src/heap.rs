@@ -768,13 +768,7 @@ impl<O: Os> Heap<O> {
         for id in empty_parked {
             self.release_page(state, id);
         }
-        while let Some(&id) = state.pages.spare.last() {
-            let addr = state.pages.get(id).addr;
-            self.pages.release_pages(addr, 1)?;
-            state.pages.remove(id);
-            state.page_index.remove(&addr);
-            state.counters.pages_released += 1;
-        }
+        self.release_spares(state)?;
         let holding: Vec<PageId> = state
             .pages
             .live()

@@ -36,6 +36,7 @@ mod records;
 mod size_class;
 mod state;
 mod stats;
+mod trim;
 mod unwind;
 mod write;
 

@@ -169,6 +169,8 @@ enum Op {
         target: Target,
     },
     DecommitAll,
+    /// `trim`: everything kept without a live block goes back, live blocks stay.
+    Trim,
     EntryBeforeFinalize(SizeKind),
     /// A handle whose block was freed by address: every use is `StaleBlock`.
     UseStale {
@@ -247,6 +249,7 @@ fn ops(nest: bool) -> BoxedStrategy<Op> {
         6 => (any::<Index>(), target())
             .prop_map(|(which, target)| Op::FreeAddress { which, target }),
         1 => Just(Op::DecommitAll),
+        1 => Just(Op::Trim),
         3 => size_kind().prop_map(Op::EntryBeforeFinalize),
         2 => (any::<Index>(), stale_use()).prop_map(|(which, how)| Op::UseStale { which, how }),
     ]
@@ -478,6 +481,14 @@ impl<'h, O: Inspect> Driver<'h, O> {
                 for live in &mut self.live {
                     live.decommitted = true;
                 }
+            }
+            Op::Trim => {
+                let before = self.heap.stats().committed_bytes;
+                let decommitted = self.heap.trim();
+                let after = self.heap.stats();
+                prop_assert_eq!(decommitted, Ok(before - after.committed_bytes));
+                prop_assert_eq!((after.kept_blocks, after.spare_pages), (0, 0));
+                prop_assert_eq!(self.heap.page_allocator().stats().free_bytes, 0);
             }
             Op::UseStale { ref which, how } => self.use_stale(which, how)?,
             Op::EntryBeforeFinalize(kind) => {

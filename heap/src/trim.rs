@@ -1,0 +1,44 @@
+//! Giving back what the heap keeps for speed, for an engine that has gone idle or is told
+//! memory is short: freed blocks kept for reuse, spare pages, and the free pages its page
+//! allocator keeps committed. None of them holds a live block, so nothing an engine holds
+//! changes; the next allocations pay the page work those caches saved (see `docs/heap.md`).
+
+use codeheap_virtual_alloc::Os;
+
+use crate::error::Result;
+use crate::heap::Heap;
+use crate::state::HeapState;
+
+impl<O: Os> Heap<O> {
+    /// Gives back the memory the heap keeps committed without a live block in it: freed
+    /// blocks kept for reuse go back to their pages, spare pages (and pages that empties)
+    /// go back to the page allocator, and it decommits every free page it keeps. Live
+    /// blocks, write sessions and entry points are untouched. What ChakraCore's other page
+    /// allocators do when idle (`DecommitNow`); its code heap keeps no free memory. Call it
+    /// when the engine goes idle or memory is short. Returns the bytes decommitted.
+    ///
+    /// If the OS refuses a release or a decommit midway, what was done stays done (the
+    /// books stay consistent) and the error is returned; calling again retries the rest.
+    pub fn trim(&self) -> Result<usize> {
+        let mut state = self.state();
+        for (id, first, chunks) in state.freed.take_all() {
+            self.give_back_kept(&mut state, id, first, chunks);
+        }
+        self.release_spares(&mut state)?;
+        let pages = self.pages.decommit_free_pages()?;
+        Ok(pages * self.page)
+    }
+
+    /// Gives every spare page back to the page allocator, one at a time, so an error
+    /// midway leaves the ones not yet given back as spares.
+    pub(crate) fn release_spares(&self, state: &mut HeapState) -> Result<()> {
+        while let Some(&id) = state.pages.spare.last() {
+            let addr = state.pages.get(id).addr;
+            self.pages.release_pages(addr, 1)?;
+            state.pages.remove(id);
+            state.page_index.remove(&addr);
+            state.counters.pages_released += 1;
+        }
+        Ok(())
+    }
+}
