@@ -76,19 +76,23 @@ pub struct Sample {
     pub own_allocated: Option<usize>,
     /// Growth of PSS since before the allocator existed.
     pub pss_bytes: usize,
+    /// Taken after the allocator gave back what it keeps without a live block
+    /// ([`Peer::trim`]), after the last step.
+    pub trimmed: bool,
 }
 
 impl Sample {
     /// The sample as one `key=value` line.
     pub fn line(&self) -> String {
         format!(
-            "step={} live={} exec={} own={} alloc={} pss={}",
+            "step={} live={} exec={} own={} alloc={} pss={} trimmed={}",
             self.step,
             self.live_bytes,
             self.executable_bytes,
             self.own_committed.map_or(-1, |bytes| bytes as i64),
             self.own_allocated.map_or(-1, |bytes| bytes as i64),
-            self.pss_bytes
+            self.pss_bytes,
+            u8::from(self.trimmed)
         )
     }
 
@@ -110,6 +114,7 @@ impl Sample {
                     sample.own_allocated = usize::try_from(alloc).ok();
                 }
                 "pss" => sample.pss_bytes = value.parse().ok()?,
+                "trimmed" => sample.trimmed = value == "1",
                 _ => return None,
             }
         }
@@ -128,7 +133,8 @@ impl Sample {
 }
 
 /// Runs W3 over the allocator it is given, calling `report` with a sample every
-/// `every` steps and after the last.
+/// `every` steps and after the last, and one more after [`Peer::trim`] if the allocator
+/// can trim.
 #[derive(Debug)]
 pub struct Churn<F> {
     /// Live blocks.
@@ -178,6 +184,7 @@ impl<F: FnMut(Sample)> RowVisitor for Churn<F> {
             own_committed: peer.committed_bytes(),
             own_allocated: peer.allocated_bytes(),
             pss_bytes: pss_bytes().saturating_sub(pss0),
+            trimmed: false,
         };
         (self.report)(sample(&peer, 0, live_bytes));
         for step in 1..=self.steps {
@@ -190,6 +197,12 @@ impl<F: FnMut(Sample)> RowVisitor for Churn<F> {
             if step % self.every == 0 || step == self.steps {
                 (self.report)(sample(&peer, step, live_bytes));
             }
+        }
+        if peer.trim() {
+            (self.report)(Sample {
+                trimmed: true,
+                ..sample(&peer, self.steps, live_bytes)
+            });
         }
     }
 }

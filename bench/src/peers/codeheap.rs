@@ -74,4 +74,9 @@ impl Peer for CodeHeap {
     fn allocated_bytes(&self) -> Option<usize> {
         Some(self.heap.stats().allocated_bytes)
     }
+
+    fn trim(&mut self) -> bool {
+        self.heap.trim().expect("codeheap trim");
+        true
+    }
 }

@@ -48,6 +48,12 @@ pub trait Peer {
     fn allocated_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Gives back what the allocator keeps committed with no live block in it, if it can
+    /// (codeheap's `trim`, for an engine gone idle); whether it did.
+    fn trim(&mut self) -> bool {
+        false
+    }
 }
 
 /// The OS page size.
