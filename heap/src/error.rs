@@ -11,8 +11,9 @@ pub enum Error {
     /// A block of zero bytes was asked for.
     #[error("size is zero")]
     ZeroSize,
-    /// The size overflows once rounded up to chunks or pages.
-    #[error("size {size:#x} overflows once rounded")]
+    /// The size overflows once rounded up to chunks or pages, or is 4 GiB or more (the most
+    /// a block's record holds).
+    #[error("size {size:#x} overflows once rounded, or is 4 GiB or more")]
     SizeOverflow {
         /// The size asked for.
         size: usize,

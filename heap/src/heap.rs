@@ -170,6 +170,33 @@ impl<O: Os> Heap<O> {
         self.page
     }
 
+    /// Bytes the recorded block occupies: its size class's capacity (as
+    /// [`SizeClass::of`] gives it, in a few instructions: every free asks).
+    #[inline]
+    pub(crate) fn capacity_of(&self, record: &BlockRecord) -> usize {
+        let size = record.size();
+        if size > self.page {
+            return size.next_multiple_of(self.page);
+        }
+        let chunks = size.div_ceil(CHUNK);
+        match self.classes {
+            SizeClasses::PowerOfTwo => chunks.next_power_of_two() * CHUNK,
+            SizeClasses::Chunks => chunks * CHUNK,
+        }
+    }
+
+    /// Where the recorded block is written: through its page for a small block, the OS
+    /// layer's region for a large one (its address but for dual-mapped memory).
+    #[inline]
+    pub(crate) fn write_addr_of(&self, state: &HeapState, record: &BlockRecord) -> Result<usize> {
+        match record.home {
+            Home::Small { page, first_chunk } => {
+                Ok(state.pages.get(page).write_addr + usize::from(first_chunk) * CHUNK)
+            }
+            Home::Large => Ok(self.vm().writable_address(record.addr)?),
+        }
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, HeapState> {
         lock(&self.state)
     }
@@ -351,43 +378,35 @@ impl<O: Os> Heap<O> {
     ) -> Result<Block> {
         let capacity = class.capacity(self.page);
         let entry_size = unwind.as_ref().map(|&(_, bytes)| bytes);
-        let (addr, write_addr, home, slot) = match (class, entry_size) {
+        let (addr, home, slot) = match (class, entry_size) {
             (SizeClass::Small { bucket, chunks }, None) => {
-                let (addr, write_addr, home) = match state.freed.take(chunks) {
+                let (addr, home) = match state.freed.take(chunks) {
                     Some((id, first)) => self.reuse_kept(state, id, first, chunks),
                     None => {
                         let id = self.page_for(state, bucket, chunks)?;
                         self.take_chunks(state, id, chunks)
                     }
                 };
-                (addr, write_addr, home, None)
+                (addr, home, None)
             }
             (SizeClass::Small { bucket, chunks }, Some(bytes)) => {
-                let (addr, write_addr, home, slot) = match self
-                    .kept_with_unwind_room(state, chunks, bytes)?
-                {
+                let (addr, home, slot) = match self.kept_with_unwind_room(state, chunks, bytes)? {
                     Some((id, first, slot)) => {
-                        let (addr, write_addr, home) = self.reuse_kept(state, id, first, chunks);
-                        (addr, write_addr, home, slot)
+                        let (addr, home) = self.reuse_kept(state, id, first, chunks);
+                        (addr, home, slot)
                     }
                     None => {
                         let (id, slot) =
                             self.page_with_unwind_room(state, bucket, chunks, bytes)?;
-                        let (addr, write_addr, home) = self.take_chunks(state, id, chunks);
-                        (addr, write_addr, home, slot)
+                        let (addr, home) = self.take_chunks(state, id, chunks);
+                        (addr, home, slot)
                     }
                 };
-                (addr, write_addr, home, Some(slot))
+                (addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
                 let acquired = self.acquire_pages(state, pages, bytes)?;
-                let addr = acquired.run.addr;
-                (
-                    addr,
-                    acquired.write_addr,
-                    Home::Large { pages },
-                    acquired.slot,
-                )
+                (acquired.run.addr, Home::Large, acquired.slot)
             }
         };
         let id = state.next_block_id(|| {
@@ -398,18 +417,19 @@ impl<O: Os> Heap<O> {
         let record = BlockRecord {
             id,
             addr,
-            size,
-            capacity,
-            write_addr,
+            // `SizeClass::of` refused sizes past `u32::MAX`.
+            size: size as u32,
             home,
             state: BlockState::Fresh,
-            large_writers: 0,
             open: false,
+            large_writers: 0,
         };
         let place = state.blocks.insert(record);
         match home {
-            Home::Small { page, first_chunk } => state.pages.set_place(page, first_chunk, place),
-            Home::Large { .. } => {
+            Home::Small { page, first_chunk } => {
+                state.pages.set_place(page, usize::from(first_chunk), place);
+            }
+            Home::Large => {
                 state.large.insert(addr, place);
             }
         }
@@ -433,7 +453,7 @@ impl<O: Os> Heap<O> {
         state: &mut HeapState,
         id: PageId,
         chunks: usize,
-    ) -> (usize, usize, Home) {
+    ) -> (usize, Home) {
         let free = state.pages.chunk_bits(id).free;
         let first = match self.classes {
             // Any free chunk of a bucket's page starts a free run long enough (see
@@ -445,7 +465,7 @@ impl<O: Os> Heap<O> {
         debug_assert!(free.all_set(first, chunks));
         state.pages.take(id, first, chunks);
         let page = state.pages.get(id);
-        let (addr, write_addr) = (page.addr + first * CHUNK, page.write_addr + first * CHUNK);
+        let addr = page.addr + first * CHUNK;
         let list = if page.is_full() {
             PageList::Full
         } else {
@@ -455,9 +475,9 @@ impl<O: Os> Heap<O> {
         state.pages.relist(id, list, filed);
         let home = Home::Small {
             page: id,
-            first_chunk: first,
+            first_chunk: first as u16,
         };
-        (addr, write_addr, home)
+        (addr, home)
     }
 
     /// Takes back the kept block of `chunks` chunks at chunk `first` of page `id`: its
@@ -468,18 +488,13 @@ impl<O: Os> Heap<O> {
         id: PageId,
         first: usize,
         chunks: usize,
-    ) -> (usize, usize, Home) {
+    ) -> (usize, Home) {
         state.pages.reuse(id, first, chunks);
-        let page = state.pages.get(id);
         let home = Home::Small {
             page: id,
-            first_chunk: first,
+            first_chunk: first as u16,
         };
-        (
-            page.addr + first * CHUNK,
-            page.write_addr + first * CHUNK,
-            home,
-        )
+        (state.pages.get(id).addr + first * CHUNK, home)
     }
 
     /// A page with room for a block of `bucket`: one of the bucket's own, one split off a
@@ -609,22 +624,24 @@ impl<O: Os> Heap<O> {
         }
         let place = self.locate(state, addr, handle)?;
         let record = *state.blocks.at(place);
+        let capacity = self.capacity_of(&record);
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
             BlockState::Parked => {}
             BlockState::Fresh | BlockState::Finalized => {
                 // The unwinder must forget the code before it goes.
                 self.deregister_unwind(state, addr);
-                self.scrub(state, place, &record)?;
+                self.scrub(state, place, &record, capacity)?;
             }
         }
         let slot_freed = self.release_unwind_slot(state, addr);
         match record.home {
             Home::Small { page, first_chunk } => {
-                let chunks = record.capacity / CHUNK;
-                self.free_small(state, page, first_chunk, chunks, slot_freed);
+                let chunks = capacity / CHUNK;
+                self.free_small(state, page, usize::from(first_chunk), chunks, slot_freed);
             }
-            Home::Large { pages } => {
+            Home::Large => {
+                let pages = capacity / self.page;
                 if let Err(err) = self.pages.release_pages(addr, pages) {
                     // Still allocated, trap-filled, not runnable: close it again.
                     if record.state != BlockState::Parked {
@@ -641,13 +658,21 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// Fills what a freed block's code may have left (its bytes up to its size) with traps,
-    /// opening its pages under `Protect` if no write session has them open.
-    fn scrub(&self, state: &mut HeapState, place: Place, record: &BlockRecord) -> Result<()> {
-        let dirty = record.dirty_len(self.arch.instruction_alignment());
+    /// Fills what a freed block's code may have left (its bytes up to its size, within its
+    /// `capacity`) with traps, opening its pages under `Protect` if no write session has
+    /// them open.
+    fn scrub(
+        &self,
+        state: &mut HeapState,
+        place: Place,
+        record: &BlockRecord,
+        capacity: usize,
+    ) -> Result<()> {
+        let dirty = record.dirty_len(self.arch.instruction_alignment(), capacity);
+        let write_addr = self.write_addr_of(state, record)?;
         let span = Span::of(record, place);
         let (filled, closed) = self.with_span_open(state, span, |state| {
-            self.fill_traps(state, record.addr, record.write_addr, dirty)
+            self.fill_traps(state, record.addr, write_addr, dirty)
         });
         // Closed again even when the pages go back to the page allocator next (it may keep
         // them: every committed code page not being written is execute-read). Once the
@@ -790,7 +815,7 @@ impl<O: Os> Heap<O> {
         let large: Vec<(Place, usize, usize)> = (state.large.iter())
             .map(|(&addr, &place)| (place, addr, state.blocks.at(place)))
             .filter(|(_, _, record)| record.state != BlockState::Parked)
-            .map(|(place, addr, record)| (place, addr, record.capacity / self.page))
+            .map(|(place, addr, record)| (place, addr, self.capacity_of(record) / self.page))
             .collect();
         for (place, addr, pages) in large {
             self.pages.decommit_pages(addr, pages)?;
@@ -869,12 +894,13 @@ impl<O: Os> Heap<O> {
             None => *state.large.range(..=addr).next_back()?.0,
         };
         let record = state.blocks.at(state.place_at(start)?);
-        (addr < start + record.capacity).then_some(BlockInfo {
+        let capacity = self.capacity_of(record);
+        (addr < start + capacity).then_some(BlockInfo {
             addr: start,
-            size: record.size,
-            capacity: record.capacity,
+            size: record.size(),
+            capacity,
             finalized: record.state == BlockState::Finalized,
-            large: matches!(record.home, Home::Large { .. }),
+            large: record.home == Home::Large,
         })
     }
 
@@ -915,17 +941,18 @@ impl<O: Os> Heap<O> {
         let mut stats = HeapStats::default();
         for record in state.blocks.values() {
             stats.live_blocks += 1;
-            stats.requested_bytes += record.size;
-            stats.allocated_bytes += record.capacity;
+            let capacity = self.capacity_of(record);
+            stats.requested_bytes += record.size();
+            stats.allocated_bytes += capacity;
             match record.home {
                 Home::Small { .. } => {
-                    let bucket = &mut buckets[bucket_of(record.capacity / CHUNK)];
+                    let bucket = &mut buckets[bucket_of(capacity / CHUNK)];
                     bucket.blocks += 1;
-                    bucket.used_bytes += record.capacity;
+                    bucket.used_bytes += capacity;
                 }
-                Home::Large { .. } => {
+                Home::Large => {
                     stats.large_blocks += 1;
-                    stats.large_bytes += record.capacity;
+                    stats.large_bytes += capacity;
                 }
             }
         }

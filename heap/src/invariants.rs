@@ -133,7 +133,7 @@ impl<O: Os> Heap<O> {
         let Home::Small { page, first_chunk } = record.home else {
             return false;
         };
-        (state.pages.chunk_bits_mut(page).free).set_range(first_chunk, 1);
+        (state.pages.chunk_bits_mut(page).free).set_range(usize::from(first_chunk), 1);
         true
     }
 
@@ -337,7 +337,7 @@ impl<O: Os> Heap<O> {
                 record.home
                     == (Home::Small {
                         page: id,
-                        first_chunk: chunk,
+                        first_chunk: chunk as u16,
                     }),
                 || {
                     format!(
@@ -346,7 +346,7 @@ impl<O: Os> Heap<O> {
                     )
                 },
             )?;
-            let n = record.capacity / CHUNK;
+            let n = self.capacity_of(record) / CHUNK;
             ensure(chunk + n <= chunks, || {
                 format!("the block at {block:#x} runs past the end of its page")
             })?;
@@ -470,7 +470,8 @@ impl<O: Os> Heap<O> {
             let place = state.pages.place_at(id, chunk).expect("checked above");
             let record = state.blocks.at(place);
             let at = chunk * CHUNK;
-            self.check_untouched(addr + at, record, &bytes[at..at + record.capacity])?;
+            let capacity = self.capacity_of(record);
+            self.check_untouched(addr + at, record, &bytes[at..at + capacity])?;
         }
         Ok(())
     }
@@ -504,16 +505,17 @@ impl<O: Os> Heap<O> {
         record: &BlockRecord,
         bytes: &[u8],
     ) -> Result<(), String> {
-        let dirty = record.dirty_len(self.arch.instruction_alignment());
+        let dirty = record.dirty_len(self.arch.instruction_alignment(), bytes.len());
         if record.state == BlockState::Finalized {
-            ensure(bytes[record.size..dirty].iter().all(|&b| b == 0), || {
+            ensure(bytes[record.size()..dirty].iter().all(|&b| b == 0), || {
                 format!("the partial word after the block at {addr:#x} is not zeroed")
             })?;
         }
         ensure(self.arch.is_trap_filled(&bytes[dirty..]), || {
             format!(
                 "the block at {addr:#x} (bytes {dirty}..{} of {}) does not hold traps",
-                record.capacity, record.size
+                bytes.len(),
+                record.size
             )
         })
     }
@@ -531,14 +533,12 @@ impl<O: Os> Heap<O> {
                 state.place_at(addr)
             )
         })?;
-        ensure(record.size > 0 && record.size <= record.capacity, || {
-            format!(
-                "the block at {addr:#x} has size {} and capacity {}",
-                record.size, record.capacity
-            )
+        ensure(record.size > 0, || {
+            format!("the block at {addr:#x} has size 0")
         })?;
         match record.home {
             Home::Small { page, first_chunk } => {
+                let first_chunk = usize::from(first_chunk);
                 let live = state.pages.live().any(|(id, _)| id == page);
                 ensure(live, || {
                     format!("the block at {addr:#x} lives on page id {page}, which is not live")
@@ -557,19 +557,12 @@ impl<O: Os> Heap<O> {
                 ensure(bits.starts.get(first_chunk), || {
                     format!("the block at {addr:#x} has no start mark in its page's bitmap")
                 })?;
-                let class_size = match self.classes {
-                    SizeClasses::PowerOfTwo => record.capacity.is_power_of_two(),
-                    SizeClasses::Chunks => record.capacity.is_multiple_of(CHUNK),
-                };
-                ensure(
-                    class_size && record.capacity >= CHUNK && record.capacity <= self.page,
-                    || {
-                        format!(
-                            "the small block at {addr:#x} has capacity {}",
-                            record.capacity
-                        )
-                    },
-                )?;
+                ensure(record.size() <= self.page, || {
+                    format!(
+                        "the small block at {addr:#x} has size {}, past a page",
+                        record.size
+                    )
+                })?;
                 ensure(record.large_writers == 0, || {
                     format!("the small block at {addr:#x} counts large-block sessions")
                 })?;
@@ -577,23 +570,20 @@ impl<O: Os> Heap<O> {
                     format!("the small block at {addr:#x} is recorded as large")
                 })
             }
-            Home::Large { pages } => {
-                ensure(
-                    record.size > self.page && record.capacity == pages * self.page,
-                    || {
-                        format!(
-                            "the large block at {addr:#x} has size {} and capacity {} for {pages} pages",
-                            record.size, record.capacity
-                        )
-                    },
-                )?;
+            Home::Large => {
+                ensure(record.size() > self.page, || {
+                    format!(
+                        "the large block at {addr:#x} has size {}, within a page",
+                        record.size
+                    )
+                })?;
                 ensure(state.large.get(&addr) == Some(&place), || {
                     format!(
                         "the large block at {addr:#x} is recorded in `large` as {:?}",
                         state.large.get(&addr)
                     )
                 })?;
-                let writing = u32::from(record.state == BlockState::Writing);
+                let writing = u8::from(record.state == BlockState::Writing);
                 ensure(record.large_writers == writing, || {
                     format!(
                         "the large block at {addr:#x} counts {} sessions, state {:?}",
@@ -620,10 +610,11 @@ impl<O: Os> Heap<O> {
                     record.addr
                 )
             })?;
-            let capacity = record.capacity;
-            let Home::Large { pages } = record.home else {
+            let capacity = self.capacity_of(record);
+            let pages = capacity / self.page;
+            if record.home != Home::Large {
                 return Err(format!("`large` lists the small block at {addr:#x}"));
-            };
+            }
             ensure(addr >= end_of_previous, || {
                 format!("the large block at {addr:#x} overlaps the one before it")
             })?;

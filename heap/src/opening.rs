@@ -29,12 +29,13 @@ impl Span {
     pub(crate) fn of(record: &BlockRecord, place: Place) -> Span {
         match record.home {
             Home::Small { page, .. } => Span::Page(page),
-            Home::Large { .. } => Span::Large(place),
+            Home::Large => Span::Large(place),
         }
     }
 }
 
 /// The span's first address, pages, open sessions and whether it is open.
+#[inline]
 fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
     match span {
         Span::Page(id) => {
@@ -43,14 +44,16 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
         }
         Span::Large(place) => {
             let record = state.blocks.at(place);
-            // A large block's capacity is its whole pages.
-            let pages = record.capacity / state.pages.page_bytes();
-            (record.addr, pages, record.large_writers, record.open)
+            // A large block has the whole pages its size rounds up to.
+            let pages = record.size().div_ceil(state.pages.page_bytes());
+            let writers = u32::from(record.large_writers);
+            (record.addr, pages, writers, record.open)
         }
     }
 }
 
 /// Whether the span is open for writing.
+#[inline]
 fn is_open(state: &HeapState, span: Span) -> bool {
     status(state, span).3
 }
@@ -64,11 +67,18 @@ fn set_open(state: &mut HeapState, span: Span, open: bool) {
 
 /// Counts a write session opening (`+1`) or closing (`-1`) on the span.
 pub(crate) fn adjust_writers(state: &mut HeapState, span: Span, delta: i32) {
-    let writers = match span {
-        Span::Page(id) => &mut state.pages.get_mut(id).writers,
-        Span::Large(place) => &mut state.blocks.at_mut(place).large_writers,
-    };
-    *writers = writers.checked_add_signed(delta).expect("sessions balance");
+    match span {
+        Span::Page(id) => {
+            let writers = &mut state.pages.get_mut(id).writers;
+            *writers = writers.checked_add_signed(delta).expect("sessions balance");
+        }
+        Span::Large(place) => {
+            let writers = &mut state.blocks.at_mut(place).large_writers;
+            *writers = writers
+                .checked_add_signed(delta as i8)
+                .expect("sessions balance");
+        }
+    }
 }
 
 impl<O: Os> Heap<O> {

@@ -149,12 +149,10 @@ mod tests {
             id,
             addr: 0x1000 * id as usize,
             size: 64,
-            capacity: 128,
-            write_addr: 0,
-            home: Home::Large { pages: 1 },
+            home: Home::Large,
             state: BlockState::Fresh,
-            large_writers: 0,
             open: false,
+            large_writers: 0,
         }
     }
 

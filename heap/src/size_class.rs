@@ -20,16 +20,28 @@ pub(crate) enum SizeClass {
 }
 
 impl SizeClass {
-    /// The class of a `size`-byte request on `page`-byte pages.
+    /// The class of a `size`-byte request on `page`-byte pages: `ZeroSize`, or
+    /// `SizeOverflow` for 4 GiB or more (a record keeps a block's size in 32 bits).
+    #[inline]
     pub(crate) fn of(size: usize, page: usize, classes: SizeClasses) -> Result<SizeClass> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
         let overflow = Error::SizeOverflow { size };
+        u32::try_from(size).map_err(|_| overflow.clone())?;
         if size > page {
-            let pages = size.div_ceil(page);
-            pages.checked_mul(page).ok_or(overflow)?;
-            return Ok(SizeClass::Large { pages });
+            size.checked_next_multiple_of(page).ok_or(overflow)?;
+        }
+        Ok(SizeClass::of_accepted(size, page, classes))
+    }
+
+    /// The class of a size [`of`](SizeClass::of) accepts (a recorded block's).
+    #[inline]
+    pub(crate) fn of_accepted(size: usize, page: usize, classes: SizeClasses) -> SizeClass {
+        if size > page {
+            return SizeClass::Large {
+                pages: size.div_ceil(page),
+            };
         }
         let needed = size.div_ceil(CHUNK);
         let bucket = bucket_of(needed);
@@ -37,7 +49,7 @@ impl SizeClass {
             SizeClasses::PowerOfTwo => 1 << bucket,
             SizeClasses::Chunks => needed,
         };
-        Ok(SizeClass::Small { bucket, chunks })
+        SizeClass::Small { bucket, chunks }
     }
 
     /// Bytes a block of this class occupies.
@@ -92,6 +104,18 @@ mod tests {
             assert_eq!(
                 SizeClass::of(usize::MAX, 4096, classes),
                 Err(Error::SizeOverflow { size: usize::MAX })
+            );
+            // Up to 4 GiB less a byte: a record keeps the size in 32 bits.
+            let most = u32::MAX as usize;
+            assert_eq!(
+                SizeClass::of(most, 4096, classes),
+                Ok(SizeClass::Large {
+                    pages: most.div_ceil(4096)
+                })
+            );
+            assert_eq!(
+                SizeClass::of(most + 1, 4096, classes),
+                Err(Error::SizeOverflow { size: most + 1 })
             );
         }
     }

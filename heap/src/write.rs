@@ -288,15 +288,16 @@ impl<O: Os> Heap<O> {
     /// at work on it.
     fn copy_in(&self, state: &mut HeapState, block: &Block, code: &[u8]) -> Result<()> {
         let record = *state.blocks.at(block.place);
+        let write_addr = self.write_addr_of(state, &record)?;
         let span = Span::of(&record, block.place);
         let (copied, closed) = self.with_span_open(state, span, |state| {
             let _write = WriteScope::enter();
             // SAFETY: the block was just placed and is seen by no one else (the lock is
             // held): allocated, committed, its pages open for writing, this thread in write
             // mode, and `code` exactly its size.
-            unsafe { self.vm().os().write(record.write_addr, code) }
+            unsafe { self.vm().os().write(write_addr, code) }
                 .map_err(Error::from)
-                .and_then(|()| self.seal(state, block, record.write_addr))
+                .and_then(|()| self.seal(state, block, write_addr))
         });
         copied.and(closed)?;
         state.blocks.at_mut(block.place).state = BlockState::Finalized;
@@ -316,11 +317,19 @@ impl<O: Os> Heap<O> {
         }
         // Marked first, so the common path looks the record up once.
         record.state = BlockState::Writing;
-        let (span, write_addr) = (Span::of(record, place), record.write_addr);
-        if let Err(err) = self.open_span(state, span) {
-            state.blocks.at_mut(place).state = before;
-            return Err(err);
-        }
+        let record = *record;
+        let span = Span::of(&record, place);
+        let opened = self.write_addr_of(state, &record).and_then(|write_addr| {
+            self.open_span(state, span)?;
+            Ok(write_addr)
+        });
+        let write_addr = match opened {
+            Ok(write_addr) => write_addr,
+            Err(err) => {
+                state.blocks.at_mut(place).state = before;
+                return Err(err);
+            }
+        };
         adjust_writers(state, span, 1);
         Ok(write_addr)
     }

@@ -784,6 +784,11 @@ fn bad_addresses_are_typed_errors_that_change_nothing() {
                 heap.alloc(usize::MAX).map(drop),
                 Error::SizeOverflow { size: usize::MAX },
             ),
+            // A record keeps a block's size in 32 bits.
+            (
+                heap.alloc(1 << 32).map(drop),
+                Error::SizeOverflow { size: 1 << 32 },
+            ),
             (
                 heap.free_address(addr + 128),
                 Error::InteriorAddress {
