@@ -19,7 +19,7 @@ use crate::own_line::OwnLine;
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
 use crate::records::Place;
 use crate::size_class::{CHUNK, SizeClass, bucket_count, bucket_of, list_count};
-use crate::state::HeapState;
+use crate::state::{HeapState, LargeBlock};
 use crate::stats::{BucketStats, HeapStats};
 use crate::unwind::UnwindRecord;
 
@@ -193,7 +193,10 @@ impl<O: Os> Heap<O> {
             Home::Small { page, first_chunk } => {
                 Ok(state.pages.get(page).write_addr + usize::from(first_chunk) * CHUNK)
             }
-            Home::Large => Ok(self.vm().writable_address(record.addr)?),
+            Home::Large => match state.large.get(&record.addr) {
+                Some(large) => Ok(large.write_addr),
+                None => Ok(self.vm().writable_address(record.addr)?),
+            },
         }
     }
 
@@ -378,6 +381,7 @@ impl<O: Os> Heap<O> {
     ) -> Result<Block> {
         let capacity = class.capacity(self.page);
         let entry_size = unwind.as_ref().map(|&(_, bytes)| bytes);
+        let mut large_write_addr = 0;
         let (addr, home, slot) = match (class, entry_size) {
             (SizeClass::Small { bucket, chunks }, None) => {
                 let (addr, home) = match state.freed.take(chunks) {
@@ -406,6 +410,7 @@ impl<O: Os> Heap<O> {
             }
             (SizeClass::Large { pages }, bytes) => {
                 let acquired = self.acquire_pages(state, pages, bytes)?;
+                large_write_addr = acquired.write_addr;
                 (acquired.run.addr, Home::Large, acquired.slot)
             }
         };
@@ -430,7 +435,8 @@ impl<O: Os> Heap<O> {
                 state.pages.set_place(page, usize::from(first_chunk), place);
             }
             Home::Large => {
-                state.large.insert(addr, place);
+                let write_addr = large_write_addr;
+                state.large.insert(addr, LargeBlock { place, write_addr });
             }
         }
         if let (Some((frame, _)), Some(slot)) = (unwind, slot) {
@@ -813,7 +819,7 @@ impl<O: Os> Heap<O> {
             }
         }
         let large: Vec<(Place, usize, usize)> = (state.large.iter())
-            .map(|(&addr, &place)| (place, addr, state.blocks.at(place)))
+            .map(|(&addr, large)| (large.place, addr, state.blocks.at(large.place)))
             .filter(|(_, _, record)| record.state != BlockState::Parked)
             .map(|(place, addr, record)| (place, addr, self.capacity_of(record) / self.page))
             .collect();

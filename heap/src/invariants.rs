@@ -577,10 +577,14 @@ impl<O: Os> Heap<O> {
                         record.size
                     )
                 })?;
-                ensure(state.large.get(&addr) == Some(&place), || {
+                let large = state.large.get(&addr);
+                ensure(large.map(|large| large.place) == Some(place), || {
+                    format!("the large block at {addr:#x} is recorded in `large` as {large:?}")
+                })?;
+                let write_addr = self.vm().writable_address(addr).ok();
+                ensure(large.map(|large| large.write_addr) == write_addr, || {
                     format!(
-                        "the large block at {addr:#x} is recorded in `large` as {:?}",
-                        state.large.get(&addr)
+                        "the large block at {addr:#x} is written at {write_addr:?}, `large` says {large:?}"
                     )
                 })?;
                 let writing = u8::from(record.state == BlockState::Writing);
@@ -600,7 +604,8 @@ impl<O: Os> Heap<O> {
     fn check_large(&self, state: &HeapState) -> Result<(usize, usize), String> {
         let (mut held, mut parked) = (0, 0);
         let mut end_of_previous = 0;
-        for (&addr, &place) in &state.large {
+        for (&addr, large) in &state.large {
+            let place = large.place;
             let record = (state.blocks.live(place))
                 .map(|place| state.blocks.at(place))
                 .ok_or_else(|| format!("`large` lists a block at {addr:#x} that has no record"))?;

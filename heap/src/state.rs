@@ -32,8 +32,9 @@ pub(crate) struct HeapState {
     pub(crate) page_index: AddrMap<PageId>,
     /// Block records, found by place (see `records.rs`).
     pub(crate) blocks: Records,
-    /// Large block address to its record's place, ordered for address lookups.
-    pub(crate) large: BTreeMap<usize, Place>,
+    /// Large block address to its record's place and write address, ordered for address
+    /// lookups.
+    pub(crate) large: BTreeMap<usize, LargeBlock>,
     /// Block address to its unwind entry, for blocks allocated with one.
     pub(crate) unwind: AddrMap<UnwindRecord>,
     /// Registration order, so entries can be deregistered newest first.
@@ -43,6 +44,15 @@ pub(crate) struct HeapState {
     /// Block ids this heap may still hand out.
     pub(crate) ids: Range<u64>,
     pub(crate) counters: Counters,
+}
+
+/// A large block's entry in [`HeapState::large`]: where its record is, and where it is
+/// written (kept here, not in the record, which small blocks keep to 32 bytes, and not asked
+/// of the OS layer's region registry on every free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LargeBlock {
+    pub(crate) place: Place,
+    pub(crate) write_addr: usize,
 }
 
 impl HeapState {
@@ -72,7 +82,7 @@ impl HeapState {
         let place = match self.page_index.get(&(addr - offset)) {
             Some(&id) if offset.is_multiple_of(CHUNK) => self.pages.place_at(id, offset / CHUNK),
             Some(_) => None,
-            None => self.large.get(&addr).copied(),
+            None => self.large.get(&addr).map(|large| large.place),
         }?;
         self.blocks.holds(place, addr).then_some(place)
     }

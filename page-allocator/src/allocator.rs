@@ -247,12 +247,12 @@ impl<O: Os> PageAllocator<O> {
         }))
     }
 
-    /// A run of free or decommitted pages in a segment that has decommitted ones, the window
-    /// with the most free pages (the first found of equals); the decommitted pages are
-    /// committed. Taking free pages along keeps fewer committed pages idle, so fewer are
-    /// decommitted later. Segments are weighed fullest first (`by_free`), until none left
-    /// has more free pages than the best window found, or one has a window with a single
-    /// page to commit, or [`SEGMENTS_WEIGHED`] have been.
+    /// A run of free or decommitted pages in a segment that has decommitted ones: of the
+    /// segments whose longest such run holds the request, shortest runs first (`by_room`),
+    /// at most [`SEGMENTS_WEIGHED`] of them, the window with the most free pages (the first
+    /// found of equals; a window with one page to commit ends the search). The decommitted
+    /// pages are committed. Taking free pages along keeps fewer committed pages idle, so
+    /// fewer are decommitted later.
     fn take_decommitted(
         &self,
         state: &mut State,
@@ -260,25 +260,17 @@ impl<O: Os> PageAllocator<O> {
         fits: &dyn Fn(&Segment) -> bool,
     ) -> Result<Option<PageRun>> {
         let mut best: Option<(usize, usize, usize)> = None;
-        let mut weighed = 0;
-        'counts: for (count, bases) in state.by_free.fullest_first() {
-            for base in bases {
-                if best.is_some_and(|(_, _, most)| most >= count) || weighed == SEGMENTS_WEIGHED {
-                    break 'counts;
-                }
-                let segment = &state.segments[base];
-                if !fits(segment) {
-                    continue;
-                }
-                weighed += 1;
-                let Some((first, free)) = segment.fullest_window(pages) else {
-                    continue;
-                };
-                if best.is_none_or(|(_, _, most)| free > most) {
-                    best = Some((*base, first, free));
-                    if free + 1 >= pages {
-                        break 'counts;
-                    }
+        let candidates = (state.by_room.at_least(pages))
+            .filter(|base| fits(&state.segments[base]))
+            .take(SEGMENTS_WEIGHED);
+        for base in candidates {
+            let Some((first, free)) = state.segments[&base].fullest_window(pages) else {
+                continue;
+            };
+            if best.is_none_or(|(_, _, most)| free > most) {
+                best = Some((base, first, free));
+                if free + 1 >= pages {
+                    break;
                 }
             }
         }
@@ -518,7 +510,7 @@ impl<O: Os> PageAllocator<O> {
             let old = core::mem::replace(&mut segment.list, SegmentList::Decommitted);
             state.list(old).remove(&base);
             state.list(SegmentList::Decommitted).insert(base);
-            state.refile_by_free(base);
+            state.refile_by_room(base);
         }
     }
 

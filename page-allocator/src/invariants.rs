@@ -69,19 +69,17 @@ pub(crate) fn check<O: Os>(
 
     let mut filed = 0;
     for (&base, segment) in &state.segments {
-        let expected =
-            (segment.list == SegmentList::Decommitted).then(|| segment.free.count_ones());
+        let longest = segment.available().longest_run();
+        let expected = (segment.list == SegmentList::Decommitted).then_some(longest);
         ensure(
             segment.filed.map(|(count, _)| count) == expected
                 && segment
                     .filed
-                    .is_none_or(|at| state.by_free.at(at) == Some(base)),
+                    .is_none_or(|at| state.by_room.at(at) == Some(base)),
             || {
                 format!(
-                    "segment {base:#x} on the {:?} list with {} free pages is filed by free pages at {:?}",
-                    segment.list,
-                    segment.free.count_ones(),
-                    segment.filed
+                    "segment {base:#x} on the {:?} list with a longest run of {longest} is filed by room at {:?}",
+                    segment.list, segment.filed
                 )
             },
         )?;
@@ -123,10 +121,10 @@ pub(crate) fn check<O: Os>(
             committed_pages += usize::from(area_committed);
         }
     }
-    ensure(filed == state.by_free.len(), || {
+    ensure(filed == state.by_room.len(), || {
         format!(
-            "{} segments filed by free pages, {filed} know where",
-            state.by_free.len()
+            "{} segments filed by room, {filed} know where",
+            state.by_room.len()
         )
     })?;
     for (&base, large) in &state.large {

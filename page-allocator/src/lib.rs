@@ -10,7 +10,7 @@
 
 mod allocator;
 pub mod bitmap;
-mod by_free;
+mod by_room;
 mod config;
 mod error;
 mod invariants;

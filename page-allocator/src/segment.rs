@@ -4,7 +4,7 @@
 //! The secondary area sits after the code pages.
 
 use crate::bitmap::Bitmap;
-use crate::by_free::Filed;
+use crate::by_room::Filed;
 use crate::secondary::SlotAllocator;
 
 /// Most pages a segment can have (one bitmap word).
@@ -43,7 +43,8 @@ pub(crate) struct Segment {
     pub(crate) parked: Bitmap<1>,
     pub(crate) slots: Option<SlotAllocator>,
     pub(crate) list: SegmentList,
-    /// Where the segment is filed by its free pages, while it is on the decommitted list.
+    /// Where the segment is filed by its longest run of free and decommitted pages, while
+    /// it is on the decommitted list.
     pub(crate) filed: Option<Filed>,
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::by_free::ByFreePages;
+use crate::by_room::{ByRoom, Filed};
 use crate::segment::{LargeSegment, Segment, SegmentList};
 
 #[derive(Debug, Default)]
@@ -14,9 +14,9 @@ pub(crate) struct State {
     /// the first entry from `(n, 0, 0)` on, the lowest address among equals. Kept by
     /// [`State::change`].
     pub(crate) free_runs: BTreeSet<(usize, usize, usize)>,
-    /// The segments on the decommitted list, by their count of free pages. Kept by
-    /// [`State::refile`].
-    pub(crate) by_free: ByFreePages,
+    /// The segments on the decommitted list, by their longest run of free and decommitted
+    /// pages. Kept by [`State::refile`].
+    pub(crate) by_room: ByRoom,
     pub(crate) large: BTreeMap<usize, LargeSegment>,
     /// Committed pages no one holds, over all segments.
     pub(crate) free_pages: usize,
@@ -117,7 +117,7 @@ impl State {
     pub(crate) fn remove_segment(&mut self, base: usize) -> Segment {
         let filed = (self.segments.get_mut(&base)).and_then(|segment| segment.filed.take());
         if let Some(at) = filed
-            && let Some(moved) = self.by_free.unfile(at)
+            && let Some(moved) = self.by_room.unfile(at)
         {
             self.segments.get_mut(&moved).expect("filed").filed = Some(at);
         }
@@ -129,14 +129,14 @@ impl State {
         segment
     }
 
-    /// Moves the segment to the list its state calls for, and files it by its free pages
-    /// if that is the decommitted list. Returns `false` if it should be released instead
-    /// (it is then left where it was, on the caller to release or keep).
+    /// Moves the segment to the list its state calls for, and files it by its longest run
+    /// of available pages if that is the decommitted list. Returns `false` if it should be
+    /// released instead (it is then left where it was, on the caller to release or keep).
     pub(crate) fn refile(&mut self, base: usize) -> bool {
         let State {
             segments,
             lists,
-            by_free,
+            by_room,
             ..
         } = self;
         let segment = segments.get_mut(&base).expect("refiled segments exist");
@@ -148,28 +148,37 @@ impl State {
             lists[new as usize].insert(base);
             segment.list = new;
         }
-        file_by_free(segments, by_free, base);
+        if let Some((moved, at)) = file_by_room(segment, by_room, base) {
+            segments.get_mut(&moved).expect("filed").filed = Some(at);
+        }
         true
     }
 
-    /// Files the segment by its free pages if it is on the decommitted list (where a
+    /// Files the segment by its longest run if it is on the decommitted list (where a
     /// segment is put by hand when the OS refuses to take it back).
-    pub(crate) fn refile_by_free(&mut self, base: usize) {
-        file_by_free(&mut self.segments, &mut self.by_free, base);
+    pub(crate) fn refile_by_room(&mut self, base: usize) {
+        let segment = self.segments.get_mut(&base).expect("filed segments exist");
+        if let Some((moved, at)) = file_by_room(segment, &mut self.by_room, base) {
+            self.segments.get_mut(&moved).expect("filed").filed = Some(at);
+        }
     }
 }
 
-/// Files the segment at `base` where `by_free` should have it: under its count of free
-/// pages if it is on the decommitted list, nowhere otherwise.
-fn file_by_free(segments: &mut BTreeMap<usize, Segment>, by_free: &mut ByFreePages, base: usize) {
-    let segment = segments.get_mut(&base).expect("filed segments exist");
-    let count = (segment.list == SegmentList::Decommitted).then(|| segment.free.count_ones());
+/// Files `segment`, at `base`, where `by_room` should have it: under its longest run of
+/// free and decommitted pages if it is on the decommitted list, nowhere otherwise. Returns
+/// the segment that took the slot it left, if one did, and that slot (for the caller to
+/// record: this one is borrowed).
+fn file_by_room(
+    segment: &mut Segment,
+    by_room: &mut ByRoom,
+    base: usize,
+) -> Option<(usize, Filed)> {
+    let count =
+        (segment.list == SegmentList::Decommitted).then(|| segment.available().longest_run());
     if segment.filed.map(|(filed, _)| filed) == count {
-        return;
+        return None;
     }
-    let moved = (segment.filed.take()).and_then(|at| Some((by_free.unfile(at)?, at)));
-    segment.filed = count.map(|count| by_free.file(count, base));
-    if let Some((moved, at)) = moved {
-        segments.get_mut(&moved).expect("filed").filed = Some(at);
-    }
+    let moved = (segment.filed.take()).and_then(|at| Some((by_room.unfile(at)?, at)));
+    segment.filed = count.map(|count| by_room.file(count, base));
+    moved
 }

@@ -761,41 +761,43 @@ fn a_request_can_take_a_whole_64_page_segment() {
 }
 
 #[test]
-fn a_run_to_commit_is_the_window_with_the_most_free_pages_in_any_segment() {
+fn a_run_to_commit_is_the_window_with_the_most_free_pages_among_those_that_fit() {
     let config = PageAllocatorConfig {
         segment_pages: 8,
-        max_free_pages: 7,
+        max_free_pages: 5,
         ..PageAllocatorConfig::without_secondary()
     };
     let pages = linux(WxStrategy::DualMap, config);
     let page = pages.page_size();
     let (a, b) = (pages.alloc_pages(8).unwrap(), pages.alloc_pages(8).unwrap());
-    // Kept free (7 in all): pages 0, 2, 4 and 6 of a, 0..3 of b. Then decommitted: 1, 3
-    // and 5 of a, 3 of b.
-    for i in [0, 2, 4, 6] {
-        pages.release_pages(a.addr + i * page, 1).unwrap();
+    // a: free, decommitted, free, decommitted, then allocated: a run of 4 with 2 free.
+    // b: 3 free, 4 decommitted, 1 allocated: a run of 7 whose first 4 have 3 free.
+    // Kept free first (5 in all), then decommitted.
+    for addr in [a.addr, a.addr + 2 * page] {
+        pages.release_pages(addr, 1).unwrap();
     }
     pages.release_pages(b.addr, 3).unwrap();
-    for i in [1, 3, 5] {
-        pages.release_pages(a.addr + i * page, 1).unwrap();
+    for addr in [a.addr + page, a.addr + 3 * page] {
+        pages.release_pages(addr, 1).unwrap();
     }
-    pages.release_pages(b.addr + 3 * page, 1).unwrap();
-    assert_eq!(checked(&pages).free_bytes, 7 * page);
+    pages.release_pages(b.addr + 3 * page, 4).unwrap();
+    assert_eq!(checked(&pages).free_bytes, 5 * page);
 
-    // a has more free pages, but any 4 of its pages have 2 to commit; b's first 4 have 1.
+    // a's run fits 4 pages most tightly and is weighed first, but b's first 4 pages need
+    // one commit against a's two.
     let run = pages.alloc_pages(4).unwrap();
     assert_eq!((run.addr, run.fresh), (b.addr, true));
-    assert_eq!(checked(&pages).free_bytes, 4 * page);
+    assert_eq!(checked(&pages).free_bytes, 2 * page);
 }
 
-/// `segments` segments of 4 pages whose free page stands alone (`F A D A`: F free, A
-/// allocated, D decommitted), and one more with two decommitted pages together (`D D A
-/// A`): the only one two pages fit, and the one with the fewest free pages. Returns the
-/// allocator and that segment.
-fn one_fit_behind(segments: usize) -> (PageAllocator<SimOs>, usize) {
+/// `segments` segments of 4 pages whose first two are decommitted (`D D A A`: D
+/// decommitted, A allocated), filed first, and one more whose first page is free (`F D A
+/// A`), filed last: two pages fit in each, with one page to commit only in the last.
+/// Returns the allocator and the last segment.
+fn a_better_fit_filed_last(segments: usize) -> (PageAllocator<SimOs>, usize) {
     let config = PageAllocatorConfig {
         segment_pages: 4,
-        max_free_pages: segments,
+        max_free_pages: 1,
         ..PageAllocatorConfig::without_secondary()
     };
     let pages = linux(WxStrategy::DualMap, config);
@@ -803,28 +805,30 @@ fn one_fit_behind(segments: usize) -> (PageAllocator<SimOs>, usize) {
     let runs: Vec<_> = (0..=segments)
         .map(|_| pages.alloc_pages(4).unwrap())
         .collect();
-    let (target, rest) = runs.split_last().unwrap();
+    let (last, rest) = runs.split_last().unwrap();
+    pages.release_pages(last.addr, 1).unwrap();
     for run in rest {
-        pages.release_pages(run.addr, 1).unwrap();
+        pages.release_pages(run.addr, 2).unwrap();
     }
-    for run in rest {
-        pages.release_pages(run.addr + 2 * page, 1).unwrap();
-    }
-    pages.release_pages(target.addr, 2).unwrap();
+    pages.release_pages(last.addr + page, 1).unwrap();
     checked(&pages);
-    (pages, target.segment)
+    (pages, last.segment)
 }
 
 #[test]
 fn a_run_to_commit_is_looked_for_in_at_most_64_segments() {
-    let (pages, target) = one_fit_behind(10);
-    assert_eq!(pages.alloc_pages(2).unwrap().segment, target);
-
-    // The 65 fuller segments are weighed first, and the search stops at 64: a new segment,
-    // so a request costs the same however many segments there are.
-    let (pages, target) = one_fit_behind(65);
-    let created = checked(&pages).segments_created;
+    let (pages, last) = a_better_fit_filed_last(10);
     let run = pages.alloc_pages(2).unwrap();
-    assert_ne!(run.segment, target);
-    assert_eq!(checked(&pages).segments_created, created + 1);
+    assert_eq!(run.segment, last, "the window with a free page");
+
+    // The search weighs 64 segments and stops, so a request costs the same however many
+    // there are: the 66th, with the better window, is not weighed.
+    let (pages, last) = a_better_fit_filed_last(65);
+    let run = pages.alloc_pages(2).unwrap();
+    assert_ne!(run.segment, last);
+    assert_eq!(
+        checked(&pages).free_bytes,
+        pages.page_size(),
+        "its free page stays"
+    );
 }
