@@ -88,7 +88,7 @@ pub(crate) enum Home {
 
 /// What the heap keeps of a live block. Its capacity follows from its size (its size
 /// class: [`Heap::capacity_of`](crate::Heap)), and where it is written from its page (or,
-/// for a large block, from the OS layer's region), so neither is kept.
+/// for a large block, from the heap's map of large blocks), so neither is kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BlockRecord {
     pub(crate) id: u64,

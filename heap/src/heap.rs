@@ -185,8 +185,8 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    /// Where the recorded block is written: through its page for a small block, the OS
-    /// layer's region for a large one (its address but for dual-mapped memory).
+    /// Where the recorded block is written (its address but for dual-mapped memory): from
+    /// its page for a small block, from the large-block map for a large one.
     #[inline]
     pub(crate) fn write_addr_of(&self, state: &HeapState, record: &BlockRecord) -> Result<usize> {
         match record.home {
