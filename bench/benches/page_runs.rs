@@ -9,19 +9,19 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use codeheap::pages::{PageAllocator, PageRun};
 use codeheap::vm::VirtualAlloc;
 use codeheap::{HeapConfig, NativeOs, WxStrategy};
+use codeheap_bench::churn::RandomChurn;
 use codeheap_bench::sizes::Rng;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Live runs, churned: each step releases a random one and allocates another.
 struct Churn {
     pages: PageAllocator<NativeOs>,
-    live: Vec<PageRun>,
-    rng: Rng,
+    runs: RandomChurn<PageRun>,
 }
 
 impl Churn {
@@ -29,37 +29,28 @@ impl Churn {
         let vm = VirtualAlloc::with_strategy(NativeOs::new(), WxStrategy::DualMap)
             .expect("dual mapping runs here");
         let pages = PageAllocator::new(vm, HeapConfig::default().pages).expect("a page allocator");
-        let mut churn = Churn {
-            pages,
-            live: Vec::with_capacity(live),
-            rng: Rng::new(0x5eed),
-        };
-        for _ in 0..live {
-            let run = churn.alloc();
-            churn.live.push(run);
-        }
-        churn
-    }
-
-    fn alloc(&mut self) -> PageRun {
-        let pages = self.rng.between(1, 16);
-        self.pages
-            .alloc_pages(pages)
-            .expect("the allocator has room")
+        let runs = RandomChurn::new(live, |rng| alloc(&pages, rng));
+        Churn { pages, runs }
     }
 
     fn run(&mut self, steps: u64) -> Duration {
-        let start = Instant::now();
-        for _ in 0..steps {
-            let i = self.rng.below(self.live.len());
-            let run = self.alloc();
-            let old = core::mem::replace(&mut self.live[i], run);
-            self.pages
-                .release_pages(old.addr, old.pages)
-                .expect("a live run");
-        }
-        start.elapsed()
+        let Churn { pages, runs } = self;
+        runs.run(
+            steps,
+            |rng| alloc(pages, rng),
+            |run| {
+                pages
+                    .release_pages(run.addr, run.pages)
+                    .expect("a live run")
+            },
+        )
     }
+}
+
+fn alloc(pages: &PageAllocator<NativeOs>, rng: &mut Rng) -> PageRun {
+    pages
+        .alloc_pages(rng.between(1, 16))
+        .expect("the allocator has room")
 }
 
 fn churn(c: &mut Criterion) {

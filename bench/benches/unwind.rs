@@ -7,9 +7,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use codeheap::{Block, FrameDescription, Heap, WxStrategy};
+use codeheap_bench::churn::RandomChurn;
 use codeheap_bench::sizes::Rng;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -18,46 +19,46 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 struct Churn {
     heap: Heap<codeheap::NativeOs>,
     frame: Option<FrameDescription>,
-    live: Vec<Block>,
-    rng: Rng,
+    blocks: RandomChurn<Block>,
 }
 
 impl Churn {
     fn new(live: usize, with_entries: bool) -> Churn {
         let heap = Heap::with_strategy(WxStrategy::DualMap).expect("dual mapping runs here");
         let frame = with_entries.then(|| FrameDescription::standard(heap.arch()));
-        let mut churn = Churn {
+        let blocks = RandomChurn::new(live, |rng| alloc(&heap, frame.as_ref(), rng));
+        Churn {
             heap,
             frame,
-            live: Vec::with_capacity(live),
-            rng: Rng::new(0x5eed),
-        };
-        for _ in 0..live {
-            let block = churn.alloc();
-            churn.live.push(block);
+            blocks,
         }
-        churn
-    }
-
-    fn alloc(&mut self) -> Block {
-        let size = self.rng.between(64, 256);
-        match &self.frame {
-            Some(frame) => self.heap.alloc_with_unwind(size, frame.clone()),
-            None => self.heap.alloc(size),
-        }
-        .expect("the heap has room")
     }
 
     fn run(&mut self, steps: u64) -> Duration {
-        let start = Instant::now();
-        for _ in 0..steps {
-            let i = self.rng.below(self.live.len());
-            let block = self.alloc();
-            let old = core::mem::replace(&mut self.live[i], block);
-            self.heap.free(old).expect("a live block");
-        }
-        start.elapsed()
+        let Churn {
+            heap,
+            frame,
+            blocks,
+        } = self;
+        blocks.run(
+            steps,
+            |rng| alloc(heap, frame.as_ref(), rng),
+            |block| heap.free(block).expect("a live block"),
+        )
     }
+}
+
+fn alloc(
+    heap: &Heap<codeheap::NativeOs>,
+    frame: Option<&FrameDescription>,
+    rng: &mut Rng,
+) -> Block {
+    let size = rng.between(64, 256);
+    match frame {
+        Some(frame) => heap.alloc_with_unwind(size, frame.clone()),
+        None => heap.alloc(size),
+    }
+    .expect("the heap has room")
 }
 
 fn churn(c: &mut Criterion) {

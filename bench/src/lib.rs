@@ -16,6 +16,7 @@
 //! `cargo run --release -p codeheap-bench --bin bench-report` prints the tables of
 //! `docs/benchmarks.md`.
 
+pub mod churn;
 pub mod code;
 pub mod memory;
 pub mod overlap;
