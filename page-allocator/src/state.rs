@@ -114,7 +114,7 @@ impl State {
     }
 
     /// Removes a segment, its runs from the indices and it from its list.
-    pub(crate) fn remove_segment(&mut self, base: usize) -> Segment {
+    pub(crate) fn remove_segment(&mut self, base: usize) {
         let filed = (self.segments.get_mut(&base)).and_then(|segment| segment.filed.take());
         if let Some(at) = filed
             && let Some(moved) = self.by_room.unfile(at)
@@ -126,7 +126,6 @@ impl State {
             self.free_runs.remove(&(len, base, start));
         }
         self.list(segment.list).remove(&base);
-        segment
     }
 
     /// Moves the segment to the list its state calls for, and files it by its longest run
