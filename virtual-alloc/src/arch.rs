@@ -52,6 +52,17 @@ impl Arch {
         }
     }
 
+    /// How far a direct call reaches, either way: `call rel32` on x86-64 (±2 GiB), `bl` on
+    /// aarch64 (±128 MiB). Code that calls other code directly needs both within this of
+    /// each other, which a [code range](crate::VirtualAlloc::with_code_range) no larger
+    /// guarantees.
+    pub const fn call_reach(self) -> usize {
+        match self {
+            Arch::X86_64 => 2 << 30,
+            Arch::Aarch64 => 128 << 20,
+        }
+    }
+
     /// Fills `buf`, which starts at an instruction-aligned address, with traps. On aarch64
     /// trailing bytes that are not a whole word are zeroed.
     pub fn fill_traps(self, buf: &mut [u8]) {

@@ -135,6 +135,15 @@ pub enum Error {
         /// Size of the region.
         region: usize,
     },
+    /// The allocator's code range has no free span large enough: every region of its
+    /// strategy is carved from the range, so none is mapped outside it.
+    #[error("the code range ({range:#x} bytes) has no free span of {requested:#x} bytes")]
+    CodeRangeFull {
+        /// Bytes asked for.
+        requested: usize,
+        /// Size of the code range.
+        range: usize,
+    },
     /// The system call failed for lack of memory or address space (`ENOMEM`).
     #[error("{call} ran out of memory")]
     OutOfMemory {

@@ -25,13 +25,14 @@ fn variant(err: &Error) -> &'static str {
         Error::StrategyUnavailable { .. } => "StrategyUnavailable",
         Error::MapJitRefused { .. } => "MapJitRefused",
         Error::MapJitRegionFull { .. } => "MapJitRegionFull",
+        Error::CodeRangeFull { .. } => "CodeRangeFull",
         Error::OutOfMemory { .. } => "OutOfMemory",
         Error::Os { .. } => "Os",
         Error::Fault(_) => "Fault",
     }
 }
 
-const VARIANTS: usize = 18;
+const VARIANTS: usize = 19;
 
 #[test]
 fn every_error_variant_is_produced_by_some_call() {
@@ -70,6 +71,9 @@ fn every_error_variant_is_produced_by_some_call() {
             .map(drop),
         VirtualAlloc::new(SimOs::new(SimRules::apple().with_jit_region_size(1 << 20)))
             .reserve(2 << 20)
+            .map(drop),
+        VirtualAlloc::with_code_range(SimOs::linux(), None, 64 << 10)
+            .and_then(|ranged| ranged.reserve(128 << 10))
             .map(drop),
         alloc.reserve(1 << 50).map(drop),
         {

@@ -269,3 +269,71 @@ fn os_refusal_keeps_errno() {
         })
     );
 }
+
+/// Regions carved from a code range: inside it, running real code, their span inaccessible
+/// again (both views) once released and carved again for the next region; the range gone
+/// with the allocator.
+fn code_range_round_trip(strategy: WxStrategy) {
+    const RANGE: usize = 8 << 20;
+    let alloc = VirtualAlloc::with_code_range(NativeOs::new(), Some(strategy), RANGE).unwrap();
+    let range = alloc.code_range().unwrap();
+    assert_eq!(range.len(), RANGE);
+    let (hidden, runnable) = match strategy {
+        WxStrategy::DualMap => ("---s", "r-xs"),
+        WxStrategy::Rwx => ("---p", "rwxp"),
+        _ => ("---p", "r-xp"),
+    };
+    assert_eq!(perms_at(range.start).as_deref(), Some(hidden));
+    let regions: Vec<RegionInfo> = [64 << 10, 256 << 10, 64 << 10]
+        .into_iter()
+        .map(|size| alloc.reserve(size).unwrap())
+        .collect();
+    for (i, region) in regions.iter().enumerate() {
+        assert!(range.start <= region.base && region.end() <= range.end);
+        alloc
+            .commit(region.base, alloc.page_size(), Protection::ExecuteRead)
+            .unwrap();
+        assert_eq!(perms_at(region.base).as_deref(), Some(runnable));
+        emit(&alloc, region, region.base, 100 + i as u32);
+    }
+    for (i, region) in regions.iter().enumerate() {
+        assert_eq!(call_through_pointer(&alloc, region.base), 100 + i as u32);
+    }
+    let middle = regions[1];
+    alloc.release(middle.base).unwrap();
+    assert_eq!(perms_at(middle.base).as_deref(), Some(hidden));
+    if strategy == WxStrategy::DualMap {
+        assert_eq!(perms_at(middle.write_base).as_deref(), Some("---s"));
+    }
+    let again = alloc.reserve(256 << 10).unwrap();
+    assert_eq!(again.base, middle.base);
+    alloc
+        .commit(again.base, alloc.page_size(), Protection::ExecuteRead)
+        .unwrap();
+    let mut bytes = [0xFF; 8];
+    alloc.read(again.base, &mut bytes).unwrap();
+    assert_eq!(bytes, [0; 8], "the old code is gone");
+    emit(&alloc, &again, again.base, 7);
+    assert_eq!(call_through_pointer(&alloc, again.base), 7);
+    assert_eq!(call_through_pointer(&alloc, regions[2].base), 102);
+    drop(alloc);
+    assert_eq!(perms_at(range.start), None, "the range is unmapped");
+}
+
+#[test]
+fn dual_map_code_range_runs_code() {
+    let _serial = serial();
+    code_range_round_trip(WxStrategy::DualMap);
+}
+
+#[test]
+fn protect_code_range_runs_code() {
+    let _serial = serial();
+    code_range_round_trip(WxStrategy::Protect);
+}
+
+#[test]
+fn rwx_code_range_runs_code() {
+    let _serial = serial();
+    code_range_round_trip(WxStrategy::Rwx);
+}

@@ -31,6 +31,16 @@ impl JitRegion {
         }
     }
 
+    /// A region mapped already at `base`, `size` bytes, all of it free: how a
+    /// [code range](crate::VirtualAlloc::with_code_range), reserved up front, hands out its
+    /// regions with the same carving.
+    pub fn mapped_at(base: usize, size: usize) -> JitRegion {
+        JitRegion {
+            mapped: Some((base, size)),
+            free: BTreeMap::from([(base, size)]),
+        }
+    }
+
     /// Base and size of the region, if it has been mapped.
     pub fn mapped(&self) -> Option<(usize, usize)> {
         self.mapped
@@ -127,11 +137,9 @@ mod tests {
     const KIB: usize = 1024;
 
     fn region_at(base: usize, size: usize) -> JitRegion {
-        let mut region = JitRegion::new();
-        let first = region
-            .carve(16 * KIB, 16 * KIB, size, |_| Ok(base))
-            .unwrap();
-        assert!(region.give_back(first, 16 * KIB));
+        let region = JitRegion::mapped_at(base, size);
+        assert_eq!(region.mapped(), Some((base, size)));
+        assert_eq!(region.free_ranges().collect::<Vec<_>>(), [(base, size)]);
         region
     }
 

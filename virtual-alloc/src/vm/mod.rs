@@ -1,6 +1,7 @@
 //! [`VirtualAlloc`]: the porting surface, shaped like the Windows calls an engine ported
 //! from Windows already makes, over any [`Os`].
 
+mod code_range;
 mod region;
 mod reserve;
 mod stats;
@@ -8,13 +9,14 @@ mod stats;
 pub use region::{PageState, RegionInfo};
 pub use stats::VirtualAllocStats;
 
+use code_range::CodeRange;
 use region::{Region, RegionState};
 use stats::Counters;
 
 use crate::ALLOCATION_GRANULARITY;
 use crate::arch::Arch;
 use crate::error::{Access, Error, Result};
-use crate::os::Os;
+use crate::os::{Os, SharedMemory};
 use crate::protection::Protection;
 use crate::registry::RegionRegistry;
 use crate::strategy::WxStrategy;
@@ -59,6 +61,8 @@ pub struct VirtualAlloc<O: Os> {
     strategy: WxStrategy,
     granularity: usize,
     regions: RegionRegistry<Arc<Region>>,
+    /// The span every region of `strategy` is carved from, if one was asked for.
+    code_range: Option<CodeRange>,
     counters: Counters,
 }
 
@@ -127,8 +131,48 @@ impl<O: Os> VirtualAlloc<O> {
             strategy,
             granularity,
             regions: RegionRegistry::new(),
+            code_range: None,
             counters: Counters::default(),
         }
+    }
+
+    /// An allocator (with `strategy`, or the platform's default if `None`) that reserves
+    /// one span of `size` bytes (rounded up to the 64 KiB granularity) now and carves every
+    /// region of its strategy from it, so all of them lie within the span: a code range, as
+    /// V8, SpiderMonkey and JavaScriptCore keep one, for code that reaches other code with
+    /// direct calls ([`Arch::call_reach`]). A reservation that no free part of the span fits
+    /// is refused with `CodeRangeFull`; a released region's span is reserved again for the
+    /// next. Regions reserved with another strategy ([`reserve_with`](Self::reserve_with))
+    /// are mapped outside it.
+    pub fn with_code_range(
+        os: O,
+        strategy: Option<WxStrategy>,
+        size: usize,
+    ) -> Result<VirtualAlloc<O>> {
+        let mut alloc = match strategy {
+            Some(strategy) => Self::with_strategy(os, strategy)?,
+            None => Self::new(os),
+        };
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        let size = size
+            .checked_next_multiple_of(alloc.granularity)
+            .ok_or(Error::SizeOverflow { size })?;
+        let range = CodeRange::reserve(&alloc.os, alloc.strategy, size, alloc.granularity)?;
+        alloc.code_range = Some(range);
+        Ok(alloc)
+    }
+
+    /// The span every region of the allocator's strategy lies in, if it has a
+    /// [code range](Self::with_code_range).
+    pub fn code_range(&self) -> Option<core::ops::Range<usize>> {
+        (self.code_range.as_ref()).map(|range| range.span.base..range.span.end())
+    }
+
+    /// Bytes of the code range no region holds (`None` without one).
+    pub fn code_range_free_bytes(&self) -> Option<usize> {
+        self.code_range.as_ref().map(CodeRange::free_bytes)
     }
 
     /// The OS underneath.
@@ -229,7 +273,12 @@ impl<O: Os> VirtualAlloc<O> {
     /// Maps and registers a region: a reserve without its counter.
     fn make_region(&self, size: usize, strategy: WxStrategy) -> Result<RegionInfo> {
         let size = self.page_rounded(size)?;
-        let (info, shared) = reserve::reserve(&self.os, strategy, size, self.granularity)?;
+        let (info, shared) = match &self.code_range {
+            Some(range) if strategy == self.strategy => {
+                (range.carve(&self.os, size, self.granularity)?, None)
+            }
+            _ => reserve::reserve(&self.os, strategy, size, self.granularity)?,
+        };
         // The region is complete, its memfd included, before it is registered: from then on
         // any thread can find it and decommit or release it.
         let region = Arc::new(Region::new(info, self.page_size(), shared));
@@ -239,8 +288,9 @@ impl<O: Os> VirtualAlloc<O> {
             .register(info.base, info.size, Arc::clone(&region))
         {
             self.counters.reserved_bytes.fetch_sub(size, Relaxed);
-            // SAFETY: the mappings were made above and, unregistered, nobody else knows them.
-            let _ = unsafe { reserve::release(&self.os, &info, &mut lock(&region.state).shared) };
+            // SAFETY: the mappings were made (or the span carved) above and, unregistered,
+            // nobody else knows them; no page of them is committed.
+            let _ = unsafe { self.unmap_region(&region.info, &mut lock(&region.state).shared) };
             return Err(err);
         }
         Ok(info)
@@ -341,13 +391,14 @@ impl<O: Os> VirtualAlloc<O> {
         addr: usize,
         size: usize,
     ) -> Result<()> {
-        let shared = state
-            .shared
-            .as_ref()
-            .expect("dual-mapped regions own a memfd");
+        let (shared, offset) = match &state.shared {
+            Some(own) => (own, addr - region.info.base),
+            None => (self.code_range.as_ref())
+                .and_then(|range| range.shared_at(addr))
+                .expect("a dual-mapped region owns a memfd or is carved from the range's"),
+        };
         // SAFETY: the pages belong to this live region; the caller gives up their contents.
         unsafe { self.os.protect(addr, size, Protection::NoAccess) }?;
-        let offset = addr - region.info.base;
         if let Err(err) = self.os.discard_shared(shared, offset, size) {
             for i in region.page_indices(addr, size) {
                 if state.pages[i] != PageState::Reserved {
@@ -386,9 +437,14 @@ impl<O: Os> VirtualAlloc<O> {
             return Err(Error::NotInRegion { addr: base });
         }
         let committed = state.committed_count(0..state.pages.len());
+        if self.is_carved(&region.info) && region.info.strategy == WxStrategy::DualMap {
+            // The span stays mapped, so its memory goes back as a decommit gives it, with
+            // the executable view restored if the memfd refuses.
+            self.decommit_dual(&region, &state, base, region.info.size)?;
+        }
         // SAFETY: the region is live and its lock is held: no checked access is in flight,
         // and none can start once it is marked released.
-        unsafe { reserve::release(&self.os, &region.info, &mut state.shared) }?;
+        unsafe { self.unmap_region(&region.info, &mut state.shared) }?;
         state.released = true;
         drop(state);
         self.regions.unregister(base);
@@ -398,6 +454,40 @@ impl<O: Os> VirtualAlloc<O> {
         self.counters
             .reserved_bytes
             .fetch_sub(region.info.size, Relaxed);
+        Ok(())
+    }
+
+    /// Whether `info` was carved from the code range.
+    fn is_carved(&self, info: &RegionInfo) -> bool {
+        (self.code_range.as_ref()).is_some_and(|range| range.holds(info.base))
+    }
+
+    /// Gives a region's address space back: unmaps it, or returns a carved region's span to
+    /// the code range after giving back its memory (which a dual-mapped region's caller
+    /// has already done).
+    ///
+    /// # Safety
+    /// Nothing uses the region any more.
+    unsafe fn unmap_region(
+        &self,
+        info: &RegionInfo,
+        shared: &mut Option<SharedMemory>,
+    ) -> Result<()> {
+        let Some(range) = self
+            .code_range
+            .as_ref()
+            .filter(|range| range.holds(info.base))
+        else {
+            // SAFETY: forwarded to the caller.
+            return unsafe { reserve::release(&self.os, info, shared) };
+        };
+        if info.strategy != WxStrategy::DualMap {
+            // SAFETY: forwarded to the caller, who gives up the pages' contents.
+            unsafe { self.decommit_pages(info.strategy, info.base, info.size) }?;
+        }
+        // SAFETY: carved from the range, its memory given back above or by the caller, and
+        // (forwarded) unused.
+        unsafe { range.give_back(&self.os, info) };
         Ok(())
     }
 
@@ -598,11 +688,15 @@ impl<O: Os> Drop for VirtualAlloc<O> {
     fn drop(&mut self) {
         for (_, region) in self.regions.drain() {
             let mut state = lock(&region.state);
-            if !state.released {
+            if !state.released && !self.is_carved(&region.info) {
                 // SAFETY: the allocator is going away, and with it every use of its regions.
                 let _ = unsafe { reserve::release(&self.os, &region.info, &mut state.shared) };
-                state.released = true;
             }
+            state.released = true;
+        }
+        if let Some(range) = &mut self.code_range {
+            // SAFETY: as above; the carved regions go with the span.
+            let _ = unsafe { range.release(&self.os) };
         }
     }
 }
