@@ -7,6 +7,7 @@
 //! value written into it.
 
 use arbitrary::Arbitrary;
+use codeheap::vm::Error as VmError;
 use codeheap::vm::sim::SimRules;
 use codeheap::{
     Block, CodeWriter, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs,
@@ -42,8 +43,14 @@ pub struct Input {
     pub chunk_classes: bool,
     /// Every freed block straight back to its page (`keep_freed_blocks: false`).
     pub keep_nothing: bool,
+    /// Every segment carved from a code range of [`CODE_RANGE`] bytes, which fills up:
+    /// an allocation needing a segment it cannot fit fails with `CodeRangeFull`.
+    pub code_range: bool,
     pub ops: Vec<Op>,
 }
+
+/// The code range of inputs that ask for one: two segments of Apple's 16 KiB pages.
+pub const CODE_RANGE: usize = 1 << 20;
 
 /// What may happen inside a write session, besides writing.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -210,6 +217,7 @@ impl Driver {
                 SizeClasses::PowerOfTwo
             },
             keep_freed_blocks: !input.keep_nothing,
+            code_range: input.code_range.then_some(CODE_RANGE),
         };
         let heap = Heap::with_config(SimOs::new(rules), config)
             .map_err(|err| format!("heap setup: {err}"))?;
@@ -225,9 +233,13 @@ impl Driver {
         (!self.live.is_empty()).then(|| usize::from(which) % self.live.len())
     }
 
-    /// An error is fine only while a system call failure is planned.
+    /// An error is fine only while a system call failure is planned, or, in a code range,
+    /// when the range is full.
     fn allowed(&self, what: &str, err: Error) -> Result<(), String> {
-        ensure(self.failures_planned, || format!("{what} failed: {err}"))
+        let full = matches!(err, Error::Vm(VmError::CodeRangeFull { .. }));
+        ensure(self.failures_planned || full, || {
+            format!("{what} failed: {err}")
+        })
     }
 
     fn step(&mut self, op: Op) -> Result<(), String> {
@@ -627,10 +639,17 @@ impl Driver {
         ensure(current_mode() == ThreadMode::Execute, || {
             "the thread was left in write mode".to_string()
         })?;
+        let range = self.heap.code_range().unwrap_or(0..usize::MAX);
         for live in &self.live {
             let info = self.heap.find(live.addr);
             ensure(info.is_some_and(|info| info.addr == live.addr), || {
                 format!("live block {:#x} is found as {info:?}", live.addr)
+            })?;
+            ensure(range.contains(&live.addr), || {
+                format!(
+                    "live block {:#x} outside the code range {range:x?}",
+                    live.addr
+                )
             })?;
         }
         for stale in &self.stale {

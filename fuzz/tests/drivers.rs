@@ -80,18 +80,26 @@ fn heap_ops() -> Vec<heap::Op> {
 #[test]
 fn a_representative_heap_sequence_passes_on_every_machine() {
     for machine in every_machine() {
-        for (chunk_classes, keep_nothing) in [(false, false), (true, false), (false, true)] {
+        let variants = [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+            (false, false, true),
+        ];
+        for (chunk_classes, keep_nothing, code_range) in variants {
             let input = heap::Input {
                 machine,
                 segment_pages: 6,
                 max_free_pages: 1,
                 chunk_classes,
                 keep_nothing,
+                code_range,
                 ops: heap_ops(),
             };
             if let Err(err) = heap::run(&input) {
                 panic!(
-                    "{machine:?}, chunk classes {chunk_classes}, keeping nothing {keep_nothing}: {err}"
+                    "{machine:?}, chunk classes {chunk_classes}, keeping nothing {keep_nothing}, \
+                     code range {code_range}: {err}"
                 );
             }
         }
@@ -107,6 +115,7 @@ fn the_heap_target_catches_a_chunk_marked_free_behind_the_heaps_back() {
             max_free_pages: 1,
             chunk_classes: false,
             keep_nothing: false,
+            code_range: false,
             ops: heap_ops(),
         };
         let err = heap::run_with_corruption(&input)

@@ -113,9 +113,10 @@ impl<O: Os> Heap<O> {
         config: HeapConfig,
         registrar: Arc<dyn Registrar>,
     ) -> Result<Self> {
-        let vm = match config.strategy {
-            Some(strategy) => VirtualAlloc::with_strategy(os, strategy)?,
-            None => VirtualAlloc::new(os),
+        let vm = match (config.code_range, config.strategy) {
+            (Some(size), strategy) => VirtualAlloc::with_code_range(os, strategy, size)?,
+            (None, Some(strategy)) => VirtualAlloc::with_strategy(os, strategy)?,
+            (None, None) => VirtualAlloc::new(os),
         };
         let page = vm.page_size();
         if !(CHUNK..=MAX_CHUNKS * CHUNK).contains(&page) {
@@ -168,6 +169,12 @@ impl<O: Os> Heap<O> {
     /// The page size: the largest small block.
     pub fn page_size(&self) -> usize {
         self.page
+    }
+
+    /// The span every block lies in, if the heap was given a code range
+    /// ([`HeapConfig::code_range`]).
+    pub fn code_range(&self) -> Option<core::ops::Range<usize>> {
+        self.vm().code_range()
     }
 
     /// Bytes the recorded block occupies: its size class's capacity (as

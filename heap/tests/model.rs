@@ -577,6 +577,14 @@ impl<'h, O: Inspect> Driver<'h, O> {
             block.addr(),
             align
         );
+        if let Some(range) = self.heap.code_range() {
+            prop_assert!(
+                range.start <= block.addr() && block.addr() + capacity <= range.end,
+                "block {:#x} outside the code range {:x?}",
+                block.addr(),
+                range
+            );
+        }
         Ok(capacity)
     }
 
@@ -1235,6 +1243,35 @@ fn linux_dual_map_keeping_nothing() {
 fn linux_protect() {
     let config = HeapConfig::with_strategy(WxStrategy::Protect);
     run_model("linux Protect", sim(SimOs::linux, config), 48, 40);
+}
+
+/// Every segment carved from a code range, and given back to it when released.
+#[test]
+fn linux_dual_map_in_a_code_range() {
+    let config = HeapConfig {
+        code_range: Some(16 << 20),
+        ..HeapConfig::with_strategy(WxStrategy::DualMap)
+    };
+    run_model(
+        "linux DualMap in a code range",
+        sim(SimOs::linux, config),
+        48,
+        40,
+    );
+}
+
+#[test]
+fn apple_map_jit_in_a_code_range() {
+    let config = HeapConfig {
+        code_range: Some(32 << 20),
+        ..HeapConfig::default()
+    };
+    run_model(
+        "apple MapJit in a code range",
+        sim(SimOs::apple, config),
+        48,
+        40,
+    );
 }
 
 #[test]

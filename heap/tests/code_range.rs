@@ -1,0 +1,197 @@
+//! A heap with a code range: every block lies in the one span reserved up front, so blocks
+//! in different segments call each other with direct calls (`call rel32`, `bl`; run
+//! natively, as the simulated CPU decodes no calls); a full range fails an allocation with
+//! a typed error and changes nothing.
+
+use codeheap::vm::Error as VmError;
+use codeheap::{Arch, Block, Error, Heap, HeapConfig, Os, SimOs, WxStrategy};
+
+/// `callee_0() + callee_1()`, each reached with a direct call from `at`.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn calls_two(arch: Arch, at: usize, callees: [usize; 2]) -> Vec<u8> {
+    match arch {
+        Arch::X86_64 => {
+            // call rel32; mov ecx, eax; call rel32; add eax, ecx; ret
+            let rel = |from: usize, to: usize| {
+                i32::try_from(to as i64 - from as i64)
+                    .expect("within the reach of rel32")
+                    .to_le_bytes()
+            };
+            let mut code = vec![0xE8];
+            code.extend(rel(at + 5, callees[0]));
+            code.extend([0x89, 0xC1, 0xE8]);
+            code.extend(rel(at + 12, callees[1]));
+            code.extend([0x01, 0xC8, 0xC3]);
+            code
+        }
+        Arch::Aarch64 => {
+            let bl = |from: usize, to: usize| {
+                let words = (to as i64 - from as i64) / 4;
+                assert!((-(1 << 25)..1 << 25).contains(&words), "within bl's reach");
+                0x9400_0000 | (words as u32 & 0x03FF_FFFF)
+            };
+            [
+                0xA9BF_7BFD, // stp x29, x30, [sp, #-16]!
+                0x9100_03FD, // mov x29, sp
+                bl(at + 8, callees[0]),
+                0x2A00_03E9, // mov w9, w0
+                bl(at + 16, callees[1]),
+                0x0B09_0000, // add w0, w0, w9
+                0xA8C1_7BFD, // ldp x29, x30, [sp], #16
+                0xD65F_03C0, // ret
+            ]
+            .into_iter()
+            .flat_map(u32::to_le_bytes)
+            .collect()
+        }
+    }
+}
+
+fn emit<O: Os>(heap: &Heap<O>, size: usize, value: u32) -> Block {
+    let code = heap.arch().encode_return_u32(value);
+    let (block, ()) = heap.emit(size, |w| w.write(0, code.as_bytes())).unwrap();
+    block
+}
+
+/// Blocks in three segments of their own (larger than a segment's code pages), megabytes
+/// apart in the range: the middle one calls one before it and one after it directly, and
+/// `calls_two`'s sum comes back.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn direct_calls_between_segments<O: Os>(heap: &Heap<O>, run: impl Fn(&Block) -> u32) {
+    let range = heap.code_range().expect("a code range");
+    let large = heap.page_allocator().config().code_pages() * heap.page_size() + 1;
+    let fill =
+        |count: usize| -> Vec<Block> { (0..count).map(|i| emit(heap, large, i as u32)).collect() };
+    let before = emit(heap, large, 40);
+    let fillers = fill(24);
+    let caller = heap.alloc(large).unwrap();
+    let more = fill(24);
+    let after = emit(heap, large, 2);
+    let region = |block: &Block| heap.vm().region(block.addr()).unwrap().base;
+    assert_ne!(region(&before), region(&caller), "different segments");
+    assert_ne!(region(&after), region(&caller), "different segments");
+    assert!(before.addr() < caller.addr() && caller.addr() < after.addr());
+    for block in [&before, &caller, &after]
+        .into_iter()
+        .chain(&fillers)
+        .chain(&more)
+    {
+        assert!(range.start <= block.addr() && block.addr() + block.capacity() <= range.end);
+    }
+    let code = calls_two(heap.arch(), caller.addr(), [before.addr(), after.addr()]);
+    let mut caller = caller;
+    heap.write(&mut caller, |w| w.write(0, &code)).unwrap();
+    assert_eq!(run(&caller), 42);
+    assert_eq!(run(&fillers[3]), 3);
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn blocks_in_different_segments_call_each_other_directly() {
+    use codeheap::NativeOs;
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let config = HeapConfig {
+            code_range: Some(64 << 20),
+            ..HeapConfig::with_strategy(strategy)
+        };
+        let heap = Heap::with_config(NativeOs::new(), config).unwrap();
+        assert!(heap.code_range().unwrap().len() <= heap.arch().call_reach());
+        direct_calls_between_segments(&heap, |block| {
+            // SAFETY: the block holds a complete `extern "C" fn() -> u32`, finalized, whose
+            // callees are finalized blocks that live as long as the heap.
+            let function: extern "C" fn() -> u32 = unsafe { heap.function(block) }.unwrap();
+            function()
+        });
+    }
+}
+
+fn sim_heaps(range: usize) -> Vec<Heap<SimOs>> {
+    let config = |strategy| HeapConfig {
+        code_range: Some(range),
+        ..HeapConfig::with_strategy(strategy)
+    };
+    let linux = |strategy| Heap::with_config(SimOs::linux(), config(strategy)).unwrap();
+    vec![
+        Heap::with_config(SimOs::apple(), config(WxStrategy::MapJit)).unwrap(),
+        linux(WxStrategy::DualMap),
+        linux(WxStrategy::Protect),
+        linux(WxStrategy::Rwx),
+    ]
+}
+
+fn sim_run(heap: &Heap<SimOs>, block: &Block) -> u32 {
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    unsafe { heap.call(block) }.unwrap()
+}
+
+#[test]
+fn every_block_lies_in_the_range() {
+    for heap in sim_heaps(16 << 20) {
+        let range = heap.code_range().unwrap();
+        let page = heap.page_size();
+        let blocks: Vec<Block> = (0..200)
+            .map(|i| emit(&heap, [64, 700, 3000, page + 1, 9 * page][i % 5], i as u32))
+            .collect();
+        for (i, block) in blocks.iter().enumerate() {
+            assert!(range.start <= block.addr() && block.addr() + block.capacity() <= range.end);
+            assert_eq!(sim_run(&heap, block), i as u32);
+        }
+        let free = heap.vm().code_range_free_bytes().unwrap();
+        let reserved = heap.vm().stats().reserved_bytes;
+        assert_eq!(free + reserved, range.len(), "{}", heap.strategy());
+    }
+}
+
+#[test]
+fn a_full_range_fails_an_allocation_with_a_typed_error_and_changes_nothing() {
+    const RANGE: usize = 1 << 20;
+    for heap in sim_heaps(RANGE) {
+        let page = heap.page_size();
+        let strategy = heap.strategy();
+        let small = heap.alloc(64).unwrap();
+        let mut blocks = Vec::new();
+        let full = loop {
+            match heap.alloc(3 * page) {
+                Ok(block) => blocks.push(block),
+                Err(err) => break err,
+            }
+            assert!(
+                blocks.len() < RANGE / page,
+                "{strategy}: the range never filled"
+            );
+        };
+        assert!(
+            matches!(full, Error::Vm(VmError::CodeRangeFull { range: RANGE, .. })),
+            "{strategy}: {full:?}"
+        );
+        // A small block still fits on a page the heap has.
+        heap.free(heap.alloc(64).unwrap()).unwrap();
+        let (stats, pages) = (heap.stats(), heap.page_allocator().stats());
+        assert!(heap.alloc(3 * page).is_err());
+        assert_eq!(heap.stats(), stats, "{strategy}");
+        assert_eq!(heap.page_allocator().stats(), pages, "{strategy}");
+        heap.check_invariants().unwrap();
+        // Freed and trimmed, the segments' spans go back to the range for the next.
+        for block in blocks.drain(..) {
+            heap.free(block).unwrap();
+        }
+        heap.trim().unwrap();
+        let free = heap.vm().code_range_free_bytes().unwrap();
+        assert_eq!(free + heap.vm().stats().reserved_bytes, RANGE);
+        assert!(
+            free >= RANGE / 2,
+            "{strategy}: only the small block's segment stays"
+        );
+        let block = emit(&heap, 3 * page, 77);
+        assert_eq!(sim_run(&heap, &block), 77);
+        heap.free(small).unwrap();
+        heap.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn without_a_range_the_heap_has_none() {
+    let heap = Heap::with_config(SimOs::linux(), HeapConfig::default()).unwrap();
+    assert_eq!(heap.code_range(), None);
+    assert_eq!(heap.vm().code_range_free_bytes(), None);
+}
