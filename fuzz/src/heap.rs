@@ -10,8 +10,8 @@ use arbitrary::Arbitrary;
 use codeheap::vm::Error as VmError;
 use codeheap::vm::sim::SimRules;
 use codeheap::{
-    Block, CodeWriter, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs,
-    SizeClasses, ThreadMode, WxStrategy, current_mode,
+    Block, CodeRangeConfig, CodeWriter, Error, FrameDescription, Heap, HeapConfig,
+    PageAllocatorConfig, SimOs, SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
 
 use crate::ensure;
@@ -158,6 +158,12 @@ struct Driver {
     failures_planned: bool,
 }
 
+/// Whether `err` is an allocation refused because the heap's code range is full: allowed,
+/// in inputs that ask for a range.
+fn range_full(err: &Error) -> bool {
+    matches!(err, Error::Vm(VmError::CodeRangeFull { .. }))
+}
+
 /// Runs one input; `Err` describes the first violation.
 pub fn run(input: &Input) -> Result<(), String> {
     let mut driver = Driver::new(input)?;
@@ -217,7 +223,7 @@ impl Driver {
                 SizeClasses::PowerOfTwo
             },
             keep_freed_blocks: !input.keep_nothing,
-            code_range: input.code_range.then_some(CODE_RANGE),
+            code_range: input.code_range.then_some(CodeRangeConfig::new(CODE_RANGE)),
         };
         let heap = Heap::with_config(SimOs::new(rules), config)
             .map_err(|err| format!("heap setup: {err}"))?;
@@ -236,8 +242,7 @@ impl Driver {
     /// An error is fine only while a system call failure is planned, or, in a code range,
     /// when the range is full.
     fn allowed(&self, what: &str, err: Error) -> Result<(), String> {
-        let full = matches!(err, Error::Vm(VmError::CodeRangeFull { .. }));
-        ensure(self.failures_planned || full, || {
+        ensure(self.failures_planned || range_full(&err), || {
             format!("{what} failed: {err}")
         })
     }
@@ -471,6 +476,7 @@ impl Driver {
             Err(Error::ZeroSize) if fail => Ok(()),
             // The standard frame's rows lie past a function of a few bytes.
             Err(Error::Unwind(_)) if unwind => Ok(()),
+            Err(err) if range_full(&err) => Ok(()),
             Err(err) => Err(format!("emit({size}) failed: {err}")),
         }
     }
@@ -487,8 +493,11 @@ impl Driver {
         let mut buffer = vec![0; size];
         arch.fill_traps(&mut buffer);
         buffer[..code.as_bytes().len()].copy_from_slice(code.as_bytes());
-        let block = (self.heap.emit_code(&buffer))
-            .map_err(|err| format!("emit_code({size}) failed: {err}"))?;
+        let block = match self.heap.emit_code(&buffer) {
+            Ok(block) => block,
+            Err(err) if range_full(&err) => return Ok(()),
+            Err(err) => return Err(format!("emit_code({size}) failed: {err}")),
+        };
         ensure(block.size() == size, || {
             format!("emit_code({size}) gave {block:?}")
         })?;
@@ -710,9 +719,11 @@ fn nested_op(
     match nested {
         Nested::Alloc { size } => {
             let size = 1 + usize::from(size) % heap.page_size();
-            heap.alloc(size)
-                .map(Some)
-                .map_err(|err| format!("alloc inside a session failed: {err}"))
+            match heap.alloc(size) {
+                Ok(block) => Ok(Some(block)),
+                Err(err) if range_full(&err) => Ok(None),
+                Err(err) => Err(format!("alloc inside a session failed: {err}")),
+            }
         }
         Nested::Free { which } => {
             if let Some((addr, _)) = pick(which) {

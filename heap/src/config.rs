@@ -1,7 +1,7 @@
 //! How a heap is set up.
 
 use codeheap_page_allocator::PageAllocatorConfig;
-use codeheap_virtual_alloc::WxStrategy;
+use codeheap_virtual_alloc::{CodeRangeConfig, WxStrategy};
 
 /// Configuration of a [`Heap`](crate::Heap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,16 +18,16 @@ pub struct HeapConfig {
     /// of the instructions of a small alloc + free pair. A page is never kept alive by them.
     /// On by default; off gives ChakraCore's behaviour (every free goes back to its page).
     pub keep_freed_blocks: bool,
-    /// Bytes of address space to reserve up front as the heap's code range, every block
-    /// then lying within it ([`VirtualAlloc::with_code_range`]): for code that calls other
-    /// blocks, or helpers placed in the range, with direct calls, which reach
-    /// [`Arch::call_reach`](codeheap_virtual_alloc::Arch::call_reach) (2 GiB on x86-64, 128
-    /// MiB on aarch64). `None` (the default) maps segments wherever the OS puts them. A
+    /// Address space to reserve up front as the heap's code range, every block then lying
+    /// within it ([`VirtualAlloc::with_code_range`]): for code that calls other blocks with
+    /// direct calls, which reach [`Arch::call_reach`](codeheap_virtual_alloc::Arch::call_reach)
+    /// (2 GiB on x86-64, 128 MiB on aarch64), or, with [`CodeRangeConfig::near`], functions
+    /// of the engine's own. `None` (the default) maps segments wherever the OS puts them. A
     /// heap whose range is full fails allocations that need a new segment with
     /// `CodeRangeFull`.
     ///
     /// [`VirtualAlloc::with_code_range`]: codeheap_virtual_alloc::VirtualAlloc::with_code_range
-    pub code_range: Option<usize>,
+    pub code_range: Option<CodeRangeConfig>,
 }
 
 /// How a small request (up to a page) is rounded, and so how densely blocks pack.

@@ -114,7 +114,7 @@ impl<O: Os> Heap<O> {
         registrar: Arc<dyn Registrar>,
     ) -> Result<Self> {
         let vm = match (config.code_range, config.strategy) {
-            (Some(size), strategy) => VirtualAlloc::with_code_range(os, strategy, size)?,
+            (Some(range), strategy) => VirtualAlloc::with_code_range(os, strategy, range)?,
             (None, Some(strategy)) => VirtualAlloc::with_strategy(os, strategy)?,
             (None, None) => VirtualAlloc::new(os),
         };

@@ -57,7 +57,7 @@ pub use codeheap_page_allocator::PageAllocatorConfig;
 pub use codeheap_virtual_alloc::NativeOs;
 pub use codeheap_virtual_alloc::sim::{SimOs, SimRules};
 pub use codeheap_virtual_alloc::{
-    Arch, Os, Protection, ThreadMode, WriteScope, WxStrategy, current_mode,
+    Arch, CodeRangeConfig, Os, Protection, ThreadMode, WriteScope, WxStrategy, current_mode,
     enter_permanent_write_mode, leave_permanent_write_mode, with_write_mode,
 };
 pub use codeheap_xdata::{

@@ -4,7 +4,7 @@
 //! a typed error and changes nothing.
 
 use codeheap::vm::Error as VmError;
-use codeheap::{Arch, Block, Error, Heap, HeapConfig, Os, SimOs, WxStrategy};
+use codeheap::{Arch, Block, CodeRangeConfig, Error, Heap, HeapConfig, Os, SimOs, WxStrategy};
 
 /// `callee_0() + callee_1()`, each reached with a direct call from `at`.
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -91,7 +91,7 @@ fn blocks_in_different_segments_call_each_other_directly() {
     use codeheap::NativeOs;
     for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
         let config = HeapConfig {
-            code_range: Some(64 << 20),
+            code_range: Some(CodeRangeConfig::new(64 << 20)),
             ..HeapConfig::with_strategy(strategy)
         };
         let heap = Heap::with_config(NativeOs::new(), config).unwrap();
@@ -105,9 +105,48 @@ fn blocks_in_different_segments_call_each_other_directly() {
     }
 }
 
+/// A function of this program that JIT code calls directly.
+#[cfg(all(target_os = "linux", not(miri)))]
+extern "C" fn helper_in_the_binary() -> u32 {
+    21
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn blocks_call_a_function_of_the_program_directly() {
+    use codeheap::NativeOs;
+    let helper = helper_in_the_binary as extern "C" fn() -> u32 as usize;
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let config = HeapConfig {
+            code_range: Some(CodeRangeConfig::new(64 << 20).near(helper)),
+            ..HeapConfig::with_strategy(strategy)
+        };
+        let heap = Heap::with_config(NativeOs::new(), config).unwrap();
+        let range = heap.code_range().unwrap();
+        let reach = heap.arch().call_reach();
+        assert!(range.end.max(helper + 1) - range.start.min(helper) <= reach);
+        let large = heap.page_allocator().config().code_pages() * heap.page_size() + 1;
+        let blocks: Vec<Block> = [64, large, 3000, large]
+            .into_iter()
+            .map(|size| {
+                let mut block = heap.alloc(size).unwrap();
+                let code = calls_two(heap.arch(), block.addr(), [helper, helper]);
+                heap.write(&mut block, |w| w.write(0, &code)).unwrap();
+                block
+            })
+            .collect();
+        for block in &blocks {
+            // SAFETY: the block holds a complete `extern "C" fn() -> u32` calling this
+            // program's helper twice, finalized.
+            let function: extern "C" fn() -> u32 = unsafe { heap.function(block) }.unwrap();
+            assert_eq!(function(), 42, "{strategy}");
+        }
+    }
+}
+
 fn sim_heaps(range: usize) -> Vec<Heap<SimOs>> {
     let config = |strategy| HeapConfig {
-        code_range: Some(range),
+        code_range: Some(CodeRangeConfig::new(range)),
         ..HeapConfig::with_strategy(strategy)
     };
     let linux = |strategy| Heap::with_config(SimOs::linux(), config(strategy)).unwrap();

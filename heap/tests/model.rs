@@ -33,8 +33,8 @@ use std::collections::BTreeSet;
 
 use codeheap::vm::{PageState, SysCall};
 use codeheap::{
-    Arch, Block, BlockInfo, CHUNK, Error, Heap, HeapConfig, Os, Protection, SPARE_PAGES, SimOs,
-    SizeClasses, ThreadMode, WxStrategy, current_mode,
+    Arch, Block, BlockInfo, CHUNK, CodeRangeConfig, Error, Heap, HeapConfig, Os, Protection,
+    SPARE_PAGES, SimOs, SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
 use codeheap_test_support::proptest_config;
 use proptest::prelude::*;
@@ -1249,7 +1249,7 @@ fn linux_protect() {
 #[test]
 fn linux_dual_map_in_a_code_range() {
     let config = HeapConfig {
-        code_range: Some(16 << 20),
+        code_range: Some(CodeRangeConfig::new(16 << 20)),
         ..HeapConfig::with_strategy(WxStrategy::DualMap)
     };
     run_model(
@@ -1263,7 +1263,7 @@ fn linux_dual_map_in_a_code_range() {
 #[test]
 fn apple_map_jit_in_a_code_range() {
     let config = HeapConfig {
-        code_range: Some(32 << 20),
+        code_range: Some(CodeRangeConfig::new(32 << 20)),
         ..HeapConfig::default()
     };
     run_model(

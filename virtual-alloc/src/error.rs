@@ -144,6 +144,15 @@ pub enum Error {
         /// Size of the code range.
         range: usize,
     },
+    /// No place was found for a code range within call reach of the address it must be
+    /// near (or the range alone is larger than the reach).
+    #[error("no code range of {size:#x} bytes fits within call reach of {near:#x}")]
+    CodeRangeOutOfReach {
+        /// The address the range must be near.
+        near: usize,
+        /// Size of the range.
+        size: usize,
+    },
     /// The system call failed for lack of memory or address space (`ENOMEM`).
     #[error("{call} ran out of memory")]
     OutOfMemory {

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::sim::{SimOs, SimRules};
 use crate::{
-    Error, Os, Protection, RegionRegistry, SysCall, VirtualAlloc, WxStrategy, with_write_mode,
+    CodeRangeConfig, Error, Os, Protection, RegionRegistry, SysCall, VirtualAlloc, WxStrategy,
+    with_write_mode,
 };
 
 fn variant(err: &Error) -> &'static str {
@@ -26,13 +27,14 @@ fn variant(err: &Error) -> &'static str {
         Error::MapJitRefused { .. } => "MapJitRefused",
         Error::MapJitRegionFull { .. } => "MapJitRegionFull",
         Error::CodeRangeFull { .. } => "CodeRangeFull",
+        Error::CodeRangeOutOfReach { .. } => "CodeRangeOutOfReach",
         Error::OutOfMemory { .. } => "OutOfMemory",
         Error::Os { .. } => "Os",
         Error::Fault(_) => "Fault",
     }
 }
 
-const VARIANTS: usize = 19;
+const VARIANTS: usize = 20;
 
 #[test]
 fn every_error_variant_is_produced_by_some_call() {
@@ -72,9 +74,16 @@ fn every_error_variant_is_produced_by_some_call() {
         VirtualAlloc::new(SimOs::new(SimRules::apple().with_jit_region_size(1 << 20)))
             .reserve(2 << 20)
             .map(drop),
-        VirtualAlloc::with_code_range(SimOs::linux(), None, 64 << 10)
+        VirtualAlloc::with_code_range(SimOs::linux(), None, CodeRangeConfig::new(64 << 10))
             .and_then(|ranged| ranged.reserve(128 << 10))
             .map(drop),
+        // The simulator's addresses are nowhere near the top of the address space.
+        VirtualAlloc::with_code_range(
+            SimOs::linux(),
+            None,
+            CodeRangeConfig::new(64 << 10).near(usize::MAX - (1 << 20)),
+        )
+        .map(drop),
         alloc.reserve(1 << 50).map(drop),
         {
             alloc.os().fail_next(SysCall::Mprotect, libc::EIO);

@@ -44,7 +44,7 @@ pub use os::{Os, SharedMemory, SysCall};
 pub use protection::Protection;
 pub use registry::{RegionRegistry, RegionSpan};
 pub use strategy::WxStrategy;
-pub use vm::{MemoryInfo, PageState, RegionInfo, VirtualAlloc, VirtualAllocStats};
+pub use vm::{CodeRangeConfig, MemoryInfo, PageState, RegionInfo, VirtualAlloc, VirtualAllocStats};
 pub use write_mode::{
     ThreadMode, WriteScope, current_mode, enter_permanent_write_mode, is_permanent_write_mode,
     leave_permanent_write_mode, require_mode, with_write_mode,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use codeheap_virtual_alloc::sim::{SimOs, SimRules};
 use codeheap_virtual_alloc::{
-    Error, Os, Protection, RegionInfo, SysCall, VirtualAlloc, WriteScope, WxStrategy,
-    with_write_mode,
+    CodeRangeConfig, Error, Os, Protection, RegionInfo, SysCall, VirtualAlloc, WriteScope,
+    WxStrategy, with_write_mode,
 };
 
 const KIB: usize = 1024;
@@ -25,7 +25,7 @@ fn setups() -> Vec<(WxStrategy, Arc<SimOs>)> {
 }
 
 fn with_range(strategy: WxStrategy, os: &Arc<SimOs>) -> VirtualAlloc<Arc<SimOs>> {
-    VirtualAlloc::with_code_range(Arc::clone(os), Some(strategy), RANGE)
+    VirtualAlloc::with_code_range(Arc::clone(os), Some(strategy), CodeRangeConfig::new(RANGE))
         .unwrap_or_else(|err| panic!("{strategy}: {err}"))
 }
 
@@ -218,25 +218,69 @@ fn dropping_the_allocator_unmaps_the_range_and_closes_its_memfd() {
 }
 
 #[test]
+fn a_range_near_an_address_lies_within_call_reach_of_it_or_is_refused() {
+    for (strategy, os) in setups() {
+        // An address of the simulated process: a region mapped outside any range.
+        let plain = VirtualAlloc::with_strategy(Arc::clone(&os), strategy).unwrap();
+        let near = plain.reserve(64 * KIB).unwrap().base;
+        let reach = plain.arch().call_reach();
+        let (mapped, shared) = (os.mapped_pages(), os.shared_objects());
+        let config = CodeRangeConfig::new(RANGE).near(near);
+        let alloc = VirtualAlloc::with_code_range(Arc::clone(&os), Some(strategy), config);
+        let range = alloc.as_ref().unwrap().code_range().unwrap();
+        assert!(range.end.max(near + 1) - range.start.min(near) <= reach);
+        drop(alloc);
+
+        // Far from everything the simulated process maps: refused after its tries, each
+        // unmapped again.
+        let far = usize::MAX / 2;
+        let config = CodeRangeConfig::new(RANGE).near(far);
+        assert_eq!(
+            VirtualAlloc::with_code_range(Arc::clone(&os), Some(strategy), config).map(drop),
+            Err(Error::CodeRangeOutOfReach {
+                near: far,
+                size: RANGE
+            }),
+            "{strategy}"
+        );
+        assert_eq!(os.shared_objects(), shared, "{strategy}");
+        if strategy != WxStrategy::MapJit {
+            assert_eq!(os.mapped_pages(), mapped, "{strategy}");
+        }
+        // A range that cannot fit in the reach at all is refused without a try: no call
+        // beyond the strategy's own probe.
+        let calls = os.syscalls();
+        drop(VirtualAlloc::with_strategy(Arc::clone(&os), strategy));
+        let (probe, calls) = (os.syscalls().since(&calls).total(), os.syscalls());
+        let config = CodeRangeConfig::new(reach).near(near);
+        assert_eq!(
+            VirtualAlloc::with_code_range(Arc::clone(&os), Some(strategy), config).map(drop),
+            Err(Error::CodeRangeOutOfReach { near, size: reach })
+        );
+        assert_eq!(os.syscalls().since(&calls).total(), probe, "{strategy}");
+    }
+}
+
+#[test]
 fn bad_sizes_are_typed_errors() {
     let os = || SimOs::linux();
     assert_eq!(
-        VirtualAlloc::with_code_range(os(), None, 0).map(drop),
+        VirtualAlloc::with_code_range(os(), None, CodeRangeConfig::new(0)).map(drop),
         Err(Error::ZeroSize)
     );
     assert_eq!(
-        VirtualAlloc::with_code_range(os(), None, usize::MAX - 100).map(drop),
+        VirtualAlloc::with_code_range(os(), None, CodeRangeConfig::new(usize::MAX - 100)).map(drop),
         Err(Error::SizeOverflow {
             size: usize::MAX - 100
         })
     );
     // Rounded up to the granularity.
-    let alloc = VirtualAlloc::with_code_range(os(), None, 100 * KIB).unwrap();
+    let alloc = VirtualAlloc::with_code_range(os(), None, CodeRangeConfig::new(100 * KIB)).unwrap();
     assert_eq!(alloc.code_range().unwrap().len(), 128 * KIB);
     // A MAP_JIT range larger than the process's one MAP_JIT region.
     let apple = SimOs::new(SimRules::apple().with_jit_region_size(RANGE));
     assert!(matches!(
-        VirtualAlloc::with_code_range(apple, None, 2 * RANGE).map(drop),
+        VirtualAlloc::with_code_range(apple, None, CodeRangeConfig::new(2 * RANGE)).map(drop),
         Err(Error::MapJitRegionFull { .. })
     ));
 }
@@ -248,7 +292,11 @@ fn refused_system_calls_change_nothing() {
     // Making the range, each of its own calls (after the strategy's probe) refused in
     // turn: no mapping or memfd is left behind.
     let make = |os: &Arc<SimOs>| {
-        VirtualAlloc::with_code_range(Arc::clone(os), Some(WxStrategy::DualMap), RANGE)
+        VirtualAlloc::with_code_range(
+            Arc::clone(os),
+            Some(WxStrategy::DualMap),
+            CodeRangeConfig::new(RANGE),
+        )
     };
     let probe = {
         let os = Arc::new(SimOs::linux());

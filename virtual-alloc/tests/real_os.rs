@@ -5,8 +5,8 @@
 
 use codeheap_test_support::maps::{perms_at, proc_maps};
 use codeheap_virtual_alloc::{
-    Error, NativeOs, Os, PageState, Protection, RegionInfo, SysCall, VirtualAlloc, WriteScope,
-    WxStrategy,
+    CodeRangeConfig, Error, NativeOs, Os, PageState, Protection, RegionInfo, SysCall, VirtualAlloc,
+    WriteScope, WxStrategy,
 };
 
 /// The tests here check `/proc/self/maps` for mappings that must be gone; a test mapping
@@ -275,7 +275,9 @@ fn os_refusal_keeps_errno() {
 /// with the allocator.
 fn code_range_round_trip(strategy: WxStrategy) {
     const RANGE: usize = 8 << 20;
-    let alloc = VirtualAlloc::with_code_range(NativeOs::new(), Some(strategy), RANGE).unwrap();
+    let alloc =
+        VirtualAlloc::with_code_range(NativeOs::new(), Some(strategy), CodeRangeConfig::new(RANGE))
+            .unwrap();
     let range = alloc.code_range().unwrap();
     assert_eq!(range.len(), RANGE);
     let (hidden, runnable) = match strategy {

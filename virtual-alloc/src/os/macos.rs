@@ -81,8 +81,11 @@ unsafe impl Os for MacOs {
     }
 
     fn map_reserve(&self, len: usize) -> Result<usize> {
-        // SAFETY: no MAP_FIXED: the kernel picks a free range.
-        unsafe { unix::mmap(None, len, Protection::NoAccess, PRIVATE_ANON, -1, 0) }
+        unix::map_reserve(len, None, PRIVATE_ANON)
+    }
+
+    fn map_reserve_near(&self, len: usize, hint: usize) -> Result<usize> {
+        unix::map_reserve(len, Some(hint), PRIVATE_ANON)
     }
 
     fn map_jit(&self, len: usize, align: usize) -> Result<usize> {

@@ -143,6 +143,14 @@ pub unsafe trait Os: Send + Sync {
     /// anywhere: a reservation.
     fn map_reserve(&self, len: usize) -> Result<usize>;
 
+    /// [`map_reserve`](Os::map_reserve) at `hint` if that range is free; elsewhere if not
+    /// (a hint, never `MAP_FIXED`). By default the hint is ignored (the simulator's
+    /// addresses mean nothing to the process).
+    fn map_reserve_near(&self, len: usize, hint: usize) -> Result<usize> {
+        let _ = hint;
+        self.map_reserve(len)
+    }
+
     /// A range of `len` bytes (a multiple of the page size) of `MAP_JIT` memory at a
     /// multiple of `align` (a power of two), readable, writable and executable as far as the
     /// page tables go; each thread's mode decides. Under the hardened runtime a process may
@@ -291,6 +299,10 @@ unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
 
     fn map_reserve(&self, len: usize) -> Result<usize> {
         (**self).map_reserve(len)
+    }
+
+    fn map_reserve_near(&self, len: usize, hint: usize) -> Result<usize> {
+        (**self).map_reserve_near(len, hint)
     }
 
     fn map_jit(&self, len: usize, align: usize) -> Result<usize> {

@@ -57,6 +57,19 @@ pub(super) unsafe fn mmap(
     }
 }
 
+/// `mmap` of `len` bytes of inaccessible memory with `flags`, at `hint` if that range is
+/// free, else wherever the kernel puts it (never `MAP_FIXED`: nothing is replaced).
+pub(super) fn map_reserve(len: usize, hint: Option<usize>, flags: libc::c_int) -> Result<usize> {
+    let hint = hint.unwrap_or(0) as *mut libc::c_void;
+    // SAFETY: without MAP_FIXED the address is only a hint; the kernel maps a free range.
+    let addr = unsafe { libc::mmap(hint, len, libc::PROT_NONE, flags, -1, 0) };
+    if addr == libc::MAP_FAILED {
+        Err(last_error(SysCall::Mmap))
+    } else {
+        Ok(addr as usize)
+    }
+}
+
 /// # Safety
 /// The caller owns the range and nothing uses it.
 pub(super) unsafe fn munmap(addr: usize, len: usize) -> Result<()> {

@@ -24,6 +24,54 @@ use crate::protection::Protection;
 use crate::strategy::WxStrategy;
 use crate::sync::{Mutex, lock};
 
+/// Where a code range goes ([`VirtualAlloc::with_code_range`](crate::VirtualAlloc::with_code_range)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeRangeConfig {
+    /// Bytes of address space, rounded up to the allocation granularity.
+    pub size: usize,
+    /// An address the range must lie within call reach of: the range and this address
+    /// together fit in [`Arch::call_reach`](crate::Arch::call_reach) bytes. Typically a
+    /// function of the engine's own that its JIT code calls directly. `None`: anywhere.
+    pub near: Option<usize>,
+}
+
+impl CodeRangeConfig {
+    /// A range of `size` bytes, anywhere.
+    pub const fn new(size: usize) -> CodeRangeConfig {
+        CodeRangeConfig { size, near: None }
+    }
+
+    /// The same range, within call reach of `addr`.
+    pub const fn near(self, addr: usize) -> CodeRangeConfig {
+        CodeRangeConfig {
+            near: Some(addr),
+            ..self
+        }
+    }
+}
+
+/// Places tried for a range of `size` bytes within `reach` of `near`, each leaving a gap
+/// between the two that grows from a 64th of the room to spare to half of it: below `near`
+/// first (above a program's text lies its `brk` heap, which grows upwards), then above.
+fn hints(near: usize, size: usize, reach: usize, granularity: usize) -> Vec<usize> {
+    let spare = reach.saturating_sub(size);
+    let gaps = [spare / 64, spare / 16, spare / 4, spare / 2];
+    let below =
+        gaps.map(|gap| (near.checked_sub(size + gap)).map(|base| base - base % granularity));
+    let above = gaps.map(|gap| {
+        near.checked_add(gap + 1)?
+            .checked_next_multiple_of(granularity)
+    });
+    below.into_iter().chain(above).flatten().collect()
+}
+
+/// Whether `span` and `near` together fit in `reach` bytes.
+fn within_reach(span: &RegionInfo, near: usize, reach: usize) -> bool {
+    let low = span.base.min(near);
+    let high = span.end().max(near.saturating_add(1));
+    high - low <= reach
+}
+
 #[derive(Debug)]
 pub(super) struct CodeRange {
     /// The whole span: where it runs, where it is written, and its strategy.
@@ -35,14 +83,43 @@ pub(super) struct CodeRange {
 }
 
 impl CodeRange {
-    /// Reserves a span of `size` bytes (a multiple of `granularity`) for `strategy`.
-    pub(super) fn reserve<O: Os>(
+    /// Reserves a span of `size` bytes (a multiple of `granularity`) for `strategy`,
+    /// within `reach` of `near` if given: tried at a few places, each placed elsewhere
+    /// unmapped again; `CodeRangeOutOfReach` if none was near enough.
+    pub(super) fn reserve_near<O: Os>(
         os: &O,
         strategy: WxStrategy,
         size: usize,
         granularity: usize,
+        near: Option<(usize, usize)>,
     ) -> Result<CodeRange> {
-        let (span, mut shared) = reserve::reserve(os, strategy, size, granularity)?;
+        let Some((near, reach)) = near else {
+            return Self::reserve(os, strategy, size, granularity, None);
+        };
+        if size >= reach {
+            return Err(Error::CodeRangeOutOfReach { near, size });
+        }
+        for hint in hints(near, size, reach, granularity) {
+            let mut range = Self::reserve(os, strategy, size, granularity, Some(hint))?;
+            if within_reach(&range.span, near, reach) {
+                return Ok(range);
+            }
+            // SAFETY: the span was just made and nothing knows it.
+            let _ = unsafe { range.release(os) };
+        }
+        Err(Error::CodeRangeOutOfReach { near, size })
+    }
+
+    /// Reserves a span of `size` bytes (a multiple of `granularity`) for `strategy`, at
+    /// `hint` if that range is free.
+    fn reserve<O: Os>(
+        os: &O,
+        strategy: WxStrategy,
+        size: usize,
+        granularity: usize,
+        hint: Option<usize>,
+    ) -> Result<CodeRange> {
+        let (span, mut shared) = reserve::reserve(os, strategy, size, granularity, hint)?;
         if strategy == WxStrategy::DualMap {
             // SAFETY: the writable view was just mapped and nothing knows it yet.
             let hidden = unsafe { os.protect(span.write_base, size, Protection::NoAccess) };
@@ -131,5 +208,71 @@ impl CodeRange {
     pub(super) unsafe fn release<O: Os>(&mut self, os: &O) -> Result<()> {
         // SAFETY: forwarded to the caller.
         unsafe { reserve::release(os, &self.span, &mut self.shared) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+    const GRANULE: usize = 64 << 10;
+
+    fn span(base: usize, size: usize) -> RegionInfo {
+        RegionInfo {
+            base,
+            size,
+            write_base: base,
+            strategy: WxStrategy::Protect,
+        }
+    }
+
+    #[test]
+    fn every_hint_would_put_the_range_within_reach_below_first() {
+        let (near, size, reach) = (0x5555_5555_1234, 64 * MIB, 2048 * MIB);
+        let tried = hints(near, size, reach, GRANULE);
+        assert_eq!(tried.len(), 8);
+        for (i, &hint) in tried.iter().enumerate() {
+            assert!(hint.is_multiple_of(GRANULE));
+            assert_eq!(hint + size <= near, i < 4, "below first, then above");
+            assert!(within_reach(&span(hint, size), near, reach), "{hint:#x}");
+        }
+        // Near the bottom of the address space only the places above are left.
+        let low = hints(16 * MIB, size, reach, GRANULE);
+        assert_eq!(low.len(), 4);
+        assert!(low.iter().all(|&hint| hint > 16 * MIB));
+    }
+
+    #[test]
+    fn reach_counts_the_range_and_the_address_together() {
+        let reach = 128 * MIB;
+        // The address just past the range's end, and the range's last byte reach back to it.
+        assert!(within_reach(
+            &span(0x1000_0000, reach - 1),
+            0x1000_0000 + reach - 1,
+            reach
+        ));
+        assert!(!within_reach(
+            &span(0x1000_0000, reach - 1),
+            0x1000_0000 + reach,
+            reach
+        ));
+        // The address below the range.
+        assert!(within_reach(
+            &span(0x1000_0000 + MIB, reach - MIB),
+            0x1000_0000,
+            reach
+        ));
+        assert!(!within_reach(
+            &span(0x1000_0000 + MIB, reach - MIB + 1),
+            0x1000_0000,
+            reach
+        ));
+        // Inside the range.
+        assert!(within_reach(
+            &span(0x1000_0000, reach),
+            0x1000_0000 + 5,
+            reach
+        ));
     }
 }

@@ -6,6 +6,7 @@ mod region;
 mod reserve;
 mod stats;
 
+pub use code_range::CodeRangeConfig;
 pub use region::{PageState, RegionInfo};
 pub use stats::VirtualAllocStats;
 
@@ -137,30 +138,41 @@ impl<O: Os> VirtualAlloc<O> {
     }
 
     /// An allocator (with `strategy`, or the platform's default if `None`) that reserves
-    /// one span of `size` bytes (rounded up to the 64 KiB granularity) now and carves every
-    /// region of its strategy from it, so all of them lie within the span: a code range, as
-    /// V8, SpiderMonkey and JavaScriptCore keep one, for code that reaches other code with
-    /// direct calls ([`Arch::call_reach`]). A reservation that no free part of the span fits
-    /// is refused with `CodeRangeFull`; a released region's span is reserved again for the
-    /// next. Regions reserved with another strategy ([`reserve_with`](Self::reserve_with))
-    /// are mapped outside it.
+    /// one span of `range.size` bytes (rounded up to the 64 KiB granularity) now and carves
+    /// every region of its strategy from it, so all of them lie within the span: a code
+    /// range, as V8, SpiderMonkey and JavaScriptCore keep one, for code that reaches other
+    /// code with direct calls ([`Arch::call_reach`]). With `range.near` the span is placed
+    /// within call reach of that address (the OS is asked for a few places near it), or
+    /// refused with `CodeRangeOutOfReach`; on MAP_JIT it can only lie where the process's
+    /// MAP_JIT region is. A reservation that no free part of the span fits is refused with
+    /// `CodeRangeFull`; a released region's span is reserved again for the next. Regions
+    /// reserved with another strategy ([`reserve_with`](Self::reserve_with)) are mapped
+    /// outside it.
     pub fn with_code_range(
         os: O,
         strategy: Option<WxStrategy>,
-        size: usize,
+        range: CodeRangeConfig,
     ) -> Result<VirtualAlloc<O>> {
         let mut alloc = match strategy {
             Some(strategy) => Self::with_strategy(os, strategy)?,
             None => Self::new(os),
         };
+        let size = range.size;
         if size == 0 {
             return Err(Error::ZeroSize);
         }
         let size = size
             .checked_next_multiple_of(alloc.granularity)
             .ok_or(Error::SizeOverflow { size })?;
-        let range = CodeRange::reserve(&alloc.os, alloc.strategy, size, alloc.granularity)?;
-        alloc.code_range = Some(range);
+        let near = range.near.map(|near| (near, alloc.arch().call_reach()));
+        let (os, strategy, granularity) = (&alloc.os, alloc.strategy, alloc.granularity);
+        alloc.code_range = Some(CodeRange::reserve_near(
+            os,
+            strategy,
+            size,
+            granularity,
+            near,
+        )?);
         Ok(alloc)
     }
 
@@ -277,7 +289,7 @@ impl<O: Os> VirtualAlloc<O> {
             Some(range) if strategy == self.strategy => {
                 (range.carve(&self.os, size, self.granularity)?, None)
             }
-            _ => reserve::reserve(&self.os, strategy, size, self.granularity)?,
+            _ => reserve::reserve(&self.os, strategy, size, self.granularity, None)?,
         };
         // The region is complete, its memfd included, before it is registered: from then on
         // any thread can find it and decommit or release it.

@@ -52,12 +52,21 @@ fn map_aligned<O: Os>(
     }
 }
 
-/// Reserves `size` bytes (a multiple of the page size) for `strategy`.
+fn map_reserve<O: Os>(os: &O, len: usize, hint: Option<usize>) -> Result<usize> {
+    match hint {
+        Some(hint) => os.map_reserve_near(len, hint),
+        None => os.map_reserve(len),
+    }
+}
+
+/// Reserves `size` bytes (a multiple of the page size) for `strategy`, at `hint` if that
+/// range is free (MAP_JIT ranges are carved from the process's region, wherever that is).
 pub(super) fn reserve<O: Os>(
     os: &O,
     strategy: WxStrategy,
     size: usize,
     granularity: usize,
+    hint: Option<usize>,
 ) -> Result<(RegionInfo, Option<SharedMemory>)> {
     // The over-allocation must fit before anything is created.
     size.checked_add(granularity)
@@ -70,7 +79,7 @@ pub(super) fn reserve<O: Os>(
     };
     match strategy {
         WxStrategy::Protect | WxStrategy::Rwx => {
-            let base = map_aligned(os, size, granularity, |len| os.map_reserve(len))?;
+            let base = map_aligned(os, size, granularity, |len| map_reserve(os, len, hint))?;
             Ok((info(base, base), None))
         }
         WxStrategy::MapJit => {
@@ -85,7 +94,7 @@ pub(super) fn reserve<O: Os>(
         }
         WxStrategy::DualMap => {
             let shared = os.create_shared(size)?;
-            match map_dual(os, &shared, size, granularity) {
+            match map_dual(os, &shared, size, granularity, hint) {
                 Ok((base, write_base)) => Ok((info(base, write_base), Some(shared))),
                 Err(err) => {
                     let _ = os.close_shared(shared);
@@ -103,8 +112,9 @@ fn map_dual<O: Os>(
     shared: &SharedMemory,
     size: usize,
     granularity: usize,
+    hint: Option<usize>,
 ) -> Result<(usize, usize)> {
-    let base = map_aligned(os, size, granularity, |len| os.map_reserve(len))?;
+    let base = map_aligned(os, size, granularity, |len| map_reserve(os, len, hint))?;
     // SAFETY: `base..base + size` is the reservation just made; the view replaces it.
     let exec = unsafe { os.map_shared(shared, 0, size, Protection::NoAccess, Some(base)) };
     // SAFETY: nothing but this function knows the writable view's address yet.
