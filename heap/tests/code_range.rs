@@ -118,7 +118,7 @@ fn blocks_call_a_function_of_the_program_directly() {
     let helper = helper_in_the_binary as extern "C" fn() -> u32 as usize;
     for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
         let config = HeapConfig {
-            code_range: Some(CodeRangeConfig::new(64 << 20).near(helper)),
+            code_range: Some(CodeRangeConfig::new(32 << 20).near(helper)),
             ..HeapConfig::with_strategy(strategy)
         };
         let heap = Heap::with_config(NativeOs::new(), config).unwrap();

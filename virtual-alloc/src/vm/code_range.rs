@@ -50,20 +50,30 @@ impl CodeRangeConfig {
     }
 }
 
-/// Places tried for a range of `size` bytes within `reach` of `near`, each leaving a gap
-/// between the two that grows from a 64th of the room to spare to half of it: below `near`
-/// first (above a program's text lies its `brk` heap, which grows upwards), then above.
+/// Places tried for a range of `size` bytes within `reach` of `near`: `HINT_STEPS`
+/// distances across the room to spare, nearest first, below `near` before above it at
+/// each (above a program's text lies its `brk` heap, which grows upwards). The OS takes a
+/// hint only where nothing is mapped yet, and around a program's text (its libraries, its
+/// heap, under qemu-user the emulator's own mappings) few places are free: a handful of
+/// hints are often all refused.
 fn hints(near: usize, size: usize, reach: usize, granularity: usize) -> Vec<usize> {
-    let spare = reach.saturating_sub(size);
-    let gaps = [spare / 64, spare / 16, spare / 4, spare / 2];
-    let below =
-        gaps.map(|gap| (near.checked_sub(size + gap)).map(|base| base - base % granularity));
-    let above = gaps.map(|gap| {
-        near.checked_add(gap + 1)?
-            .checked_next_multiple_of(granularity)
-    });
-    below.into_iter().chain(above).flatten().collect()
+    let step = reach.saturating_sub(size) / HINT_STEPS;
+    let mut hints = Vec::with_capacity(2 * HINT_STEPS);
+    for k in 0..HINT_STEPS {
+        let gap = step * k + step / 2;
+        if let Some(base) = near.checked_sub(size + gap) {
+            hints.push(base - base % granularity);
+        }
+        let above = near.checked_add(gap + 1);
+        if let Some(base) = above.and_then(|addr| addr.checked_next_multiple_of(granularity)) {
+            hints.push(base);
+        }
+    }
+    hints
 }
+
+/// How many distances [`hints`] tries on each side of the address.
+const HINT_STEPS: usize = 16;
 
 /// Whether `span` and `near` together fit in `reach` bytes.
 fn within_reach(span: &RegionInfo, near: usize, reach: usize) -> bool {
@@ -231,15 +241,22 @@ mod tests {
     fn every_hint_would_put_the_range_within_reach_below_first() {
         let (near, size, reach) = (0x5555_5555_1234, 64 * MIB, 2048 * MIB);
         let tried = hints(near, size, reach, GRANULE);
-        assert_eq!(tried.len(), 8);
+        assert_eq!(tried.len(), 2 * HINT_STEPS);
         for (i, &hint) in tried.iter().enumerate() {
             assert!(hint.is_multiple_of(GRANULE));
-            assert_eq!(hint + size <= near, i < 4, "below first, then above");
+            assert_eq!(hint + size <= near, i % 2 == 0, "below, then above");
+            assert!(hint > near || hint + size <= near, "clear of the address");
             assert!(within_reach(&span(hint, size), near, reach), "{hint:#x}");
         }
+        let distance = |&hint: &usize| hint.abs_diff(near);
+        let (below, above): (Vec<usize>, Vec<usize>) = tried.iter().partition(|&&h| h < near);
+        assert!(below.iter().map(distance).is_sorted(), "nearest first");
+        assert!(above.iter().map(distance).is_sorted(), "nearest first");
+        // The farthest leave less than a step of the reach unused.
+        assert!(distance(below.last().unwrap()) + size > reach - reach / HINT_STEPS);
         // Near the bottom of the address space only the places above are left.
         let low = hints(16 * MIB, size, reach, GRANULE);
-        assert_eq!(low.len(), 4);
+        assert_eq!(low.len(), HINT_STEPS);
         assert!(low.iter().all(|&hint| hint > 16 * MIB));
     }
 
