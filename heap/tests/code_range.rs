@@ -4,13 +4,13 @@
 //! a typed error and changes nothing.
 
 use codeheap::vm::Error as VmError;
-use codeheap::{Arch, Block, CodeRangeConfig, Error, Heap, HeapConfig, Os, SimOs, WxStrategy};
+use codeheap::{Block, CodeRangeConfig, Error, Heap, HeapConfig, Os, SimOs, WxStrategy};
 
 /// `callee_0() + callee_1()`, each reached with a direct call from `at`.
 #[cfg(all(target_os = "linux", not(miri)))]
-fn calls_two(arch: Arch, at: usize, callees: [usize; 2]) -> Vec<u8> {
+fn calls_two(arch: codeheap::Arch, at: usize, callees: [usize; 2]) -> Vec<u8> {
     match arch {
-        Arch::X86_64 => {
+        codeheap::Arch::X86_64 => {
             // call rel32; mov ecx, eax; call rel32; add eax, ecx; ret
             let rel = |from: usize, to: usize| {
                 i32::try_from(to as i64 - from as i64)
@@ -24,7 +24,7 @@ fn calls_two(arch: Arch, at: usize, callees: [usize; 2]) -> Vec<u8> {
             code.extend([0x01, 0xC8, 0xC3]);
             code
         }
-        Arch::Aarch64 => {
+        codeheap::Arch::Aarch64 => {
             let bl = |from: usize, to: usize| {
                 let words = (to as i64 - from as i64) / 4;
                 assert!((-(1 << 25)..1 << 25).contains(&words), "within bl's reach");

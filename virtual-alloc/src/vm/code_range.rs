@@ -109,7 +109,12 @@ impl CodeRange {
         if size >= reach {
             return Err(Error::CodeRangeOutOfReach { near, size });
         }
-        for hint in hints(near, size, reach, granularity) {
+        let mut tries = hints(near, size, reach, granularity);
+        if strategy == WxStrategy::MapJit {
+            // Carved from the process's one MAP_JIT region: a hint cannot move it.
+            tries.truncate(1);
+        }
+        for hint in tries {
             let mut range = Self::reserve(os, strategy, size, granularity, Some(hint))?;
             if within_reach(&range.span, near, reach) {
                 return Ok(range);
