@@ -206,7 +206,7 @@ impl<O: Os> PageAllocator<O> {
     }
 
     /// Pages already committed and free, if a segment has a run of them: the shortest run
-    /// that fits, over all segments (the lowest address of equals), so single pages fill
+    /// that fits, over all segments (the oldest segment's of equals), so single pages fill
     /// holes and long runs stay whole for large requests. Segments on the full list (their
     /// secondary area exhausted) are passed over, as ChakraCore does.
     fn take_free(
@@ -217,12 +217,12 @@ impl<O: Os> PageAllocator<O> {
     ) -> Result<Option<PageRun>> {
         let found = state
             .free_runs
-            .range((pages, 0, 0)..)
-            .find(|(_, base, _)| {
+            .range((pages, 0, 0, 0)..)
+            .find(|(_, _, base, _)| {
                 let segment = &state.segments[base];
                 segment.list != SegmentList::Full && fits(segment)
             })
-            .map(|&(_, base, first)| (base, first));
+            .map(|&(_, _, base, first)| (base, first));
         let Some((base, first)) = found else {
             return Ok(None);
         };
@@ -314,6 +314,7 @@ impl<O: Os> PageAllocator<O> {
             slots: self.new_slots(secondary_base),
             list: SegmentList::Full,
             filed: None,
+            serial: state.segments_created,
         };
         state.add_segment(region.base, segment);
         state.segments_created += 1;

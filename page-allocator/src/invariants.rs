@@ -50,14 +50,28 @@ pub(crate) fn check<O: Os>(
         )
     })?;
 
-    let runs: std::collections::BTreeSet<(usize, usize, usize)> = state
+    let serials: std::collections::BTreeSet<u64> = state
+        .segments
+        .values()
+        .map(|segment| segment.serial)
+        .collect();
+    ensure(
+        serials.len() == state.segments.len()
+            && serials
+                .last()
+                .is_none_or(|&last| last < state.segments_created),
+        || {
+            format!(
+                "segment serials {serials:?} repeat or run past {}",
+                state.segments_created
+            )
+        },
+    )?;
+    let runs: std::collections::BTreeSet<(usize, u64, usize, usize)> = state
         .segments
         .iter()
         .flat_map(|(&base, segment)| {
-            segment
-                .free
-                .runs()
-                .map(move |(first, len)| (len, base, first))
+            (segment.free.runs()).map(move |(first, len)| (len, segment.serial, base, first))
         })
         .collect();
     ensure(runs == state.free_runs, || {

@@ -46,6 +46,9 @@ pub(crate) struct Segment {
     /// Where the segment is filed by its longest run of free and decommitted pages, while
     /// it is on the decommitted list.
     pub(crate) filed: Option<Filed>,
+    /// How many segments the allocator made before this one: among equally good runs the
+    /// oldest segment's is taken.
+    pub(crate) serial: u64,
 }
 
 impl Segment {

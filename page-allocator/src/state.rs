@@ -10,10 +10,15 @@ use crate::segment::{LargeSegment, Segment, SegmentList};
 pub(crate) struct State {
     pub(crate) segments: BTreeMap<usize, Segment>,
     pub(crate) lists: [BTreeSet<usize>; SegmentList::ALL.len()],
-    /// Every maximal run of free pages as (length, segment base, first page): best fit is
-    /// the first entry from `(n, 0, 0)` on, the lowest address among equals. Kept by
-    /// [`State::change`].
-    pub(crate) free_runs: BTreeSet<(usize, usize, usize)>,
+    /// Every maximal run of free pages as (length, segment serial, segment base, first
+    /// page): best fit is the first entry from `(n, 0, 0, 0)` on, the oldest segment's
+    /// among equals. Oldest, not lowest in address: the newer segments' runs then stay
+    /// free, to be decommitted or to empty their segments, where the oldest are kept full.
+    /// By address the choice would follow where the OS puts mappings: `mmap` hands out
+    /// addresses downwards, a code range or the MAP_JIT region upwards, and the mixed W1
+    /// decommitted 0.028 pages per step taking the newest (0.20 with 10,000 live blocks)
+    /// against 0.018 (0.117) taking the oldest. Kept by [`State::change`].
+    pub(crate) free_runs: BTreeSet<(usize, u64, usize, usize)>,
     /// The segments on the decommitted list, by their longest run of free and decommitted
     /// pages. Kept by [`State::refile`].
     pub(crate) by_room: ByRoom,
@@ -88,7 +93,7 @@ impl State {
             ..
         } = self;
         let segment = segments.get_mut(&base).expect("segments changed exist");
-        let free = segment.free;
+        let (free, serial) = (segment.free, segment.serial);
         change(segment);
         // Pages decommitted as they are released, or free pages decommitted, leave the free
         // runs as they were.
@@ -96,10 +101,10 @@ impl State {
             let (lo, hi) = (first.saturating_sub(1), first + n + 1);
             let touches = |&(start, len): &(usize, usize)| start < hi && start + len > lo;
             for (start, len) in free.runs().filter(touches) {
-                free_runs.remove(&(len, base, start));
+                free_runs.remove(&(len, serial, base, start));
             }
             for (start, len) in segment.free.runs().filter(touches) {
-                free_runs.insert((len, base, start));
+                free_runs.insert((len, serial, base, start));
             }
         }
     }
@@ -107,7 +112,7 @@ impl State {
     /// Adds a new segment, indexing its runs.
     pub(crate) fn add_segment(&mut self, base: usize, segment: Segment) {
         for (start, len) in segment.free.runs() {
-            self.free_runs.insert((len, base, start));
+            self.free_runs.insert((len, segment.serial, base, start));
         }
         self.list(segment.list).insert(base);
         self.segments.insert(base, segment);
@@ -123,7 +128,7 @@ impl State {
         }
         let segment = self.segments.remove(&base).expect("removed segments exist");
         for (start, len) in segment.free.runs() {
-            self.free_runs.remove(&(len, base, start));
+            self.free_runs.remove(&(len, segment.serial, base, start));
         }
         self.list(segment.list).remove(&base);
     }

@@ -832,3 +832,43 @@ fn a_run_to_commit_is_looked_for_in_at_most_64_segments() {
         "its free page stays"
     );
 }
+
+/// Of equally short free runs the oldest segment's is taken, whatever the addresses: in a
+/// code range a segment made later can lie below an older one (here the newer segment
+/// takes the span a released region left at the range's start).
+#[test]
+fn of_equal_free_runs_the_oldest_segments_is_taken_wherever_it_lies() {
+    let config = PageAllocatorConfig {
+        segment_pages: 4,
+        max_free_pages: 8,
+        ..PageAllocatorConfig::without_secondary()
+    };
+    let range = vm::CodeRangeConfig::new(1 << 20);
+    let vm =
+        VirtualAlloc::with_code_range(SimOs::linux(), Some(WxStrategy::DualMap), range).unwrap();
+    let pages = PageAllocator::new(vm, config).unwrap();
+    let page = pages.page_size();
+    let placeholder = pages.vm().reserve(0x10000).unwrap();
+    let older = pages.alloc_pages(4).unwrap();
+    pages.vm().release(placeholder.base).unwrap();
+    let newer = pages.alloc_pages(4).unwrap();
+    assert!(
+        newer.segment < older.segment,
+        "the newer segment lies lower"
+    );
+    for run in [&older, &newer] {
+        pages.release_pages(run.addr + page, 2).unwrap();
+    }
+    assert_eq!(checked(&pages).free_bytes, 4 * page);
+    let taken = pages.alloc_pages(2).unwrap();
+    assert_eq!(
+        (taken.segment, taken.addr),
+        (older.segment, older.addr + page)
+    );
+    let next = pages.alloc_pages(2).unwrap();
+    assert_eq!(
+        (next.segment, next.addr),
+        (newer.segment, newer.addr + page)
+    );
+    checked(&pages);
+}

@@ -233,6 +233,8 @@ struct Seg {
     slots: Vec<bool>,
     /// Whether the secondary area is committed: from its first slot on.
     area_committed: bool,
+    /// Segments made before it: of equally short free runs, the oldest segment's is taken.
+    serial: u64,
 }
 
 impl Seg {
@@ -452,18 +454,18 @@ impl Model {
         }
         let normal = || self.segs.iter().filter(|(_, seg)| !seg.large);
         let on = |list| normal().filter(move |(_, seg)| seg.list() == Some(list));
-        // Best fit: the shortest run of free pages, the lowest address of equals, in a
-        // segment not on the full list.
+        // Best fit: the shortest run of free pages, the oldest segment's of equals (the
+        // lowest address of equals in the segment), in a segment not on the full list.
         let best = normal()
             .filter(|(_, seg)| seg.list() != Some(SegmentList::Full))
             .flat_map(|(&base, seg)| {
                 seg.free_runs()
                     .into_iter()
-                    .map(move |(first, len)| (len, base, first))
+                    .map(move |(first, len)| (len, seg.serial, base, first))
             })
-            .filter(|&(len, _, _)| len >= n)
+            .filter(|&(len, ..)| len >= n)
             .min();
-        if let Some((_, base, first)) = best {
+        if let Some((.., base, first)) = best {
             return Ok(Placement::Free { base, first });
         }
         // Then a window of free or decommitted pages in a segment with decommitted pages,
@@ -934,6 +936,7 @@ impl<O: Observed> Harness<O> {
                     pages,
                     slots: vec![false; m.slot_count()],
                     area_committed: false,
+                    serial: m.created,
                 };
                 m.segs.insert(base, seg);
                 m.created += 1;
