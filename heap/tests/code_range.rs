@@ -57,7 +57,7 @@ fn emit<O: Os>(heap: &Heap<O>, size: usize, value: u32) -> Block {
 /// apart in the range: the middle one calls one before it and one after it directly, and
 /// `calls_two`'s sum comes back.
 #[cfg(all(target_os = "linux", not(miri)))]
-fn direct_calls_between_segments<O: Os>(heap: &Heap<O>, run: impl Fn(&Block) -> u32) {
+fn direct_calls_between_segments(heap: &Heap<codeheap::NativeOs>) {
     let range = heap.code_range().expect("a code range");
     let large = heap.page_allocator().config().code_pages() * heap.page_size() + 1;
     let fill =
@@ -81,8 +81,17 @@ fn direct_calls_between_segments<O: Os>(heap: &Heap<O>, run: impl Fn(&Block) -> 
     let code = calls_two(heap.arch(), caller.addr(), [before.addr(), after.addr()]);
     let mut caller = caller;
     heap.write(&mut caller, |w| w.write(0, &code)).unwrap();
-    assert_eq!(run(&caller), 42);
-    assert_eq!(run(&fillers[3]), 3);
+    assert_eq!(native_call(heap, &caller), 42);
+    assert_eq!(native_call(heap, &fillers[3]), 3);
+}
+
+/// Calls a finalized block through a function pointer.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn native_call(heap: &Heap<codeheap::NativeOs>, block: &Block) -> u32 {
+    // SAFETY: the tests' blocks hold complete `extern "C" fn() -> u32`s, finalized, whose
+    // callees (other blocks, or a function of this program) live as long as the heap.
+    let function: extern "C" fn() -> u32 = unsafe { heap.function(block) }.unwrap();
+    function()
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -96,12 +105,7 @@ fn blocks_in_different_segments_call_each_other_directly() {
         };
         let heap = Heap::with_config(NativeOs::new(), config).unwrap();
         assert!(heap.code_range().unwrap().len() <= heap.arch().call_reach());
-        direct_calls_between_segments(&heap, |block| {
-            // SAFETY: the block holds a complete `extern "C" fn() -> u32`, finalized, whose
-            // callees are finalized blocks that live as long as the heap.
-            let function: extern "C" fn() -> u32 = unsafe { heap.function(block) }.unwrap();
-            function()
-        });
+        direct_calls_between_segments(&heap);
     }
 }
 
@@ -136,10 +140,7 @@ fn blocks_call_a_function_of_the_program_directly() {
             })
             .collect();
         for block in &blocks {
-            // SAFETY: the block holds a complete `extern "C" fn() -> u32` calling this
-            // program's helper twice, finalized.
-            let function: extern "C" fn() -> u32 = unsafe { heap.function(block) }.unwrap();
-            assert_eq!(function(), 42, "{strategy}");
+            assert_eq!(native_call(&heap, block), 42, "{strategy}");
         }
     }
 }
