@@ -44,29 +44,40 @@ pub(super) unsafe fn mmap(
 ) -> Result<usize> {
     let offset = libc::off_t::try_from(offset).map_err(|_| Error::SizeOverflow { size: offset })?;
     let (hint, flags) = match at {
-        Some(addr) => (addr as *mut libc::c_void, flags | libc::MAP_FIXED),
-        None => (ptr::null_mut(), flags),
+        Some(addr) => (addr, flags | libc::MAP_FIXED),
+        None => (0, flags),
     };
     // SAFETY: without MAP_FIXED the kernel picks a free range; with it the caller promised
     // the range is theirs to replace.
-    let addr = unsafe { libc::mmap(hint, len, prot_flags(protection), flags, fd, offset) };
-    if addr == libc::MAP_FAILED {
-        Err(last_error(SysCall::Mmap))
-    } else {
-        Ok(addr as usize)
-    }
+    unsafe { checked_mmap(hint, len, prot_flags(protection), flags, fd, offset) }
 }
 
 /// `mmap` of `len` bytes of inaccessible memory with `flags`, at `hint` if that range is
 /// free, else wherever the kernel puts it (never `MAP_FIXED`: nothing is replaced).
 pub(super) fn map_reserve(len: usize, hint: Option<usize>, flags: libc::c_int) -> Result<usize> {
-    let hint = hint.unwrap_or(0) as *mut libc::c_void;
+    debug_assert_eq!(flags & libc::MAP_FIXED, 0);
     // SAFETY: without MAP_FIXED the address is only a hint; the kernel maps a free range.
-    let addr = unsafe { libc::mmap(hint, len, libc::PROT_NONE, flags, -1, 0) };
-    if addr == libc::MAP_FAILED {
+    unsafe { checked_mmap(hint.unwrap_or(0), len, libc::PROT_NONE, flags, -1, 0) }
+}
+
+/// `mmap` with its failure as an error.
+///
+/// # Safety
+/// As `mmap` itself: with `MAP_FIXED` in `flags`, the range at `addr` is replaced.
+unsafe fn checked_mmap(
+    addr: usize,
+    len: usize,
+    prot: libc::c_int,
+    flags: libc::c_int,
+    fd: libc::c_int,
+    offset: libc::off_t,
+) -> Result<usize> {
+    // SAFETY: forwarded to the caller.
+    let mapped = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags, fd, offset) };
+    if mapped == libc::MAP_FAILED {
         Err(last_error(SysCall::Mmap))
     } else {
-        Ok(addr as usize)
+        Ok(mapped as usize)
     }
 }
 
