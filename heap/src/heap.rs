@@ -177,19 +177,11 @@ impl<O: Os> Heap<O> {
         self.vm().code_range()
     }
 
-    /// Bytes the recorded block occupies: its size class's capacity (as
-    /// [`SizeClass::of`] gives it, in a few instructions: every free asks).
+    /// Bytes the recorded block occupies: its size class's capacity (every free asks; the
+    /// class is a few inlined instructions).
     #[inline]
     pub(crate) fn capacity_of(&self, record: &BlockRecord) -> usize {
-        let size = record.size();
-        if size > self.page {
-            return size.next_multiple_of(self.page);
-        }
-        let chunks = size.div_ceil(CHUNK);
-        match self.classes {
-            SizeClasses::PowerOfTwo => chunks.next_power_of_two() * CHUNK,
-            SizeClasses::Chunks => chunks * CHUNK,
-        }
+        SizeClass::of_accepted(record.size(), self.page, self.classes).capacity(self.page)
     }
 
     /// Where the recorded block is written (its address but for dual-mapped memory): from

@@ -53,6 +53,7 @@ impl SizeClass {
     }
 
     /// Bytes a block of this class occupies.
+    #[inline]
     pub(crate) fn capacity(self, page: usize) -> usize {
         match self {
             SizeClass::Small { chunks, .. } => chunks * CHUNK,
