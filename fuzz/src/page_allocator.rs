@@ -192,6 +192,10 @@ impl Driver {
         ensure(overlap.is_none(), || {
             format!("{run:?} overlaps the live run {overlap:?}")
         })?;
+        let write_addr = self.pages.vm().writable_address(run.addr);
+        ensure(write_addr == Ok(run.write_addr), || {
+            format!("{run:?} is written at {write_addr:?}")
+        })?;
         // Fresh pages come read-write; kept ones as they were released, and say so.
         let found = self.pages.vm().query(run.addr).map_err(|e| e.to_string())?;
         ensure(

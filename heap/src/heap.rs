@@ -26,8 +26,6 @@ use crate::unwind::UnwindRecord;
 /// Pages just taken from the page allocator and prepared.
 pub(crate) struct Acquired {
     pub(crate) run: PageRun,
-    /// Where the first page is written.
-    pub(crate) write_addr: usize,
     /// Secondary-area bytes taken with them, if asked for.
     pub(crate) slot: Option<SecondarySlot>,
 }
@@ -263,10 +261,9 @@ impl<O: Os> Heap<O> {
     /// arrive read-write and are filled; pages the heap released come back as it left
     /// them, trap-filled (it scrubs what it frees) and usually executable already, and then
     /// cost nothing.
-    fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<usize> {
-        let write_addr = self.vm().writable_address(run.addr)?;
+    fn prepare_pages(&self, state: &mut HeapState, run: PageRun) -> Result<()> {
         if run.fresh {
-            self.fill_traps(state, run.addr, write_addr, run.pages * self.page)?;
+            self.fill_traps(state, run.addr, run.write_addr, run.pages * self.page)?;
         }
         if run.protection != Protection::ExecuteRead {
             // Recorded for every strategy (a no-op but under Protect), so queries of heap
@@ -284,7 +281,7 @@ impl<O: Os> Heap<O> {
             }
         }
         state.counters.pages_acquired += run.pages as u64;
-        Ok(write_addr)
+        Ok(())
     }
 
     /// New pages from the page allocator, prepared, with `unwind_bytes` of secondary area
@@ -303,11 +300,7 @@ impl<O: Os> Heap<O> {
             None => (self.pages.alloc_pages(pages)?, None),
         };
         match self.prepare_pages(state, run) {
-            Ok(write_addr) => Ok(Acquired {
-                run,
-                write_addr,
-                slot,
-            }),
+            Ok(()) => Ok(Acquired { run, slot }),
             Err(err) => {
                 if let Some(slot) = slot {
                     let _ = self.pages.release_secondary(slot.addr);
@@ -327,7 +320,7 @@ impl<O: Os> Heap<O> {
         bucket: usize,
     ) -> PageId {
         let addr = acquired.run.addr;
-        let page = Page::new(addr, acquired.write_addr, self.page / CHUNK, bucket);
+        let page = Page::new(addr, acquired.run.write_addr, self.page / CHUNK, bucket);
         let id = state.pages.insert(page);
         state.page_index.insert(addr, id);
         id
@@ -409,7 +402,7 @@ impl<O: Os> Heap<O> {
             }
             (SizeClass::Large { pages }, bytes) => {
                 let acquired = self.acquire_pages(state, pages, bytes)?;
-                large_write_addr = acquired.write_addr;
+                large_write_addr = acquired.run.write_addr;
                 (acquired.run.addr, Home::Large, acquired.slot)
             }
         };

@@ -21,6 +21,9 @@ pub(crate) const SEGMENTS_WEIGHED: usize = 64;
 pub struct PageRun {
     /// Address of the first page.
     pub addr: usize,
+    /// Where the first page is written: `addr` but under `DualMap`, whose writable view
+    /// lies elsewhere. Known from the segment, so a holder needs no region lookup for it.
+    pub write_addr: usize,
     /// Number of pages.
     pub pages: usize,
     /// Base of the segment (or large segment) holding them.
@@ -218,12 +221,12 @@ impl<O: Os> PageAllocator<O> {
         let found = state
             .free_runs
             .range((pages, 0, 0, 0)..)
-            .find(|(_, _, base, _)| {
-                let segment = &state.segments[base];
-                segment.list != SegmentList::Full && fits(segment)
-            })
-            .map(|&(_, _, base, first)| (base, first));
-        let Some((base, first)) = found else {
+            .find_map(|&(_, _, base, first)| {
+                let segment = &state.segments[&base];
+                (segment.list != SegmentList::Full && fits(segment))
+                    .then_some(((base, segment.write_base), first))
+            });
+        let Some(((base, write_base), first)) = found else {
             return Ok(None);
         };
         let addr = base + first * self.page;
@@ -243,7 +246,7 @@ impl<O: Os> PageAllocator<O> {
         state.refile(base);
         Ok(Some(PageRun {
             protection,
-            ..self.run(base, first, pages, false)
+            ..self.run((base, write_base), first, pages, false)
         }))
     }
 
@@ -289,7 +292,8 @@ impl<O: Os> PageAllocator<O> {
         });
         state.free_pages -= was_free;
         state.refile(base);
-        Ok(Some(self.run(base, first, pages, true)))
+        let write_base = state.segments[&base].write_base;
+        Ok(Some(self.run((base, write_base), first, pages, true)))
     }
 
     /// Reserves a segment, commits its secondary area and the first `pages` code pages.
@@ -315,11 +319,12 @@ impl<O: Os> PageAllocator<O> {
             list: SegmentList::Full,
             filed: None,
             serial: state.segments_created,
+            write_base: region.write_base,
         };
         state.add_segment(region.base, segment);
         state.segments_created += 1;
         state.refile(region.base);
-        Ok(self.run(region.base, 0, pages, true))
+        Ok(self.run((region.base, region.write_base), 0, pages, true))
     }
 
     fn alloc_large(&self, state: &mut State, pages: usize, bytes: usize) -> Result<PageRun> {
@@ -345,6 +350,7 @@ impl<O: Os> PageAllocator<O> {
         state.used_pages += pages;
         Ok(PageRun {
             addr: region.base,
+            write_addr: region.write_base,
             pages,
             segment: region.base,
             large: true,
@@ -353,9 +359,17 @@ impl<O: Os> PageAllocator<O> {
         })
     }
 
-    fn run(&self, base: usize, first: usize, pages: usize, fresh: bool) -> PageRun {
+    /// `pages` pages from page `first` of the segment at `base`, written from `write_base`.
+    fn run(
+        &self,
+        (base, write_base): (usize, usize),
+        first: usize,
+        pages: usize,
+        fresh: bool,
+    ) -> PageRun {
         PageRun {
             addr: base + first * self.page,
+            write_addr: write_base + first * self.page,
             pages,
             segment: base,
             large: false,

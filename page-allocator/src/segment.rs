@@ -49,6 +49,8 @@ pub(crate) struct Segment {
     /// How many segments the allocator made before this one: among equally good runs the
     /// oldest segment's is taken.
     pub(crate) serial: u64,
+    /// Where the segment's first page is written (its region's writable view).
+    pub(crate) write_base: usize,
 }
 
 impl Segment {

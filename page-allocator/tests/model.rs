@@ -636,6 +636,7 @@ impl Model {
             if end < run_end {
                 kept.push(PageRun {
                     addr: end,
+                    write_addr: run.write_addr + (end - run.addr),
                     pages: (run_end - end) / page,
                     ..run
                 });
@@ -1003,6 +1004,11 @@ impl<O: Observed> Harness<O> {
             !fresh.is_empty(),
             "{run:?}: fresh says whether any page was committed by the call"
         );
+        assert_eq!(
+            Ok(run.write_addr),
+            self.pages.vm().writable_address(run.addr),
+            "{run:?}: the run says where it is written"
+        );
         m.runs.push(run);
 
         let first = (run.addr - run.segment) / page;
@@ -1082,6 +1088,7 @@ impl<O: Observed> Harness<O> {
         let large = m.segs[&base].large;
         m.released_runs.push(PageRun {
             addr,
+            write_addr: m.segs[&base].write_base + (addr - base),
             pages: n,
             segment: base,
             large,
