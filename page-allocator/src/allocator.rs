@@ -1,7 +1,7 @@
 //! [`PageAllocator`]: ChakraCore's `HeapPageAllocator` over a [`VirtualAlloc`].
 
 use codeheap_virtual_alloc::sync::{Mutex, lock};
-use codeheap_virtual_alloc::{Os, PageState, Protection, VirtualAlloc, WxStrategy};
+use codeheap_virtual_alloc::{Os, PageState, Protection, VirtualAlloc};
 
 use crate::bitmap::Bitmap;
 use crate::config::PageAllocatorConfig;
@@ -599,19 +599,14 @@ impl<O: Os> PageAllocator<O> {
         protection: Protection,
         expected_old: Protection,
     ) -> Result<()> {
-        let place = {
+        {
             let state = lock(&self.state);
-            self.locate_allocated(&state, addr, pages, false)?.0
-        };
-        let base = match place {
-            Place::Segment(base) | Place::Large(base) => base,
-        };
+            self.locate_allocated(&state, addr, pages, false)?;
+        }
         self.vm
             .protect_expecting(addr, pages * self.page, protection, expected_old)?;
-        let strategy = self
-            .vm
-            .region(base)
-            .map_or(WxStrategy::Protect, |r| r.strategy);
+        // Every segment was reserved with the allocator's own strategy.
+        let strategy = self.vm.strategy();
         self.protects.record(strategy.protect_makes_syscall());
         Ok(())
     }
