@@ -2,24 +2,30 @@
 //! with the mixed sizes and across fixed sizes. `cargo bench -p codeheap-bench`; the HTML
 //! reports land in `target/criterion/`.
 //!
-//! Each benchmark keeps its workload's state (1,000 live blocks) across iterations and
-//! times whole batches (`iter_custom`), so what is measured is the steady state of the
-//! churn, with no dynamic dispatch inside the timed loop.
+//! Each benchmark keeps its workload's state (1,000 live blocks; `w1_mixed_10k`: 10,000,
+//! codeheap's rows only) across iterations and times whole batches (`iter_custom`), so
+//! what is measured is the steady state of the churn, with no dynamic dispatch inside the
+//! timed loop.
 
 mod common;
 
+use codeheap::WxStrategy;
 use codeheap_bench::Row;
 use codeheap_bench::sizes::Sizes;
-use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Workload};
+use codeheap_bench::workload::{EMIT_BYTES, LIVE, MakeStepper, Workload};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 6] = [64, 256, 1024, 4096, 16_384, 65_536];
 
 fn bench(c: &mut Criterion, group: &str, workload: Workload, rows: &[Row], parameter: String) {
+    bench_live(c, group, MakeStepper::new(workload), rows, parameter);
+}
+
+fn bench_live(c: &mut Criterion, group: &str, make: MakeStepper, rows: &[Row], parameter: String) {
     let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(1));
     for row in rows {
-        let mut stepper = row.visit(MakeStepper(workload)).expect("available");
+        let mut stepper = row.visit(make).expect("available");
         group.bench_function(BenchmarkId::new(row.key(), &parameter), |b| {
             b.iter_custom(|iters| stepper.run(iters));
         });
@@ -37,6 +43,15 @@ fn mixed(c: &mut Criterion) {
         &rows,
         EMIT_BYTES.to_string(),
     );
+    // Ten times the live blocks: page churn grows with the heap (the page allocator's
+    // choice of what to decommit over its cap shows here, not at 1,000).
+    let live = 10 * LIVE;
+    let make = MakeStepper {
+        workload: Workload::W1(Sizes::Mix),
+        live,
+    };
+    let codeheap = [Row::Codeheap(WxStrategy::DualMap), Row::CodeheapChunks];
+    bench_live(c, "w1_mixed_10k", make, &codeheap, live.to_string());
 }
 
 fn across_sizes(c: &mut Criterion) {

@@ -166,15 +166,30 @@ impl Workload {
 
 /// Builds a boxed [`Stepper`] for a row.
 #[derive(Debug, Clone, Copy)]
-pub struct MakeStepper(pub Workload);
+pub struct MakeStepper {
+    /// What it runs.
+    pub workload: Workload,
+    /// Over how many live blocks.
+    pub live: usize,
+}
+
+impl MakeStepper {
+    /// `workload` over the issue's [`LIVE`] blocks.
+    pub fn new(workload: Workload) -> MakeStepper {
+        MakeStepper {
+            workload,
+            live: LIVE,
+        }
+    }
+}
 
 impl RowVisitor for MakeStepper {
     type Output = Box<dyn Stepper>;
 
     fn visit<P: Peer + 'static>(self, peer: P) -> Box<dyn Stepper> {
-        match self.0 {
-            Workload::W1(sizes) => Box::new(W1::new(peer, LIVE, sizes)),
-            Workload::W2(bytes) => Box::new(W2::new(peer, LIVE, bytes)),
+        match self.workload {
+            Workload::W1(sizes) => Box::new(W1::new(peer, self.live, sizes)),
+            Workload::W2(bytes) => Box::new(W2::new(peer, self.live, bytes)),
         }
     }
 }
@@ -210,7 +225,7 @@ mod tests {
             .filter(|row| !matches!(row, Row::JitAllocator | Row::JitAllocatorLocked))
         {
             for workload in [Workload::W1(Sizes::Mix), Workload::W2(EMIT_BYTES)] {
-                let mut stepper = row.visit(MakeStepper(workload)).expect("available");
+                let mut stepper = row.visit(MakeStepper::new(workload)).expect("available");
                 stepper.run(50);
             }
         }

@@ -105,9 +105,10 @@ fn main() {
 /// `--child w3 ROW LIVE STEPS EVERY` |
 /// `--child w4 ROW MILLIS emits|sleeps|spins [CALLS_PER_PICK]` |
 /// `--child serve ROW WORKLOAD` (batches for the W1/W2 rounds, see `rounds.rs`) |
-/// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS` (one
-/// workload alone, mixed sizes or one fixed size, to profile it:
-/// `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1 20000`) |
+/// `--child overlap ROW STEPS` | `--child run ROW w1|w2|w1:BYTES|w2:BYTES STEPS [LIVE]`
+/// (one workload alone, mixed sizes or one fixed size, over 1,000 live blocks or `LIVE`,
+/// to profile it: `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1
+/// 20000`) |
 /// `--child keep PAGES STEPS` (the mixed W1 alone on a dual-map heap that keeps up to
 /// `PAGES` free pages committed: what the kept-page cap trades)
 fn child(args: &[String]) {
@@ -158,7 +159,8 @@ fn child(args: &[String]) {
         }
         "run" => {
             let workload = Workload::from_key(&args[2]).expect("w1, w2, w1:BYTES or w2:BYTES");
-            let mut stepper = row.visit(MakeStepper(workload)).expect("available");
+            let live = args.get(4).map_or(workload::LIVE, |_| number(4) as usize);
+            let mut stepper = (row.visit(MakeStepper { workload, live })).expect("available");
             let took = stepper.run(number(3));
             println!(
                 "RESULT ns_per_step={:.1}",

@@ -23,7 +23,7 @@ use crate::{Plan, death};
 /// panicked allocator's state is broken: the process goes without running its
 /// destructors).
 pub(crate) fn serve(row: Row, workload: Workload) {
-    let mut stepper = row.visit(MakeStepper(workload)).expect("available");
+    let mut stepper = row.visit(MakeStepper::new(workload)).expect("available");
     // Panics from here on are answered, not printed.
     std::panic::set_hook(Box::new(|_| {}));
     let mut out = std::io::stdout().lock();
