@@ -18,8 +18,9 @@ pub struct PageAllocatorConfig {
     pub secondary_pages: usize,
     /// Bytes per secondary slot: a power of two of at least 16.
     pub secondary_slot_size: usize,
-    /// Free pages kept committed for reuse; beyond this, released pages are decommitted at
-    /// once. ChakraCore's code heap keeps none.
+    /// Free pages kept committed for reuse. A release that would keep more decommits the
+    /// free pages kept longest ago (other segments' whole free runs, if they make all the
+    /// room), else its own excess. ChakraCore's code heap keeps none.
     pub max_free_pages: usize,
 }
 

@@ -51,6 +51,10 @@ pub(crate) struct Segment {
     pub(crate) serial: u64,
     /// Where the segment's first page is written (its region's writable view).
     pub(crate) write_base: usize,
+    /// When a release last kept free pages in it (the allocator's `keeps` then; 0: never).
+    /// Over `max_free_pages`, the free pages of segments released into longest ago are the
+    /// first decommitted.
+    pub(crate) last_kept: u64,
 }
 
 impl Segment {

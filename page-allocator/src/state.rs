@@ -36,6 +36,8 @@ pub(crate) struct State {
     /// a heap can lazily re-check pages it had parked as full (ChakraCore's
     /// `secondaryAllocStateChangedCount`).
     pub(crate) secondary_changes: u64,
+    /// Releases that kept pages free, counted: the clock of [`Segment::last_kept`].
+    pub(crate) keeps: u64,
 }
 
 /// Where an address lies.

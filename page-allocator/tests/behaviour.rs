@@ -772,15 +772,15 @@ fn a_run_to_commit_is_the_window_with_the_most_free_pages_among_those_that_fit()
     let (a, b) = (pages.alloc_pages(8).unwrap(), pages.alloc_pages(8).unwrap());
     // a: free, decommitted, free, decommitted, then allocated: a run of 4 with 2 free.
     // b: 3 free, 4 decommitted, 1 allocated: a run of 7 whose first 4 have 3 free.
-    // Kept free first (5 in all), then decommitted.
+    // Kept free (5 in all, the cap) or discarded (decommitted whatever the cap).
     for addr in [a.addr, a.addr + 2 * page] {
         pages.release_pages(addr, 1).unwrap();
     }
     pages.release_pages(b.addr, 3).unwrap();
     for addr in [a.addr + page, a.addr + 3 * page] {
-        pages.release_pages(addr, 1).unwrap();
+        pages.discard_pages(addr, 1).unwrap();
     }
-    pages.release_pages(b.addr + 3 * page, 4).unwrap();
+    pages.discard_pages(b.addr + 3 * page, 4).unwrap();
     assert_eq!(checked(&pages).free_bytes, 5 * page);
 
     // a's run fits 4 pages most tightly and is weighed first, but b's first 4 pages need
@@ -871,4 +871,59 @@ fn of_equal_free_runs_the_oldest_segments_is_taken_wherever_it_lies() {
         (newer.segment, newer.addr + page)
     );
     checked(&pages);
+}
+
+/// Three segments of 4 pages, each with a run of 4 taken, and a cap of 2 free pages.
+fn three_full_segments() -> (PageAllocator<SimOs>, [usize; 3]) {
+    let config = PageAllocatorConfig {
+        segment_pages: 4,
+        max_free_pages: 2,
+        ..PageAllocatorConfig::without_secondary()
+    };
+    let pages = linux(WxStrategy::DualMap, config);
+    let bases = [(); 3].map(|()| pages.alloc_pages(4).unwrap().addr);
+    (pages, bases)
+}
+
+fn committed(pages: &PageAllocator<SimOs>, addr: usize) -> bool {
+    matches!(
+        pages.vm().query(addr).unwrap().state,
+        PageState::Committed(_)
+    )
+}
+
+#[test]
+fn over_the_cap_the_free_pages_kept_longest_ago_are_decommitted_first() {
+    let (pages, [a, b, c]) = three_full_segments();
+    let page = pages.page_size();
+    pages.release_pages(a, 1).unwrap();
+    pages.release_pages(b, 1).unwrap();
+    // Two more pages over a full cap: a's and b's free pages, kept before, make the room,
+    // and the pages just released stay committed.
+    pages.release_pages(c, 2).unwrap();
+    assert!(!committed(&pages, a) && !committed(&pages, b));
+    assert!(committed(&pages, c) && committed(&pages, c + page));
+    assert_eq!(checked(&pages).free_bytes, 2 * page);
+    // Only the releasing segment's own free pages are left: it decommits its own excess.
+    pages.release_pages(c + 2 * page, 1).unwrap();
+    assert!(committed(&pages, c) && committed(&pages, c + page));
+    assert!(!committed(&pages, c + 2 * page));
+    assert_eq!(checked(&pages).free_bytes, 2 * page);
+}
+
+#[test]
+fn a_refused_decommit_of_stale_pages_leaves_the_release_its_own_room() {
+    let (pages, [a, b, c]) = three_full_segments();
+    let page = pages.page_size();
+    pages.release_pages(a, 1).unwrap();
+    pages.release_pages(b, 1).unwrap();
+    pages.vm().os().fail_after(0, libc::ENOMEM);
+    pages.release_pages(c, 2).unwrap();
+    pages.vm().os().clear_failures();
+    assert!(
+        committed(&pages, a) && committed(&pages, b),
+        "a's decommit was refused"
+    );
+    assert!(!committed(&pages, c) && !committed(&pages, c + page));
+    assert_eq!(checked(&pages).free_bytes, 2 * page);
 }

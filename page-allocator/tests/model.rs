@@ -235,6 +235,9 @@ struct Seg {
     area_committed: bool,
     /// Segments made before it: of equally short free runs, the oldest segment's is taken.
     serial: u64,
+    /// The model's `keeps` when a release last kept pages free in it: over the cap, the
+    /// free pages of the segments kept into longest ago are decommitted first.
+    last_kept: u64,
 }
 
 impl Seg {
@@ -363,6 +366,8 @@ struct Model {
     protect_calls: u64,
     /// Times a slot release moved a segment off the full list.
     state_changes: u64,
+    /// Releases that kept pages free.
+    keeps: u64,
 }
 
 impl Model {
@@ -383,6 +388,7 @@ impl Model {
             decommitted_pages: 0,
             protect_calls: 0,
             state_changes: 0,
+            keeps: 0,
         }
     }
 
@@ -605,6 +611,35 @@ impl Model {
     }
 
     /// Gives a segment with nothing in use back to the OS. Returns whether it did.
+    /// Decommits whole free runs of segments other than `releasing`, those kept into longest
+    /// ago first, until `wanted` pages are decommitted.
+    fn decommit_stale(&mut self, releasing: usize, wanted: usize) {
+        let mut stale: Vec<(u64, usize)> = (self.segs.iter())
+            .filter(|&(&base, seg)| base != releasing && !seg.large && seg.free() > 0)
+            .map(|(&base, seg)| (seg.last_kept, base))
+            .collect();
+        stale.sort_unstable();
+        let mut room = 0;
+        for (_, base) in stale {
+            let seg = self.segs.get_mut(&base).expect("listed");
+            let mut i = 0;
+            while i < seg.pages.len() && room < wanted {
+                let run = seg.pages[i..]
+                    .iter()
+                    .take_while(|p| matches!(p, Page::Free(_)))
+                    .count();
+                seg.pages[i..i + run].fill(Page::Decommitted);
+                self.decommitted_pages += run as u64;
+                room += run;
+                i += run.max(1);
+            }
+            self.maybe_release(base);
+            if room >= wanted {
+                break;
+            }
+        }
+    }
+
     fn maybe_release(&mut self, base: usize) -> bool {
         let seg = &self.segs[&base];
         if seg.large || seg.list().is_some() {
@@ -938,6 +973,7 @@ impl<O: Observed> Harness<O> {
                     slots: vec![false; m.slot_count()],
                     area_committed: false,
                     serial: m.created,
+                    last_kept: 0,
                 };
                 m.segs.insert(base, seg);
                 m.created += 1;
@@ -1107,6 +1143,14 @@ impl<O: Observed> Harness<O> {
             .iter()
             .filter(|&&p| p == Page::Parked)
             .count();
+        // Over the cap, other segments' free pages go first, those kept into longest ago
+        // first, if they make all the room.
+        let wanted = (m.free_pages() + n).saturating_sub(m.config.max_free_pages);
+        let stale = m.free_pages() - m.segs[&base].free();
+        let evicted = parked == 0 && !discard && wanted > 0 && stale >= wanted;
+        if evicted {
+            m.decommit_stale(base, wanted);
+        }
         // Parked pages have no memory to keep: a run holding any is decommitted whole, as
         // is a discarded one.
         let keep = match parked {
@@ -1124,10 +1168,15 @@ impl<O: Observed> Harness<O> {
                 _ => Page::Decommitted,
             };
         }
+        if keep > 0 {
+            m.keeps += 1;
+            seg.last_kept = m.keeps;
+        }
         m.decommitted_pages += (n - keep - parked) as u64;
         let gone = m.maybe_release(base);
         if let Some(made) = self.calls_since(calls)
             && keep == n
+            && !evicted
             && !gone
         {
             assert_eq!(made.total(), 0, "keeping released pages made system calls");
