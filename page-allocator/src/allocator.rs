@@ -46,10 +46,9 @@ pub struct PageRun {
 ///   the caller makes them executable with [`protect_pages`](Self::protect_pages).
 /// * Requests larger than a segment's code pages get a dedicated large segment.
 /// * Released pages are kept committed up to `max_free_pages` (a code heap keeps none by
-///   default). A release that would keep more first decommits the free pages of the
-///   segments released into longest ago, then, if that is not room enough, its own excess;
-///   a segment with nothing allocated, nothing committed and no slot in use goes back to
-///   the OS.
+///   default). A release that would keep more decommits the free pages of the segments
+///   released into longest ago if they make all the room, else its own excess; a segment
+///   with nothing allocated, nothing committed and no slot in use goes back to the OS.
 /// * Segments sit on lists by state (partial, full, empty, decommitted); allocation takes
 ///   free committed pages first (the shortest free run that fits, so holes are filled
 ///   before long runs are cut), then commits decommitted ones (where the fewest need
