@@ -109,12 +109,14 @@ fn main() {
 /// (one workload alone, mixed sizes or one fixed size, over 1,000 live blocks or `LIVE`,
 /// to profile it: `valgrind --tool=callgrind bench-report --child run codeheap-dual-map w1
 /// 20000`) |
-/// `--child keep PAGES STEPS` (the mixed W1 alone on a dual-map heap that keeps up to
-/// `PAGES` free pages committed: what the kept-page cap trades)
+/// `--child keep PAGES STEPS [LIVE]` (the mixed W1 alone on a dual-map heap that keeps up
+/// to `PAGES` free pages committed, over 1,000 live blocks or `LIVE`: what the kept-page
+/// cap trades, and how much the page allocator decommits)
 fn child(args: &[String]) {
     let number = |i: usize| args[i].parse::<u64>().expect("a number");
     if args[0] == "keep" {
-        return keep_pages(number(1) as usize, number(2));
+        let live = args.get(3).map_or(workload::LIVE, |_| number(3) as usize);
+        return keep_pages(number(1) as usize, number(2), live);
     }
     let row = Row::from_key(&args[1]).expect("a row key");
     match args[0].as_str() {
@@ -175,14 +177,14 @@ fn child(args: &[String]) {
     }
 }
 
-/// The mixed W1 over a dual-map heap keeping up to `pages` free pages: `steps` steps timed
-/// after `steps / 5` of warm-up, with the pages decommitted per step and the bytes
-/// committed at the end.
-fn keep_pages(pages: usize, steps: u64) {
+/// The mixed W1 over `live` blocks on a dual-map heap keeping up to `pages` free pages:
+/// `steps` steps timed after `steps / 5` of warm-up, with the pages decommitted per step
+/// and the bytes committed at the end.
+fn keep_pages(pages: usize, steps: u64, live: usize) {
     let mut config = HeapConfig::with_strategy(WxStrategy::DualMap);
     config.pages.max_free_pages = pages;
     let heap = CodeHeap::with_config(config).expect("dual mapping on this machine");
-    let mut w1 = W1::new(heap, workload::LIVE, Sizes::Mix);
+    let mut w1 = W1::new(heap, live, Sizes::Mix);
     w1.run(steps / 5);
     let before = w1.peer().heap().page_allocator().stats();
     let took = w1.run(steps);
