@@ -516,8 +516,8 @@ impl<O: Os> PageAllocator<O> {
     /// request took. Decommitting those instead of the new ones cut the mixed W1 over
     /// 10,000 live blocks from 0.110 to 0.039 pages decommitted per step. Otherwise, or if
     /// the OS refuses one of these decommits (the pages done so far stay decommitted: they
-    /// were free, no holder sees it), the release decommits its own excess, as it would
-    /// have.
+    /// were free, no holder sees it; `stats()` counts the refusal), the release decommits
+    /// its own excess, as it would have.
     fn make_room(&self, state: &mut State, releasing: usize, own_free: usize, pages: usize) {
         let wanted = (state.free_pages + pages).saturating_sub(self.config.max_free_pages);
         if wanted == 0 || state.free_pages - own_free < wanted {
@@ -536,6 +536,7 @@ impl<O: Os> PageAllocator<O> {
                     break;
                 }
                 if self.decommit_free_run(state, base, first, len).is_err() {
+                    state.refused_stale_decommits += 1;
                     self.refile_or_release(state, base);
                     return;
                 }
@@ -819,6 +820,7 @@ impl<O: Os> PageAllocator<O> {
             segments_created: state.segments_created,
             segments_released: state.segments_released,
             decommitted_pages: state.decommitted_pages,
+            refused_stale_decommits: state.refused_stale_decommits,
             secondary_slots_used: slots_used,
             secondary_slots_total: slots_total,
             ..PageAllocatorStats::default()

@@ -38,6 +38,9 @@ pub struct PageAllocatorStats {
     pub segments_released: u64,
     /// Pages decommitted so far.
     pub decommitted_pages: u64,
+    /// Decommits of the free pages kept longest ago that the OS refused while a release
+    /// made room under `max_free_pages` (the release then decommitted its own excess).
+    pub refused_stale_decommits: u64,
     /// `protect_pages` calls that succeeded.
     pub protect_calls: u64,
     /// Of those, the ones that made a system call (`Protect` segments).

@@ -917,6 +917,7 @@ fn a_refused_decommit_of_stale_pages_leaves_the_release_its_own_room() {
     let page = pages.page_size();
     pages.release_pages(a, 1).unwrap();
     pages.release_pages(b, 1).unwrap();
+    assert_eq!(checked(&pages).refused_stale_decommits, 0);
     pages.vm().os().fail_after(0, libc::ENOMEM);
     pages.release_pages(c, 2).unwrap();
     pages.vm().os().clear_failures();
@@ -925,5 +926,7 @@ fn a_refused_decommit_of_stale_pages_leaves_the_release_its_own_room() {
         "a's decommit was refused"
     );
     assert!(!committed(&pages, c) && !committed(&pages, c + page));
-    assert_eq!(checked(&pages).free_bytes, 2 * page);
+    let stats = checked(&pages);
+    assert_eq!(stats.free_bytes, 2 * page);
+    assert_eq!(stats.refused_stale_decommits, 1, "the refusal is counted");
 }
