@@ -486,14 +486,12 @@ impl<O: Os> PageAllocator<O> {
             let at = addr + keep * self.page;
             self.vm.decommit(at, decommit * self.page)?;
         }
-        if keep > 0 {
-            state.keeps += 1;
-        }
         let segment = state.segments.get_mut(&base).expect("located");
         let parked = segment.parked.count_ones();
         segment.parked.clear_range(first, pages);
         let unparked = parked - segment.parked.count_ones();
         if keep > 0 {
+            state.keeps += 1;
             segment.last_kept = state.keeps;
         }
         state.change(base, first, pages, |segment| {
@@ -530,11 +528,10 @@ impl<O: Os> PageAllocator<O> {
         stale.sort_unstable();
         let mut room = 0;
         for (_, base) in stale {
-            let runs: Vec<(usize, usize)> = state.segments[&base].free.runs().collect();
-            for (first, len) in runs {
-                if room >= wanted {
+            while room < wanted {
+                let Some((first, len)) = state.segments[&base].free.runs().next() else {
                     break;
-                }
+                };
                 if self.decommit_free_run(state, base, first, len).is_err() {
                     state.refused_stale_decommits += 1;
                     self.refile_or_release(state, base);

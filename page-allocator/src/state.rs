@@ -38,6 +38,7 @@ pub(crate) struct State {
     pub(crate) secondary_changes: u64,
     /// Releases that kept pages free, counted: the clock of [`Segment::last_kept`].
     pub(crate) keeps: u64,
+    /// Decommits of stale free pages the OS refused (see `PageAllocator::make_room`).
     pub(crate) refused_stale_decommits: u64,
 }
 

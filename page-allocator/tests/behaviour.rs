@@ -873,16 +873,19 @@ fn of_equal_free_runs_the_oldest_segments_is_taken_wherever_it_lies() {
     checked(&pages);
 }
 
-/// Three segments of 4 pages, each with a run of 4 taken, and a cap of 2 free pages.
-fn three_full_segments() -> (PageAllocator<SimOs>, [usize; 3]) {
+/// Three segments of 4 pages, each with a run of 4 taken, and a cap of 2 free pages, which
+/// the first page of the first two segments, released in turn, fills.
+fn a_full_cap_of_two_segments_pages() -> (PageAllocator<SimOs>, [usize; 3]) {
     let config = PageAllocatorConfig {
         segment_pages: 4,
         max_free_pages: 2,
         ..PageAllocatorConfig::without_secondary()
     };
     let pages = linux(WxStrategy::DualMap, config);
-    let bases = [(); 3].map(|()| pages.alloc_pages(4).unwrap().addr);
-    (pages, bases)
+    let [a, b, c] = [(); 3].map(|()| pages.alloc_pages(4).unwrap().addr);
+    pages.release_pages(a, 1).unwrap();
+    pages.release_pages(b, 1).unwrap();
+    (pages, [a, b, c])
 }
 
 fn committed(pages: &PageAllocator<SimOs>, addr: usize) -> bool {
@@ -894,10 +897,8 @@ fn committed(pages: &PageAllocator<SimOs>, addr: usize) -> bool {
 
 #[test]
 fn over_the_cap_the_free_pages_kept_longest_ago_are_decommitted_first() {
-    let (pages, [a, b, c]) = three_full_segments();
+    let (pages, [a, b, c]) = a_full_cap_of_two_segments_pages();
     let page = pages.page_size();
-    pages.release_pages(a, 1).unwrap();
-    pages.release_pages(b, 1).unwrap();
     // Two more pages over a full cap: a's and b's free pages, kept before, make the room,
     // and the pages just released stay committed.
     pages.release_pages(c, 2).unwrap();
@@ -913,10 +914,8 @@ fn over_the_cap_the_free_pages_kept_longest_ago_are_decommitted_first() {
 
 #[test]
 fn a_refused_decommit_of_stale_pages_leaves_the_release_its_own_room() {
-    let (pages, [a, b, c]) = three_full_segments();
+    let (pages, [a, b, c]) = a_full_cap_of_two_segments_pages();
     let page = pages.page_size();
-    pages.release_pages(a, 1).unwrap();
-    pages.release_pages(b, 1).unwrap();
     assert_eq!(checked(&pages).refused_stale_decommits, 0);
     pages.vm().os().fail_after(0, libc::ENOMEM);
     pages.release_pages(c, 2).unwrap();

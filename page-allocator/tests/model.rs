@@ -610,7 +610,6 @@ impl Model {
         }
     }
 
-    /// Gives a segment with nothing in use back to the OS. Returns whether it did.
     /// Decommits whole free runs of segments other than `releasing`, those kept into longest
     /// ago first, until `wanted` pages are decommitted.
     fn decommit_stale(&mut self, releasing: usize, wanted: usize) {
@@ -640,6 +639,7 @@ impl Model {
         }
     }
 
+    /// Gives a segment with nothing in use back to the OS. Returns whether it did.
     fn maybe_release(&mut self, base: usize) -> bool {
         let seg = &self.segs[&base];
         if seg.large || seg.list().is_some() {
