@@ -335,7 +335,7 @@ impl<O: Os> Heap<O> {
         } else if state.pages.get(id).list != PageList::Parked {
             // Kept as a spare (even past `SPARE_PAGES`): committed, trap-filled and
             // consistent.
-            let bucket = state.pages.get(id).bucket;
+            let bucket = state.pages.get(id).bucket();
             state.pages.relist(id, PageList::Spare, bucket);
         }
         // A parked page has no memory to be a spare with: it stays parked, empty, and its
@@ -552,7 +552,7 @@ impl<O: Os> Heap<O> {
         if self.classes == SizeClasses::Chunks && !page.is_full() {
             free().longest_run()
         } else {
-            page.bucket
+            page.bucket()
         }
     }
 
@@ -799,7 +799,7 @@ impl<O: Os> Heap<O> {
             .map(|(id, _)| id)
             .collect();
         for id in holding {
-            let (addr, bucket) = (state.pages.get(id).addr, state.pages.get(id).bucket);
+            let (addr, bucket) = (state.pages.get(id).addr, state.pages.get(id).bucket());
             self.pages.decommit_pages(addr, 1)?;
             state.pages.relist(id, PageList::Parked, bucket);
             let blocks: Vec<(usize, Place)> = (0..self.page / CHUNK)
@@ -923,9 +923,9 @@ impl<O: Os> Heap<O> {
             // Chunk classes file pages by their longest free run: such a page counts in the
             // bucket of the largest block it can still take, a full one in the last bucket.
             let bucket = match (self.classes, page.list) {
-                (SizeClasses::PowerOfTwo, _) => page.bucket,
+                (SizeClasses::PowerOfTwo, _) => page.bucket(),
                 (SizeClasses::Chunks, PageList::Full) => bucket_total - 1,
-                (SizeClasses::Chunks, _) => bucket_of(page.bucket),
+                (SizeClasses::Chunks, _) => bucket_of(page.bucket()),
             };
             match page.list {
                 PageList::Bucket | PageList::NoUnwindRoom => buckets[bucket].pages += 1,

@@ -183,16 +183,19 @@ impl<O: Os> Heap<O> {
                 let page = live.get(&id).ok_or_else(|| {
                     format!("{list:?} list holds page id {id}, which is not live")
                 })?;
-                ensure(page.list == list && page.slot == slot, || {
+                ensure(page.list == list && page.slot() == slot, || {
                     format!(
                         "page {:#x} is at slot {slot} of the {list:?} list but records {:?} slot {}",
-                        page.addr, page.list, page.slot
+                        page.addr,
+                        page.list,
+                        page.slot()
                     )
                 })?;
-                ensure(bucket.is_none_or(|b| b == page.bucket), || {
+                ensure(bucket.is_none_or(|b| b == page.bucket()), || {
                     format!(
                         "page {:#x} of bucket {} is on the {list:?} list of bucket {bucket:?}",
-                        page.addr, page.bucket
+                        page.addr,
+                        page.bucket()
                     )
                 })?;
                 listed += 1;
@@ -241,10 +244,10 @@ impl<O: Os> Heap<O> {
                 state.page_index.get(&addr)
             )
         })?;
-        ensure(page.bucket < state.pages.buckets.len(), || {
+        ensure(page.bucket() < state.pages.buckets.len(), || {
             format!(
                 "page {addr:#x} is in bucket {}, beyond the last",
-                page.bucket
+                page.bucket()
             )
         })?;
         ensure(
@@ -276,17 +279,17 @@ impl<O: Os> Heap<O> {
         // Power-of-two classes: free chunks come in aligned groups of the bucket's size.
         // Chunk classes: a page with free chunks is filed by its longest free run.
         let group = match self.classes {
-            SizeClasses::PowerOfTwo => 1 << page.bucket,
+            SizeClasses::PowerOfTwo => 1 << page.bucket(),
             SizeClasses::Chunks => 1,
         };
         if self.classes == SizeClasses::Chunks
             && matches!(page.list, PageList::Bucket | PageList::NoUnwindRoom)
         {
             let longest = bits.free.longest_run();
-            ensure(longest == page.bucket, || {
+            ensure(longest == page.bucket(), || {
                 format!(
                     "page {addr:#x} with a longest free run of {longest} chunks is filed under {}",
-                    page.bucket
+                    page.bucket()
                 )
             })?;
         }
@@ -295,7 +298,7 @@ impl<O: Os> Heap<O> {
             ensure(!any || bits.free.all_set(chunk, group), || {
                 format!(
                     "page {addr:#x} of bucket {}: chunks {chunk}..{} are partly free",
-                    page.bucket,
+                    page.bucket(),
                     chunk + group
                 )
             })?;
@@ -362,7 +365,7 @@ impl<O: Os> Heap<O> {
                 || {
                     format!(
                         "the block at {block:#x} ({n} chunks at chunk {chunk}) is not aligned to bucket {} of its page",
-                        page.bucket
+                        page.bucket()
                     )
                 },
             )?;
@@ -394,7 +397,7 @@ impl<O: Os> Heap<O> {
                 || {
                     format!(
                         "the kept freed block at chunk {first} of page {addr:#x} is not aligned to bucket {}",
-                        page.bucket
+                        page.bucket()
                     )
                 },
             )?;
@@ -428,7 +431,7 @@ impl<O: Os> Heap<O> {
                 "page {addr:#x} has {allocated} chunks allocated, its blocks cover {covered} and kept freed blocks {kept_chunks}"
             )
         })?;
-        ensure(page.writers == writing, || {
+        ensure(u32::from(page.writers) == writing, || {
             format!(
                 "page {addr:#x} counts {} open write sessions, {writing} of its blocks are being written",
                 page.writers

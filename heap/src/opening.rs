@@ -40,7 +40,7 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
     match span {
         Span::Page(id) => {
             let page = state.pages.get(id);
-            (page.addr, 1, page.writers, page.open)
+            (page.addr, 1, u32::from(page.writers), page.open)
         }
         Span::Large(place) => {
             let record = state.blocks.at(place);
@@ -70,7 +70,9 @@ pub(crate) fn adjust_writers(state: &mut HeapState, span: Span, delta: i32) {
     match span {
         Span::Page(id) => {
             let writers = &mut state.pages.get_mut(id).writers;
-            *writers = writers.checked_add_signed(delta).expect("sessions balance");
+            *writers = writers
+                .checked_add_signed(delta as i16)
+                .expect("sessions balance");
         }
         Span::Large(place) => {
             let writers = &mut state.blocks.at_mut(place).large_writers;

@@ -42,8 +42,8 @@ pub(crate) struct Page {
     /// Where the page is written (`addr` but for dual-mapped pages).
     pub(crate) write_addr: usize,
     /// The index of its list: its size bucket under power-of-two classes, the length of its
-    /// longest free run under chunk classes (see [`Pages`]).
-    pub(crate) bucket: usize,
+    /// longest free run under chunk classes (see [`Pages`]); at most [`MAX_CHUNKS`].
+    bucket: u16,
     /// Free chunks (set bits of its `free` bitmap), kept so that "empty" and "full" are
     /// O(1) on every free.
     pub(crate) free_chunks: u16,
@@ -52,10 +52,12 @@ pub(crate) struct Page {
     /// Chunks of freed blocks kept for reuse (`freed.rs`): taken, but no live block's.
     pub(crate) kept_chunks: u16,
     pub(crate) list: PageList,
-    /// Position in its list's vector, for O(1) removal.
-    pub(crate) slot: usize,
-    /// Open write sessions on blocks of this page.
-    pub(crate) writers: u32,
+    /// Position in its list's vector, for O(1) removal (a list holds at most every page,
+    /// and page ids are `u32`).
+    slot: u32,
+    /// Open write sessions on blocks of this page: at most one per block, so at most
+    /// [`MAX_CHUNKS`].
+    pub(crate) writers: u16,
     /// Whether the page is open for writing (under `Protect`: read-write). See `opening.rs`.
     pub(crate) open: bool,
 }
@@ -67,7 +69,7 @@ impl Page {
         Page {
             addr,
             write_addr,
-            bucket,
+            bucket: list_index(bucket),
             free_chunks: chunks as u16,
             chunks: chunks as u16,
             kept_chunks: 0,
@@ -76,6 +78,17 @@ impl Page {
             writers: 0,
             open: false,
         }
+    }
+
+    /// The index of its list (see the field).
+    #[inline]
+    pub(crate) fn bucket(&self) -> usize {
+        usize::from(self.bucket)
+    }
+
+    /// Position in its list's vector.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot as usize
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -90,6 +103,17 @@ impl Page {
     pub(crate) fn live_chunks(&self) -> usize {
         usize::from(self.chunks - self.free_chunks - self.kept_chunks)
     }
+}
+
+// The page table holds an entry per page of small blocks, looked up on every free: two to a
+// cache line, none straddling two (W3's 10,000 live blocks sit on some 2,000 pages).
+const _: () = assert!(core::mem::size_of::<Option<Page>>() == 32);
+
+/// A list index as a page keeps it: there are at most `MAX_CHUNKS + 1` lists.
+#[inline]
+fn list_index(bucket: usize) -> u16 {
+    debug_assert!(bucket <= MAX_CHUNKS);
+    bucket as u16
 }
 
 /// A page's two chunk bitmaps.
@@ -307,7 +331,7 @@ impl Pages {
         let (chunks, mut bits) = (self.chunks, self.chunk_bits_mut(id));
         bits.free.set_range(0, chunks);
         bits.starts.clear_range(0, chunks);
-        let (list, bucket) = (page.list, page.bucket);
+        let (list, bucket) = (page.list, page.bucket());
         self.table[id as usize] = Some(page);
         self.push(id, list, bucket);
         id
@@ -327,15 +351,15 @@ impl Pages {
         }
         let page = self.get_mut(id);
         page.list = list;
-        page.bucket = bucket;
-        page.slot = slot;
+        page.bucket = list_index(bucket);
+        page.slot = slot as u32;
     }
 
     #[inline]
     fn unlink(&mut self, id: PageId) {
         let (list, bucket, slot) = {
             let page = self.get(id);
-            (page.list, page.bucket, page.slot)
+            (page.list, page.bucket(), page.slot())
         };
         let Some(vec) = self.list_mut(list, bucket) else {
             return;
@@ -343,7 +367,7 @@ impl Pages {
         vec.swap_remove(slot);
         let emptied = vec.is_empty();
         if let Some(&moved) = vec.get(slot) {
-            self.get_mut(moved).slot = slot;
+            self.get_mut(moved).slot = slot as u32;
         }
         if emptied {
             self.mark(list, bucket, false);
@@ -402,7 +426,7 @@ impl Pages {
     #[inline]
     pub(crate) fn relist(&mut self, id: PageId, list: PageList, bucket: usize) {
         let page = self.get(id);
-        if page.list == list && page.bucket == bucket {
+        if page.list == list && page.bucket() == bucket {
             return;
         }
         self.unlink(id);
@@ -410,7 +434,7 @@ impl Pages {
             // On no list: keeps its bucket, no vector or list bitmap changes.
             let page = self.get_mut(id);
             page.list = list;
-            page.bucket = bucket;
+            page.bucket = list_index(bucket);
             page.slot = 0;
             return;
         }

@@ -93,7 +93,7 @@ impl<O: Os> Heap<O> {
             Ok(Some(slot)) => Ok(Some((id, first, slot))),
             Ok(None) if state.pages.get(id).list != PageList::NoUnwindRoom => {
                 self.give_back_kept(state, id, first, chunks);
-                let bucket = state.pages.get(id).bucket;
+                let bucket = state.pages.get(id).bucket();
                 state.pages.relist(id, PageList::NoUnwindRoom, bucket);
                 Ok(None)
             }
@@ -127,7 +127,7 @@ impl<O: Os> Heap<O> {
             match self.probe_secondary(state, id, bytes)? {
                 Some(slot) => return Ok((id, slot)),
                 None => {
-                    let its_bucket = state.pages.get(id).bucket;
+                    let its_bucket = state.pages.get(id).bucket();
                     state.pages.relist(id, PageList::NoUnwindRoom, its_bucket);
                 }
             }
