@@ -382,6 +382,13 @@ impl<O: Os> PageAllocator<O> {
 
     // ---- release ------------------------------------------------------------------------
 
+    /// Whether the `pages` pages at `addr` are all handed out, in one segment (or large
+    /// allocation): what a layer above can check the pages it holds against.
+    pub fn is_allocated(&self, addr: usize, pages: usize) -> bool {
+        let state = lock(&self.state);
+        self.locate_allocated(&state, addr, pages, false).is_ok()
+    }
+
     /// Where `pages` pages at `addr` lie, checked: page-aligned, in one segment's code pages
     /// (or exactly a large allocation when `whole_large`), all allocated.
     fn locate_allocated(

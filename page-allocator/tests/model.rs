@@ -1425,6 +1425,15 @@ impl<O: Observed> Harness<O> {
                 assert!(info.size >= same * page, "page {i} of {base:#x}: {info:?}");
                 i += same;
             }
+            // And handed out exactly where the model holds it.
+            for (i, held) in seg.pages.iter().enumerate() {
+                let addr = base + i * page;
+                assert_eq!(
+                    pages.is_allocated(addr, 1),
+                    held.is_held(),
+                    "page {addr:#x}"
+                );
+            }
             let secondary = pages.vm().query(m.secondary_base(base)).unwrap();
             let area = if seg.area_committed {
                 PageState::Committed(Protection::ReadWrite)
