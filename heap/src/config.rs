@@ -16,7 +16,9 @@ pub struct HeapConfig {
     /// Keep freed small blocks (up to 2 KiB) for the next allocation of the same size,
     /// which then takes one without page or bitmap work: a few KiB held for about a quarter
     /// of the instructions of a small alloc + free pair. A page is never kept alive by them.
-    /// On by default; off gives ChakraCore's behaviour (every free goes back to its page).
+    /// Freed large blocks too, up to 16 pages in all, for the next allocation of the same
+    /// page count, which then makes no trip through the page allocator. On by default; off
+    /// gives ChakraCore's behaviour (every free goes back to its page, or its pages back).
     pub keep_freed_blocks: bool,
     /// Address space to reserve up front as the heap's code range, every block then lying
     /// within it ([`VirtualAlloc::with_code_range`]): for code that calls other blocks with

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, HandleKey, Home};
 use crate::config::{HeapConfig, SPARE_PAGES, SizeClasses};
 use crate::error::{Error, Result};
+use crate::kept_large::KeptLarge;
 use crate::opening::Span;
 use crate::own_line::OwnLine;
 use crate::page::{MAX_CHUNKS, Page, PageId, PageList};
@@ -401,9 +402,21 @@ impl<O: Os> Heap<O> {
                 (addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
-                let acquired = self.acquire_pages(state, pages, bytes)?;
-                large_write_addr = acquired.run.write_addr;
-                (acquired.run.addr, Home::Large, acquired.slot)
+                let kept = match bytes {
+                    None => state.kept_large.take(pages),
+                    Some(_) => None,
+                };
+                match kept {
+                    Some(kept) => {
+                        large_write_addr = kept.write_addr;
+                        (kept.addr, Home::Large, None)
+                    }
+                    None => {
+                        let acquired = self.acquire_pages(state, pages, bytes)?;
+                        large_write_addr = acquired.run.write_addr;
+                        (acquired.run.addr, Home::Large, acquired.slot)
+                    }
+                }
             }
         };
         let id = state.next_block_id(|| {
@@ -640,20 +653,56 @@ impl<O: Os> Heap<O> {
             }
             Home::Large => {
                 let pages = capacity / self.page;
-                if let Err(err) = self.pages.release_pages(addr, pages) {
-                    // Still allocated, trap-filled, not runnable: close it again.
-                    if record.state != BlockState::Parked {
-                        state.blocks.at_mut(place).state = BlockState::Fresh;
+                if !self.keep_large(state, place, &record, pages) {
+                    if let Err(err) = self.pages.release_pages(addr, pages) {
+                        // Still allocated, trap-filled, not runnable: close it again.
+                        if record.state != BlockState::Parked {
+                            state.blocks.at_mut(place).state = BlockState::Fresh;
+                        }
+                        return Err(err.into());
                     }
-                    return Err(err.into());
+                    state.counters.pages_released += pages as u64;
                 }
                 state.large.remove(&addr);
-                state.counters.pages_released += pages as u64;
             }
         }
         state.blocks.remove(place);
         state.counters.frees += 1;
         Ok(())
+    }
+
+    /// Keeps a freed large block of `pages` pages (already scrubbed) for the next allocation
+    /// of its page count, if blocks are kept, it is within their budget, its memory is
+    /// committed and closed (a refused close leaves it for the page allocator, whose next
+    /// holder reopens it), and room can be made by giving back older kept blocks. `false`:
+    /// not kept, for the caller to give back.
+    fn keep_large(
+        &self,
+        state: &mut HeapState,
+        place: Place,
+        record: &BlockRecord,
+        pages: usize,
+    ) -> bool {
+        let keepable = state.kept_large.takes(pages)
+            && record.state != BlockState::Parked
+            && !state.blocks.at(place).open;
+        let write_addr = match state.large.get(&record.addr) {
+            Some(large) if keepable => large.write_addr,
+            _ => return false,
+        };
+        while let Some(oldest) = state.kept_large.in_the_way(pages) {
+            if self.pages.release_pages(oldest.addr, oldest.pages).is_err() {
+                return false;
+            }
+            state.kept_large.drop_oldest();
+            state.counters.pages_released += oldest.pages as u64;
+        }
+        state.kept_large.keep(KeptLarge {
+            addr: record.addr,
+            write_addr,
+            pages,
+        });
+        true
     }
 
     /// Fills what a freed block's code may have left (its bytes up to its size, within its
@@ -770,6 +819,7 @@ impl<O: Os> Heap<O> {
         for (id, first, chunks) in state.freed.take_all() {
             self.give_back_kept(&mut state, id, first, chunks);
         }
+        self.release_kept_large(&mut state)?;
         let mut parked = Vec::new();
         let outcome = self.decommit_holdings(&mut state, &mut parked);
         // Whatever the OS refused, the code that is gone is forgotten by the unwinder.
@@ -958,6 +1008,8 @@ impl<O: Os> Heap<O> {
             stats.kept_blocks += 1;
             stats.kept_bytes += chunks * CHUNK;
         }
+        stats.kept_large_blocks = state.kept_large.iter().count();
+        stats.kept_large_bytes = state.kept_large.pages() * self.page;
         let below = self.pages.stats();
         let counters = state.counters;
         HeapStats {

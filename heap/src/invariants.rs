@@ -19,7 +19,9 @@
 //!   limits, count in their page's `kept_chunks`, and sit only on pages that still hold a
 //!   live block and are filed for allocation. A page's open
 //!   write sessions are its blocks being written. Large blocks are recorded in `large`, whole
-//!   pages each, and overlap neither each other nor a small page. Block records: every
+//!   pages each, and overlap neither each other nor a small page; freed large blocks kept
+//!   for reuse (`kept_large.rs`) are within the cache's budget, in no record and overlap no
+//!   block, small page or other kept block. Block records: every
 //!   live record is found by its address at its own place (through its page's chunk places,
 //!   or `large`), and every place of the slab is live or vacant and listed unused once (a
 //!   handle's place is trusted by its id, so a vacant place must hold none).
@@ -27,7 +29,7 @@
 //!   (read-write under `Protect` while open for writing, which every page with a session
 //!   is), parked ones are not
 //!   committed; free chunks and kept freed blocks hold traps, and so does every block past
-//!   its size.
+//!   its size. Kept large blocks are committed, execute-read and all traps.
 //! * **Below.** The page allocator's own check passes, and the pages it counts as handed out
 //!   (and parked) are exactly the heap's.
 //! * **Counters.** Allocations minus frees are the live blocks; pages acquired minus pages
@@ -41,6 +43,7 @@ use crate::block::{BlockRecord, BlockState, Home};
 use crate::config::SizeClasses;
 use crate::freed::{FreedBlocks, MAX_KEPT_CHUNKS};
 use crate::heap::Heap;
+use crate::kept_large::MAX_KEPT_LARGE_PAGES;
 use crate::page::{Page, PageId, PageList};
 use crate::records::Place;
 use crate::size_class::CHUNK;
@@ -78,6 +81,7 @@ impl<O: Os> Heap<O> {
         let (large_pages, large_parked) = self.check_large(&state)?;
         held_pages += large_pages;
         parked_pages += large_parked;
+        held_pages += self.check_kept_large(&state)?;
 
         self.pages
             .check_invariants()
@@ -632,6 +636,9 @@ impl<O: Os> Heap<O> {
             ensure(page_inside.is_none(), || {
                 format!("the large block at {addr:#x} overlaps a small-block page")
             })?;
+            ensure(self.pages.is_allocated(addr, pages), || {
+                format!("the large block at {addr:#x} is not held from the page allocator")
+            })?;
             let expected = match record.state {
                 BlockState::Parked => PageState::Reserved,
                 _ => PageState::Committed(self.protection(record.open)),
@@ -651,5 +658,75 @@ impl<O: Os> Heap<O> {
             held += pages;
         }
         Ok((held, parked))
+    }
+
+    /// Kept large blocks: within the budget, on pages no block or small page has, at the
+    /// write address the OS layer gives, committed, execute-read and full of traps. Returns
+    /// the pages they hold.
+    fn check_kept_large(&self, state: &HeapState) -> Result<usize, String> {
+        let kept = &state.kept_large;
+        let counted: usize = kept.iter().map(|block| block.pages).sum();
+        ensure(counted == kept.pages(), || {
+            format!(
+                "kept large blocks hold {counted} pages, the cache counts {}",
+                kept.pages()
+            )
+        })?;
+        ensure(kept.pages() <= MAX_KEPT_LARGE_PAGES, || {
+            format!(
+                "{} pages of large blocks kept, past the budget",
+                kept.pages()
+            )
+        })?;
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for block in kept.iter() {
+            let (addr, bytes) = (block.addr, block.pages * self.page);
+            ensure(block.pages > 1 && kept.takes(block.pages), || {
+                format!(
+                    "the kept large block at {addr:#x} has {} pages",
+                    block.pages
+                )
+            })?;
+            let before = state.large.range(..addr + bytes).next_back();
+            let overlapped = before.is_some_and(|(&other, large)| {
+                other + self.capacity_of(state.blocks.at(large.place)) > addr
+            });
+            ensure(!overlapped, || {
+                format!("the kept large block at {addr:#x} overlaps a live large block")
+            })?;
+            let page_inside =
+                (0..block.pages).find(|i| state.page_index.contains_key(&(addr + i * self.page)));
+            ensure(page_inside.is_none(), || {
+                format!("the kept large block at {addr:#x} overlaps a small-block page")
+            })?;
+            ensure(self.pages.is_allocated(addr, block.pages), || {
+                format!("the kept large block at {addr:#x} is not held from the page allocator")
+            })?;
+            let write_addr = self.vm().writable_address(addr).ok();
+            ensure(write_addr == Some(block.write_addr), || {
+                format!(
+                    "the kept large block at {addr:#x} is written at {write_addr:?}, the cache says {:#x}",
+                    block.write_addr
+                )
+            })?;
+            for i in 0..block.pages {
+                let committed = PageState::Committed(Protection::ExecuteRead);
+                self.expect_page_state(addr + i * self.page, committed)?;
+            }
+            let mut bytes = vec![0; bytes];
+            self.vm()
+                .read(addr, &mut bytes)
+                .map_err(|err| format!("kept large block {addr:#x} cannot be read: {err}"))?;
+            ensure(self.arch.is_trap_filled(&bytes), || {
+                format!("the kept large block at {addr:#x} holds something other than traps")
+            })?;
+            spans.push((addr, addr + bytes.len()));
+        }
+        spans.sort_unstable();
+        let overlap = spans.windows(2).find(|pair| pair[0].1 > pair[1].0);
+        ensure(overlap.is_none(), || {
+            format!("kept large blocks overlap: {overlap:?}")
+        })?;
+        Ok(kept.pages())
     }
 }

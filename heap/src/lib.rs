@@ -29,6 +29,7 @@ mod error;
 mod freed;
 mod heap;
 mod invariants;
+mod kept_large;
 mod opening;
 mod own_line;
 mod page;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::addr_hash::AddrMap;
 use crate::freed::FreedBlocks;
+use crate::kept_large::KeptLargeBlocks;
 use crate::page::{PageId, Pages};
 use crate::records::{Place, Records};
 use crate::size_class::CHUNK;
@@ -41,6 +42,8 @@ pub(crate) struct HeapState {
     pub(crate) unwind_seq: u64,
     /// Freed small blocks kept for the next allocation of their size.
     pub(crate) freed: FreedBlocks,
+    /// Freed large blocks kept for the next allocation of their page count.
+    pub(crate) kept_large: KeptLargeBlocks,
     /// Block ids this heap may still hand out.
     pub(crate) ids: Range<u64>,
     pub(crate) counters: Counters,
@@ -57,7 +60,7 @@ pub(crate) struct LargeBlock {
 
 impl HeapState {
     /// Books for a heap with `buckets` page lists and pages of `chunks` chunks, that keeps
-    /// freed small blocks for reuse if `keep_freed`.
+    /// freed blocks for reuse if `keep_freed`.
     pub(crate) fn new(buckets: usize, chunks: usize, keep_freed: bool) -> HeapState {
         HeapState {
             pages: Pages::new(buckets, chunks),
@@ -67,6 +70,7 @@ impl HeapState {
             unwind: AddrMap::default(),
             unwind_seq: 0,
             freed: FreedBlocks::new(keep_freed),
+            kept_large: KeptLargeBlocks::new(keep_freed),
             ids: 0..0,
             counters: Counters::default(),
         }

@@ -41,6 +41,12 @@ pub struct HeapStats {
     pub kept_blocks: usize,
     /// Bytes they occupy.
     pub kept_bytes: usize,
+    /// Freed large blocks kept for the next allocation of their page count
+    /// ([`HeapConfig::keep_freed_blocks`](crate::HeapConfig::keep_freed_blocks)): not live,
+    /// trap-filled, execute-read, still held from the page allocator.
+    pub kept_large_blocks: usize,
+    /// Bytes they occupy.
+    pub kept_large_bytes: usize,
     /// Empty pages kept for reuse.
     pub spare_pages: usize,
     /// Pages decommitted by `decommit_all` and still holding blocks.

@@ -15,18 +15,32 @@ impl<O: Os> Heap<O> {
     /// go back to the page allocator, and it decommits every free page it keeps. Live
     /// blocks, write sessions and entry points are untouched. What ChakraCore's other page
     /// allocators do when idle (`DecommitNow`); its code heap keeps no free memory. Call it
-    /// when the engine goes idle or memory is short. Returns the bytes decommitted.
+    /// when the engine goes idle or memory is short. Returns the bytes no longer committed
+    /// (those the page allocator decommitted as they came back count too).
     ///
     /// If the OS refuses a release or a decommit midway, what was done stays done (the
     /// books stay consistent) and the error is returned; calling again retries the rest.
     pub fn trim(&self) -> Result<usize> {
         let mut state = self.state();
+        let committed = self.pages.stats().committed_bytes;
         for (id, first, chunks) in state.freed.take_all() {
             self.give_back_kept(&mut state, id, first, chunks);
         }
+        self.release_kept_large(&mut state)?;
         self.release_spares(&mut state)?;
-        let pages = self.pages.decommit_free_pages()?;
-        Ok(pages * self.page)
+        self.pages.decommit_free_pages()?;
+        Ok(committed.saturating_sub(self.pages.stats().committed_bytes))
+    }
+
+    /// Gives every kept large block back to the page allocator, the oldest first, so an
+    /// error midway leaves the ones not yet given back kept.
+    pub(crate) fn release_kept_large(&self, state: &mut HeapState) -> Result<()> {
+        while let Some(oldest) = state.kept_large.oldest() {
+            self.pages.release_pages(oldest.addr, oldest.pages)?;
+            state.kept_large.drop_oldest();
+            state.counters.pages_released += oldest.pages as u64;
+        }
+        Ok(())
     }
 
     /// Gives every spare page back to the page allocator, one at a time, so an error

@@ -3,8 +3,8 @@
 use codeheap::vm::sim::{Fault, FaultKind};
 use codeheap::vm::{self, PageState, SysCall};
 use codeheap::{
-    Block, CHUNK, Error, Heap, HeapConfig, Protection, SPARE_PAGES, SimOs, SizeClasses, ThreadMode,
-    WriteScope, WxStrategy, current_mode, enter_permanent_write_mode,
+    Block, CHUNK, Error, FrameDescription, Heap, HeapConfig, Protection, SPARE_PAGES, SimOs,
+    SizeClasses, ThreadMode, WriteScope, WxStrategy, current_mode, enter_permanent_write_mode,
 };
 
 fn apple() -> Heap<SimOs> {
@@ -384,7 +384,10 @@ fn the_invariant_check_reads_kept_blocks() {
 
 #[test]
 fn large_blocks_have_pages_of_their_own() {
-    for heap in every_strategy() {
+    let heaps = WxStrategy::ALL[1..]
+        .iter()
+        .map(|&strategy| keeping_nothing(HeapConfig::with_strategy(strategy)));
+    for heap in heaps {
         let page = heap.page_size();
         let mut block = heap.alloc(2 * page + 1).unwrap();
         assert_eq!(block.capacity(), 3 * page);
@@ -396,7 +399,141 @@ fn large_blocks_have_pages_of_their_own() {
         let before = heap.page_allocator().stats().used_bytes;
         heap.free(block).unwrap();
         assert_eq!(heap.page_allocator().stats().used_bytes, before - 3 * page);
+        assert_eq!(heap.stats().kept_large_blocks, 0, "nothing is kept");
     }
+}
+
+/// A freed large block is kept, trap-filled, execute-read and found by no address, and the
+/// next allocation of its page count takes it back with no trip to the page allocator;
+/// other page counts, and blocks with unwind entries, cannot.
+#[test]
+fn a_freed_large_block_is_kept_for_the_next_of_its_page_count() {
+    for heap in every_strategy() {
+        let (arch, page) = (heap.arch(), heap.page_size());
+        let mut block = heap.alloc(2 * page + 1).unwrap();
+        emit(&heap, &mut block, 77);
+        let (addr, capacity) = (block.addr(), block.capacity());
+        let used = heap.page_allocator().stats().used_bytes;
+        let before = heap.stats();
+        heap.free(block).unwrap();
+        let stats = heap.stats();
+        assert_eq!(
+            (stats.kept_large_blocks, stats.kept_large_bytes),
+            (1, capacity)
+        );
+        assert_eq!((stats.large_blocks, stats.live_blocks), (0, 0));
+        assert_eq!(stats.pages_released, before.pages_released);
+        assert_eq!(heap.page_allocator().stats().used_bytes, used, "still held");
+        assert!(arch.is_trap_filled(&read(&heap, addr, capacity)));
+        let info = heap.vm().query(addr).unwrap();
+        let execute_read = PageState::Committed(Protection::ExecuteRead);
+        assert_eq!((info.state, info.size >= capacity), (execute_read, true));
+        assert_eq!(heap.find(addr), None);
+        assert_eq!(heap.free_address(addr), Err(Error::NotAllocated { addr }));
+        heap.check_invariants().unwrap();
+
+        let other = heap.alloc(page + 1).unwrap();
+        assert_ne!(other.addr(), addr, "two pages are not its three");
+        assert_eq!(heap.stats().kept_large_blocks, 1);
+        let mut again = heap.alloc(3 * page).unwrap();
+        assert_eq!(again.addr(), addr, "the kept block comes back");
+        let stats = heap.stats();
+        assert_eq!(stats.kept_large_blocks, 0);
+        assert_eq!(
+            stats.pages_acquired,
+            before.pages_acquired + 2,
+            "only `other`'s"
+        );
+        assert!(arch.is_trap_filled(&read(&heap, addr, capacity)));
+        emit(&heap, &mut again, 78);
+        assert_eq!(run(&heap, &again), Ok(78));
+        heap.check_invariants().unwrap();
+
+        // A block with an unwind entry needs room in its segment's secondary area: it takes
+        // pages of its own, and the kept block waits.
+        heap.free(again).unwrap();
+        let frame = FrameDescription::standard(arch);
+        let with_entry = heap.alloc_with_unwind(3 * page, frame).unwrap();
+        assert_ne!(with_entry.addr(), addr);
+        assert_eq!(heap.stats().kept_large_blocks, 1);
+        for block in [with_entry, other] {
+            heap.free(block).unwrap();
+        }
+        heap.check_invariants().unwrap();
+    }
+}
+
+/// Kept large blocks hold 16 pages at most: a block that would go over gives back the ones
+/// kept longest ago; one larger than that is not kept at all.
+#[test]
+fn kept_large_blocks_make_room_oldest_first() {
+    let heap = linux(WxStrategy::DualMap);
+    let page = heap.page_size();
+    let blocks: Vec<Block> = (0..5).map(|_| heap.alloc(4 * page).unwrap()).collect();
+    let addrs: Vec<usize> = blocks.iter().map(Block::addr).collect();
+    let two = heap.alloc(2 * page).unwrap();
+    let huge = heap.alloc(17 * page).unwrap();
+    let mut blocks = blocks.into_iter();
+    for block in blocks.by_ref().take(4) {
+        heap.free(block).unwrap();
+    }
+    let stats = heap.stats();
+    assert_eq!((stats.kept_large_blocks, stats.pages_released), (4, 0));
+    heap.free(two).unwrap();
+    let stats = heap.stats();
+    assert_eq!(
+        stats.kept_large_bytes,
+        14 * page,
+        "three of four pages, and the two"
+    );
+    assert_eq!(stats.pages_released, 4, "the oldest went back");
+    heap.free(huge).unwrap();
+    let stats = heap.stats();
+    assert_eq!(stats.kept_large_bytes, 14 * page);
+    assert_eq!(stats.pages_released, 4 + 17, "too large to keep");
+    heap.check_invariants().unwrap();
+    // The newest of four pages comes back first; the oldest one is the page allocator's.
+    let again = heap.alloc(4 * page).unwrap();
+    assert_eq!(again.addr(), addrs[3]);
+    for block in blocks.chain([again]) {
+        heap.free(block).unwrap();
+    }
+    heap.check_invariants().unwrap();
+}
+
+/// If giving back an older kept block to make room is refused, the freed block goes back to
+/// the page allocator itself, and the kept ones stay as they were.
+#[test]
+fn a_refused_give_back_of_a_kept_large_block_gives_back_the_freed_one() {
+    // With no free pages kept below, every give-back decommits.
+    let mut config = HeapConfig::with_strategy(WxStrategy::DualMap);
+    config.pages.max_free_pages = 0;
+    let heap = Heap::with_config(SimOs::linux(), config).unwrap();
+    let page = heap.page_size();
+    let blocks: Vec<Block> = (0..5).map(|_| heap.alloc(4 * page).unwrap()).collect();
+    let mut blocks = blocks.into_iter();
+    for block in blocks.by_ref().take(4) {
+        heap.free(block).unwrap();
+    }
+    let kept = heap.stats();
+    assert_eq!(kept.kept_large_bytes, 16 * page);
+    heap.vm().os().fail_next(SysCall::Fallocate, libc::ENOMEM);
+    heap.free(blocks.next().unwrap()).unwrap();
+    let stats = heap.stats();
+    assert_eq!(
+        stats.kept_large_bytes,
+        16 * page,
+        "the kept blocks are untouched"
+    );
+    assert_eq!(
+        stats.pages_released,
+        kept.pages_released + 4,
+        "the freed one went back"
+    );
+    assert_eq!(stats.live_blocks, 0);
+    heap.check_invariants().unwrap();
+    assert_eq!(heap.trim(), Ok(16 * page), "and trim gives back the rest");
+    heap.check_invariants().unwrap();
 }
 
 #[test]

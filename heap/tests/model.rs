@@ -478,6 +478,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
                     return Ok(());
                 }
                 prop_assert_eq!(self.heap.decommit_all(), Ok(()));
+                prop_assert_eq!(self.heap.stats().kept_large_blocks, 0);
                 for live in &mut self.live {
                     live.decommitted = true;
                 }
@@ -487,7 +488,8 @@ impl<'h, O: Inspect> Driver<'h, O> {
                 let decommitted = self.heap.trim();
                 let after = self.heap.stats();
                 prop_assert_eq!(decommitted, Ok(before - after.committed_bytes));
-                prop_assert_eq!((after.kept_blocks, after.spare_pages), (0, 0));
+                let kept = (after.kept_blocks, after.kept_large_blocks);
+                prop_assert_eq!((kept, after.spare_pages), ((0, 0), 0));
                 prop_assert_eq!(self.heap.page_allocator().stats().free_bytes, 0);
             }
             Op::UseStale { ref which, how } => self.use_stale(which, how)?,
@@ -1159,10 +1161,12 @@ impl<'h, O: Inspect> Driver<'h, O> {
         prop_assert_eq!(stats.kept_blocks, 0, "kept blocks with no block live");
         let used = self.heap.page_allocator().stats().used_bytes;
         prop_assert!(
-            used == stats.spare_pages * self.page && stats.spare_pages <= SPARE_PAGES,
-            "{} bytes of pages still used with no block live, {} spare pages",
+            used == stats.spare_pages * self.page + stats.kept_large_bytes
+                && stats.spare_pages <= SPARE_PAGES,
+            "{} bytes of pages still used with no block live, {} spare pages, {} bytes of kept large blocks",
             used,
-            stats.spare_pages
+            stats.spare_pages,
+            stats.kept_large_bytes
         );
         Ok(())
     }
