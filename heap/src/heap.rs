@@ -402,14 +402,10 @@ impl<O: Os> Heap<O> {
                 (addr, home, Some(slot))
             }
             (SizeClass::Large { pages }, bytes) => {
-                let kept = match bytes {
-                    None => state.kept_large.take(pages),
-                    Some(_) => None,
-                };
-                match kept {
-                    Some(kept) => {
+                match self.kept_large_for(state, pages, bytes)? {
+                    Some((kept, slot)) => {
                         large_write_addr = kept.write_addr;
-                        (kept.addr, Home::Large, None)
+                        (kept.addr, Home::Large, slot)
                     }
                     None => {
                         let acquired = self.acquire_pages(state, pages, bytes)?;

@@ -5,7 +5,8 @@
 //! what a 16 KiB block's alloc + free pair costs (about 3,700 of its instructions). So a
 //! freed large block is kept here instead, scrubbed like any freed block, execute-read and
 //! still held from the page allocator, found by no address, and the next allocation of
-//! exactly its page count (without an unwind entry) takes it back as it is.
+//! exactly its page count takes it back as it is (one with an unwind entry only if the
+//! block's segment has a slot for the entry: `Heap::kept_large_for`).
 //!
 //! What it holds is small and fixed: [`MAX_KEPT_LARGE_PAGES`] pages in all (64 KiB of
 //! 4 KiB pages, as many as the heap's spare pages). A block that would go over makes room

@@ -10,6 +10,7 @@ use crate::block::Block;
 use crate::config::SizeClasses;
 use crate::error::{Error, Result};
 use crate::heap::Heap;
+use crate::kept_large::KeptLarge;
 use crate::page::{PageId, PageList};
 use crate::state::HeapState;
 
@@ -150,6 +151,36 @@ impl<O: Os> Heap<O> {
         ))
     }
 
+    /// The newest kept large block of `pages` pages and, for a block with an entry of
+    /// `bytes`, a slot of its segment. A kept block whose segment has no room goes back to
+    /// the page allocator (kept, it would be asked again by every block with an entry), or
+    /// stays kept if that is refused.
+    pub(crate) fn kept_large_for(
+        &self,
+        state: &mut HeapState,
+        pages: usize,
+        bytes: Option<usize>,
+    ) -> Result<Option<(KeptLarge, Option<SecondarySlot>)>> {
+        let Some(kept) = state.kept_large.take(pages) else {
+            return Ok(None);
+        };
+        let Some(bytes) = bytes else {
+            return Ok(Some((kept, None)));
+        };
+        match self.probe_secondary_at(state, kept.addr, bytes) {
+            Ok(Some(slot)) => Ok(Some((kept, Some(slot)))),
+            Ok(None) if self.pages.release_pages(kept.addr, kept.pages).is_ok() => {
+                state.counters.pages_released += kept.pages as u64;
+                Ok(None)
+            }
+            other => {
+                // Taken a moment ago: its room is still there.
+                state.kept_large.keep(kept);
+                other.map(|_| None)
+            }
+        }
+    }
+
     /// Asks the segment of page `id` for `bytes` of secondary area: the slot, or `None` if
     /// the segment has no room.
     fn probe_secondary(
@@ -158,11 +189,20 @@ impl<O: Os> Heap<O> {
         id: PageId,
         bytes: usize,
     ) -> Result<Option<SecondarySlot>> {
+        let addr = state.pages.get(id).addr;
+        self.probe_secondary_at(state, addr, bytes)
+    }
+
+    /// Asks the segment holding `addr` for `bytes` of secondary area: the slot, or `None`
+    /// if the segment has no room.
+    fn probe_secondary_at(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        bytes: usize,
+    ) -> Result<Option<SecondarySlot>> {
         state.counters.secondary_probes += 1;
-        match self
-            .pages
-            .alloc_secondary_bytes(state.pages.get(id).addr, bytes)
-        {
+        match self.pages.alloc_secondary_bytes(addr, bytes) {
             Ok(slot) => Ok(Some(slot)),
             Err(pages::Error::SecondaryExhausted { .. }) => Ok(None),
             Err(err) => Err(err.into()),

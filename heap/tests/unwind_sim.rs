@@ -305,6 +305,54 @@ fn kept_blocks_take_blocks_with_entries_where_their_segment_has_room() {
     heap.check_invariants().unwrap();
 }
 
+/// A kept large block is taken by a block with an entry of its page count if its segment
+/// has a slot; if not, it goes back to the page allocator (so no later block asks that
+/// segment for it again) and the block gets pages elsewhere.
+#[test]
+fn kept_large_blocks_take_blocks_with_entries_where_their_segment_has_room() {
+    let (heap, registrar) = heap_with(four_slots_per_segment());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    let page = heap.page_size();
+    let old = emit(&heap, 2 * page + 1, frame.clone(), 1);
+    let addr = old.addr();
+    heap.free(old).unwrap();
+    assert_eq!(heap.stats().kept_large_blocks, 1);
+    assert!(
+        registrar.live().is_empty(),
+        "the freed block's entry is gone"
+    );
+    let new = emit(&heap, 2 * page + 1, frame.clone(), 2);
+    assert_eq!(
+        new.addr(),
+        addr,
+        "the kept block, with a slot of its segment"
+    );
+    assert_eq!(heap.unwind_entry(&new).unwrap().pc, addr);
+    assert_eq!(registrar.live().len(), 1);
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    assert_eq!(unsafe { heap.call(&new) }, Ok(2));
+    heap.check_invariants().unwrap();
+
+    // With the segment's four slots taken by small blocks on a page of the same segment,
+    // the kept block is refused and given back.
+    heap.free(new).unwrap();
+    let small: Vec<Block> = (0..4).map(|i| emit(&heap, 64, frame.clone(), i)).collect();
+    assert!(
+        !heap.page_allocator().can_alloc_secondary(addr),
+        "its segment is out of slots"
+    );
+    let before = heap.stats();
+    assert_eq!(before.kept_large_blocks, 1);
+    let elsewhere = emit(&heap, 2 * page + 1, frame.clone(), 3);
+    assert_ne!(elsewhere.addr(), addr);
+    let after = heap.stats();
+    assert_eq!(after.kept_large_blocks, 0, "given back");
+    assert_eq!(after.pages_released, before.pages_released + 3);
+    assert!(!heap.page_allocator().is_allocated(addr, 3));
+    heap.check_invariants().unwrap();
+    drop(small);
+}
+
 #[test]
 fn pages_out_of_unwind_room_still_take_plain_blocks() {
     let (heap, _) = heap_with(four_slots_per_segment());
