@@ -370,18 +370,36 @@ impl Driver {
                     format!("freeing {addr:#x}, where no block starts, succeeded")
                 })
             }
-            Op::Trim => match self.heap.trim() {
-                Ok(_) => {
-                    let (stats, below) = (self.heap.stats(), self.heap.page_allocator().stats());
-                    ensure(
-                        stats.kept_blocks == 0 && stats.spare_pages == 0 && below.free_bytes == 0,
-                        || format!("after trim: {stats:?}, {below:?}"),
-                    )
+            Op::Trim => {
+                let committed = self.heap.stats().committed_bytes;
+                match self.heap.trim() {
+                    Ok(bytes) => {
+                        let stats = self.heap.stats();
+                        let below = self.heap.page_allocator().stats();
+                        let kept = stats.kept_blocks + stats.kept_large_blocks;
+                        ensure(
+                            kept == 0 && stats.spare_pages == 0 && below.free_bytes == 0,
+                            || format!("after trim: {stats:?}, {below:?}"),
+                        )?;
+                        ensure(
+                            committed.checked_sub(stats.committed_bytes) == Some(bytes),
+                            || {
+                                format!(
+                                    "trim gave back {bytes} bytes, committed went {committed} -> {}",
+                                    stats.committed_bytes
+                                )
+                            },
+                        )
+                    }
+                    Err(err) => self.allowed("trim", err),
                 }
-                Err(err) => self.allowed("trim", err),
-            },
+            }
             Op::DecommitAll => match self.heap.decommit_all() {
                 Ok(()) => {
+                    let kept = self.heap.stats().kept_large_blocks;
+                    ensure(kept == 0, || {
+                        format!("{kept} large blocks still kept after decommit_all")
+                    })?;
                     for live in &mut self.live {
                         live.decommitted = true;
                         live.value = None;
