@@ -721,6 +721,12 @@ impl Driver {
         let stats = self.heap.stats();
         ensure(stats.live_blocks == 0 && stats.parked_pages == 0, || {
             format!("an empty heap has {stats:?}")
+        })?;
+        // With no live block the heap holds only its spare pages and kept large blocks.
+        let used = self.heap.page_allocator().stats().used_bytes;
+        let held = stats.spare_pages * self.heap.page_size() + stats.kept_large_bytes;
+        ensure(used == held, || {
+            format!("an empty heap holds {used} bytes of pages, its spares and kept blocks {held}")
         })
     }
 }
