@@ -686,12 +686,10 @@ impl<O: Os> Heap<O> {
             Some(large) if keepable => large.write_addr,
             _ => return false,
         };
-        while let Some(oldest) = state.kept_large.in_the_way(pages) {
-            if self.pages.release_pages(oldest.addr, oldest.pages).is_err() {
+        while !state.kept_large.has_room_for(pages) {
+            if self.release_oldest_kept_large(state).is_err() {
                 return false;
             }
-            state.kept_large.drop_oldest();
-            state.counters.pages_released += oldest.pages as u64;
         }
         state.kept_large.keep(KeptLarge {
             addr: record.addr,

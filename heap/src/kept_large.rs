@@ -53,13 +53,10 @@ impl KeptLargeBlocks {
         self.enabled && pages <= MAX_KEPT_LARGE_PAGES
     }
 
-    /// The block to give back before one of `pages` pages fits: the oldest, while they do
-    /// not leave room.
+    /// Whether a block of `pages` pages fits beside those kept (else the oldest go first).
     #[inline]
-    pub(crate) fn in_the_way(&self, pages: usize) -> Option<KeptLarge> {
-        (self.pages + pages > MAX_KEPT_LARGE_PAGES)
-            .then(|| self.blocks.front().copied())
-            .flatten()
+    pub(crate) fn has_room_for(&self, pages: usize) -> bool {
+        self.pages + pages <= MAX_KEPT_LARGE_PAGES
     }
 
     /// Stops keeping the oldest block (given back by the caller).
@@ -70,10 +67,10 @@ impl KeptLargeBlocks {
     }
 
     /// Keeps a freed block, which [`takes`](Self::takes) accepted and
-    /// [`in_the_way`](Self::in_the_way) made room for.
+    /// [`has_room_for`](Self::has_room_for).
     #[inline]
     pub(crate) fn keep(&mut self, block: KeptLarge) {
-        debug_assert!(self.takes(block.pages) && self.in_the_way(block.pages).is_none());
+        debug_assert!(self.takes(block.pages) && self.has_room_for(block.pages));
         self.pages += block.pages;
         self.blocks.push_back(block);
     }
@@ -119,14 +116,15 @@ mod tests {
     fn hands_back_the_newest_of_a_page_count_and_makes_room_oldest_first() {
         let mut kept = KeptLargeBlocks::new(true);
         for (addr, pages) in [(1, 4), (2, 2), (3, 4), (4, 6)] {
-            assert_eq!(kept.in_the_way(pages), None);
+            assert!(kept.has_room_for(pages));
             kept.keep(block(addr, pages));
         }
         assert_eq!(kept.pages(), 16);
-        // Two pages more: the oldest is in the way until it is dropped, then none is.
-        assert_eq!(kept.in_the_way(2), Some(block(1, 4)));
+        // Two pages more: no room until the oldest is dropped.
+        assert!(!kept.has_room_for(2));
+        assert_eq!(kept.oldest(), Some(block(1, 4)));
         kept.drop_oldest();
-        assert_eq!(kept.in_the_way(2), None);
+        assert!(kept.has_room_for(2));
         kept.keep(block(5, 2));
         assert_eq!(kept.take(4), Some(block(3, 4)));
         assert_eq!(

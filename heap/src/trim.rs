@@ -35,12 +35,20 @@ impl<O: Os> Heap<O> {
     /// Gives every kept large block back to the page allocator, the oldest first, so an
     /// error midway leaves the ones not yet given back kept.
     pub(crate) fn release_kept_large(&self, state: &mut HeapState) -> Result<()> {
-        while let Some(oldest) = state.kept_large.oldest() {
-            self.pages.release_pages(oldest.addr, oldest.pages)?;
-            state.kept_large.drop_oldest();
-            state.counters.pages_released += oldest.pages as u64;
-        }
+        while self.release_oldest_kept_large(state)? {}
         Ok(())
+    }
+
+    /// Gives the oldest kept large block back to the page allocator: `false` if none is
+    /// kept; if that is refused, it stays kept.
+    pub(crate) fn release_oldest_kept_large(&self, state: &mut HeapState) -> Result<bool> {
+        let Some(oldest) = state.kept_large.oldest() else {
+            return Ok(false);
+        };
+        self.pages.release_pages(oldest.addr, oldest.pages)?;
+        state.kept_large.drop_oldest();
+        state.counters.pages_released += oldest.pages as u64;
+        Ok(true)
     }
 
     /// Gives every spare page back to the page allocator, one at a time, so an error
