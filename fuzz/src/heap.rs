@@ -1,7 +1,8 @@
 //! Heap operation sequences on the simulated OS: allocations of every size class, write
 //! sessions (finished, abandoned, out of bounds, with other operations nested inside),
 //! calls, frees by handle and by address (good, interior, foreign, double), stale handles,
-//! `decommit_all`, and system calls failed on purpose. After every operation
+//! shrinks (by handle, and truncated sessions), `decommit_all`, and system calls failed on
+//! purpose. After every operation
 //! `Heap::check_invariants` must pass, the thread must be back in execute mode, every live
 //! block must be found at its address, and every finalized block must still return the
 //! value written into it.
@@ -120,6 +121,18 @@ pub enum Op {
     FailSyscall { call: u8, enomem: bool },
     /// Drops every planned failure not yet triggered.
     ClearFailures,
+    /// `shrink` to 1 + to % size bytes (0 and one byte more when `to` is 0 or `u16::MAX`:
+    /// refused), never cutting a finalized block's function off.
+    Shrink { which: u8, to: u16 },
+    /// `emit` of 1 + size % (2 pages) bytes holding `return value`, truncated in its
+    /// session to 1 + len % size bytes (at least the function's); with `unwind`,
+    /// `emit_with_unwind` and the standard frame.
+    EmitTruncated {
+        size: u16,
+        len: u16,
+        value: u32,
+        unwind: bool,
+    },
 }
 
 /// A block the driver holds.
@@ -293,6 +306,16 @@ impl Driver {
                 Ok(())
             }
             Op::Call { which } => self.call(which),
+            Op::Shrink { which, to } => self.shrink(which, to),
+            Op::EmitTruncated {
+                size,
+                len,
+                value,
+                unwind,
+            } => {
+                let size = 1 + usize::from(size) % (2 * page);
+                self.emit_truncated(size, 1 + usize::from(len) % size, value, unwind)
+            }
             Op::Free { which } => {
                 let Some(i) = self.pick(which) else {
                     return Ok(());
@@ -441,6 +464,94 @@ impl Driver {
                 self.failures_planned = false;
                 Ok(())
             }
+        }
+    }
+
+    fn shrink(&mut self, which: u8, to: u16) -> Result<(), String> {
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        let arch = self.heap.arch();
+        let live = &mut self.live[i];
+        let Some(handle) = live.handle.as_mut() else {
+            return Ok(());
+        };
+        let size = handle.size();
+        // A finalized block keeps its whole function.
+        let shortest = live
+            .value
+            .map_or(1, |value| arch.encode_return_u32(value).as_bytes().len());
+        let new_size = match to {
+            0 => 0,
+            u16::MAX => size + 1,
+            _ => shortest.max(1 + usize::from(to) % size),
+        };
+        let capacity = handle.capacity();
+        let result = self.heap.shrink(handle, new_size);
+        let (now, now_capacity) = (handle.size(), handle.capacity());
+        let planned = self.failures_planned;
+        match result {
+            Ok(()) => {
+                ensure(now == new_size && now_capacity <= capacity, || {
+                    format!("shrink({new_size}) of a {size}-byte block gave {handle:?}")
+                })?;
+                let found = self.heap.find(live.addr).map(|info| info.size);
+                ensure(found == Some(new_size), || {
+                    format!("a block shrunk to {new_size} is found as {found:?}")
+                })
+            }
+            Err(Error::ZeroSize) if new_size == 0 => Ok(()),
+            Err(Error::CannotGrow { .. }) if new_size > size => Ok(()),
+            Err(Error::Decommitted { .. }) if live.decommitted => Ok(()),
+            // Refused by the OS: the block keeps its size (its bytes past the new size may
+            // be traps already, none of its function's).
+            Err(err) if planned => ensure(now == size, || {
+                format!("a refused shrink ({err}) left {handle:?}")
+            }),
+            Err(err) => Err(format!("shrink({new_size}) of a {size}-byte block: {err}")),
+        }
+    }
+
+    fn emit_truncated(
+        &mut self,
+        size: usize,
+        len: usize,
+        value: u32,
+        unwind: bool,
+    ) -> Result<(), String> {
+        if self.failures_planned {
+            // As for `emit`: a block whose discarding was refused has no handle to free.
+            return Ok(());
+        }
+        let code = self.heap.arch().encode_return_u32(value);
+        let size = size.max(code.as_bytes().len());
+        let len = len.max(code.as_bytes().len());
+        let generate = |w: &mut CodeWriter<'_, SimOs>| {
+            w.write(0, code.as_bytes())?;
+            w.truncate(len)
+        };
+        let result = if unwind {
+            let frame = FrameDescription::standard(self.heap.arch());
+            self.heap.emit_with_unwind(size, frame, generate)
+        } else {
+            self.heap.emit(size, generate)
+        };
+        match result {
+            Ok((block, ())) => {
+                ensure(block.size() == len, || {
+                    format!("emit({size}) truncated to {len} gave {block:?}")
+                })?;
+                let registered = self.heap.unwind_entry(&block).map(|entry| entry.len);
+                ensure(registered == unwind.then_some(len), || {
+                    format!("emit({size}) truncated to {len} registered {registered:?}")
+                })?;
+                self.live.push(Live::new(block, Some(value)));
+                Ok(())
+            }
+            // The standard frame's rows lie past a function of a few bytes.
+            Err(Error::Unwind(_)) if unwind => Ok(()),
+            Err(err) if range_full(&err) => Ok(()),
+            Err(err) => Err(format!("emit({size}) truncated to {len} failed: {err}")),
         }
     }
 

@@ -17,8 +17,8 @@ fn every_machine() -> [heap::Machine; 5] {
     ]
 }
 
-/// Allocations of several sizes, writes (one with a free nested inside), calls, frees by
-/// handle and address, `decommit_all`, more allocations.
+/// Allocations of several sizes, writes (one with a free nested inside), shrinks, calls,
+/// frees by handle and address, `decommit_all`, more allocations.
 fn heap_ops() -> Vec<heap::Op> {
     use heap::{Nested, Op::*};
     vec![
@@ -46,6 +46,19 @@ fn heap_ops() -> Vec<heap::Op> {
             unwind: true,
         },
         Call { which: 4 },
+        EmitTruncated {
+            size: 9000,
+            len: 300,
+            value: 14,
+            unwind: true,
+        },
+        Shrink { which: 2, to: 1000 },
+        Shrink { which: 5, to: 20 },
+        Shrink {
+            which: 0,
+            to: u16::MAX,
+        },
+        Call { which: 5 },
         WriteWith {
             which: 1,
             value: 9,

@@ -82,13 +82,15 @@ pub(crate) enum BlockState {
 pub(crate) enum Home {
     /// Chunks `first_chunk..` of `page` (a page has at most `MAX_CHUNKS`, 512, chunks).
     Small { page: PageId, first_chunk: u16 },
-    /// Whole pages of its own, as many as its size rounds up to.
+    /// Whole pages of its own: as many as its size rounds up to, unless a shrink could not
+    /// give some back (the heap's map of large blocks counts them).
     Large,
 }
 
-/// What the heap keeps of a live block. Its capacity follows from its size (its size
-/// class: [`Heap::capacity_of`](crate::Heap)), and where it is written from its page (or,
-/// for a large block, from the heap's map of large blocks), so neither is kept.
+/// What the heap keeps of a live block. A small block's capacity follows from its size (its
+/// size class: [`Heap::capacity_of`](crate::Heap)) and where it is written from its page;
+/// a large block's pages and write address are in the heap's map of large blocks. So
+/// neither is kept here.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BlockRecord {
     pub(crate) id: u64,

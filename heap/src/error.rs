@@ -18,6 +18,14 @@ pub enum Error {
         /// The size asked for.
         size: usize,
     },
+    /// A block was asked to shrink to more bytes than it has: blocks never grow in place.
+    #[error("a {size}-byte block cannot shrink to {new_size} bytes")]
+    CannotGrow {
+        /// The block's size.
+        size: usize,
+        /// The size asked for.
+        new_size: usize,
+    },
     /// The address is not in any page of this heap.
     #[error("address {addr:#x} was not handed out by this heap")]
     NotFromHeap {

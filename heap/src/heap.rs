@@ -176,11 +176,16 @@ impl<O: Os> Heap<O> {
         self.vm().code_range()
     }
 
-    /// Bytes the recorded block occupies: its size class's capacity (every free asks; the
-    /// class is a few inlined instructions).
+    /// Bytes the recorded block occupies: a small block's size class's capacity (every free
+    /// asks; the class is a few inlined instructions), a large block's pages.
     #[inline]
-    pub(crate) fn capacity_of(&self, record: &BlockRecord) -> usize {
-        SizeClass::of_accepted(record.size(), self.page, self.classes).capacity(self.page)
+    pub(crate) fn capacity_of(&self, state: &HeapState, record: &BlockRecord) -> usize {
+        match record.home {
+            Home::Small { .. } => {
+                SizeClass::of_accepted(record.size(), self.page, self.classes).capacity(self.page)
+            }
+            Home::Large => state.large_pages(record) * self.page,
+        }
     }
 
     /// Where the recorded block is written (its address but for dual-mapped memory): from
@@ -436,8 +441,12 @@ impl<O: Os> Heap<O> {
                 state.pages.set_place(page, usize::from(first_chunk), place);
             }
             Home::Large => {
-                let write_addr = large_write_addr;
-                state.large.insert(addr, LargeBlock { place, write_addr });
+                let large = LargeBlock {
+                    place,
+                    write_addr: large_write_addr,
+                    pages: capacity / self.page,
+                };
+                state.large.insert(addr, large);
             }
         }
         if let (Some((frame, _)), Some(slot)) = (unwind, slot) {
@@ -631,14 +640,14 @@ impl<O: Os> Heap<O> {
         }
         let place = self.locate(state, addr, handle)?;
         let record = *state.blocks.at(place);
-        let capacity = self.capacity_of(&record);
+        let capacity = self.capacity_of(state, &record);
         match record.state {
             BlockState::Writing => return Err(Error::BlockBusy { addr }),
             BlockState::Parked => {}
             BlockState::Fresh | BlockState::Finalized => {
                 // The unwinder must forget the code before it goes.
                 self.deregister_unwind(state, addr);
-                self.scrub(state, place, &record, capacity)?;
+                self.scrub(state, place, &record, capacity, 0)?;
             }
         }
         let slot_freed = self.release_unwind_slot(state, addr);
@@ -699,21 +708,23 @@ impl<O: Os> Heap<O> {
         true
     }
 
-    /// Fills what a freed block's code may have left (its bytes up to its size, within its
-    /// `capacity`) with traps, opening its pages under `Protect` if no write session has
-    /// them open.
-    fn scrub(
+    /// Fills what a block's code may have left from byte `from` on (its bytes up to its
+    /// size, within its `capacity`) with traps, opening its pages under `Protect` if no
+    /// write session has them open: all of a freed block, the cut-off end of a shrunk one.
+    pub(crate) fn scrub(
         &self,
         state: &mut HeapState,
         place: Place,
         record: &BlockRecord,
         capacity: usize,
+        from: usize,
     ) -> Result<()> {
         let dirty = record.dirty_len(self.arch.instruction_alignment(), capacity);
-        let write_addr = self.write_addr_of(state, record)?;
+        debug_assert!(from < dirty);
+        let write_addr = self.write_addr_of(state, record)? + from;
         let span = Span::of(record, place);
         let (filled, closed) = self.with_span_open(state, span, |state| {
-            self.fill_traps(state, record.addr, write_addr, dirty)
+            self.fill_traps(state, record.addr + from, write_addr, dirty - from)
         });
         // Closed again even when the pages go back to the page allocator next (it may keep
         // them: every committed code page not being written is execute-read). Once the
@@ -855,9 +866,8 @@ impl<O: Os> Heap<O> {
             }
         }
         let large: Vec<(Place, usize, usize)> = (state.large.iter())
-            .map(|(&addr, large)| (large.place, addr, state.blocks.at(large.place)))
-            .filter(|(_, _, record)| record.state != BlockState::Parked)
-            .map(|(place, addr, record)| (place, addr, self.capacity_of(record) / self.page))
+            .filter(|(_, large)| state.blocks.at(large.place).state != BlockState::Parked)
+            .map(|(&addr, large)| (large.place, addr, large.pages))
             .collect();
         for (place, addr, pages) in large {
             self.pages.decommit_pages(addr, pages)?;
@@ -936,7 +946,7 @@ impl<O: Os> Heap<O> {
             None => *state.large.range(..=addr).next_back()?.0,
         };
         let record = state.blocks.at(state.place_at(start)?);
-        let capacity = self.capacity_of(record);
+        let capacity = self.capacity_of(state, record);
         (addr < start + capacity).then_some(BlockInfo {
             addr: start,
             size: record.size(),
@@ -983,7 +993,7 @@ impl<O: Os> Heap<O> {
         let mut stats = HeapStats::default();
         for record in state.blocks.values() {
             stats.live_blocks += 1;
-            let capacity = self.capacity_of(record);
+            let capacity = self.capacity_of(&state, record);
             stats.requested_bytes += record.size();
             stats.allocated_bytes += capacity;
             match record.home {

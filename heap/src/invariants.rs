@@ -353,7 +353,7 @@ impl<O: Os> Heap<O> {
                     )
                 },
             )?;
-            let n = self.capacity_of(record) / CHUNK;
+            let n = self.capacity_of(state, record) / CHUNK;
             ensure(chunk + n <= chunks, || {
                 format!("the block at {block:#x} runs past the end of its page")
             })?;
@@ -477,7 +477,7 @@ impl<O: Os> Heap<O> {
             let place = state.pages.place_at(id, chunk).expect("checked above");
             let record = state.blocks.at(place);
             let at = chunk * CHUNK;
-            let capacity = self.capacity_of(record);
+            let capacity = self.capacity_of(state, record);
             self.check_untouched(addr + at, record, &bytes[at..at + capacity])?;
         }
         Ok(())
@@ -578,15 +578,18 @@ impl<O: Os> Heap<O> {
                 })
             }
             Home::Large => {
-                ensure(record.size() > self.page, || {
-                    format!(
-                        "the large block at {addr:#x} has size {}, within a page",
-                        record.size
-                    )
-                })?;
                 let large = state.large.get(&addr);
                 ensure(large.map(|large| large.place) == Some(place), || {
                     format!("the large block at {addr:#x} is recorded in `large` as {large:?}")
+                })?;
+                // Allocated with the pages its size (past a page) rounds up to; `shrink` may
+                // leave it smaller, even within a page, and with pages it could not give back.
+                let pages = large.map_or(0, |large| large.pages);
+                ensure(pages >= record.size().div_ceil(self.page), || {
+                    format!(
+                        "the large block at {addr:#x} has size {} in {pages} pages",
+                        record.size
+                    )
                 })?;
                 let write_addr = self.vm().writable_address(addr).ok();
                 ensure(large.map(|large| large.write_addr) == write_addr, || {
@@ -622,7 +625,7 @@ impl<O: Os> Heap<O> {
                     record.addr
                 )
             })?;
-            let capacity = self.capacity_of(record);
+            let capacity = self.capacity_of(state, record);
             let pages = capacity / self.page;
             if record.home != Home::Large {
                 return Err(format!("`large` lists the small block at {addr:#x}"));
@@ -688,9 +691,8 @@ impl<O: Os> Heap<O> {
                 )
             })?;
             let before = state.large.range(..addr + bytes).next_back();
-            let overlapped = before.is_some_and(|(&other, large)| {
-                other + self.capacity_of(state.blocks.at(large.place)) > addr
-            });
+            let overlapped =
+                before.is_some_and(|(&other, large)| other + large.pages * self.page > addr);
             ensure(!overlapped, || {
                 format!("the kept large block at {addr:#x} overlaps a live large block")
             })?;

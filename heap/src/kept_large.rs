@@ -47,10 +47,12 @@ impl KeptLargeBlocks {
         }
     }
 
-    /// Whether a freed block of `pages` pages may be kept (once there is room for it).
+    /// Whether a freed block of `pages` pages may be kept (once there is room for it). Not
+    /// one of a single page: no allocation asks for one (a page-sized request is small), so
+    /// a large block `shrink` left with one page is given back when freed.
     #[inline]
     pub(crate) fn takes(&self, pages: usize) -> bool {
-        self.enabled && pages <= MAX_KEPT_LARGE_PAGES
+        self.enabled && (2..=MAX_KEPT_LARGE_PAGES).contains(&pages)
     }
 
     /// Whether a block of `pages` pages fits beside those kept (else the oldest go first).
@@ -141,10 +143,12 @@ mod tests {
     }
 
     #[test]
-    fn keeps_nothing_past_its_budget_or_when_disabled() {
+    fn keeps_nothing_past_its_budget_of_one_page_or_when_disabled() {
         let kept = KeptLargeBlocks::new(true);
+        assert!(kept.takes(2));
         assert!(kept.takes(MAX_KEPT_LARGE_PAGES));
         assert!(!kept.takes(MAX_KEPT_LARGE_PAGES + 1));
+        assert!(!kept.takes(1));
         let disabled = KeptLargeBlocks::new(false);
         assert!(!disabled.takes(2));
     }

@@ -34,6 +34,7 @@ mod opening;
 mod own_line;
 mod page;
 mod records;
+mod shrink;
 mod size_class;
 mod state;
 mod stats;

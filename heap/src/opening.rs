@@ -44,8 +44,7 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
         }
         Span::Large(place) => {
             let record = state.blocks.at(place);
-            // A large block has the whole pages its size rounds up to.
-            let pages = record.size().div_ceil(state.pages.page_bytes());
+            let pages = state.large_pages(record);
             let writers = u32::from(record.large_writers);
             (record.addr, pages, writers, record.open)
         }

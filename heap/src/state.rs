@@ -4,6 +4,7 @@ use core::ops::Range;
 use std::collections::BTreeMap;
 
 use crate::addr_hash::AddrMap;
+use crate::block::BlockRecord;
 use crate::freed::FreedBlocks;
 use crate::kept_large::KeptLargeBlocks;
 use crate::page::{PageId, Pages};
@@ -49,13 +50,17 @@ pub(crate) struct HeapState {
     pub(crate) counters: Counters,
 }
 
-/// A large block's entry in [`HeapState::large`]: where its record is, and where it is
-/// written (kept here, not in the record, which small blocks keep to 32 bytes, and not asked
-/// of the OS layer's region registry on every free).
+/// A large block's entry in [`HeapState::large`]: where its record is, where it is written
+/// and how many pages it holds (kept here, not in the record, which small blocks keep to 32
+/// bytes, and not asked of the OS layer's region registry on every free).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LargeBlock {
     pub(crate) place: Place,
     pub(crate) write_addr: usize,
+    /// Its pages: those its size rounds up to, or more after a `shrink` whose spare pages
+    /// the page allocator could not take back (the tail of a block with a mapping of its
+    /// own).
+    pub(crate) pages: usize,
 }
 
 impl HeapState {
@@ -89,6 +94,16 @@ impl HeapState {
             None => self.large.get(&addr).map(|large| large.place),
         }?;
         self.blocks.holds(place, addr).then_some(place)
+    }
+
+    /// The pages of the large block `record` records: its entry's, or (for an entry not yet
+    /// made) as many as its size rounds up to.
+    #[inline]
+    pub(crate) fn large_pages(&self, record: &BlockRecord) -> usize {
+        self.large.get(&record.addr).map_or_else(
+            || record.size().div_ceil(self.pages.page_bytes()),
+            |large| large.pages,
+        )
     }
 
     /// A block id, from the batch this heap holds, or from a new batch `take_batch` gives

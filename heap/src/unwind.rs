@@ -223,17 +223,70 @@ impl<O: Os> Heap<O> {
         }
         let entry = EhFrameEntry::build(&record.frame, block.addr as u64, block.size as u64)?;
         let written = write_entry(self.vm(), &record.slot, &entry, block.addr, block.size)?;
+        self.register_written(state, block.addr, written);
+        Ok(())
+    }
+
+    /// Registers the entry just written into the slot of the block at `addr`.
+    fn register_written(&self, state: &mut HeapState, addr: usize, written: WrittenEntry) {
         // SAFETY: the entry was just written into a slot that stays allocated, and its code
         // stays mapped, until the block is freed or decommitted, which deregisters it first.
         unsafe { self.registrar.register(written) };
         state.unwind_seq += 1;
         let seq = state.unwind_seq;
-        state
-            .unwind
-            .get_mut(&block.addr)
-            .expect("present")
-            .registered = Some((written, seq));
-        Ok(())
+        let record = state.unwind.get_mut(&addr).expect("present");
+        record.registered = Some((written, seq));
+    }
+
+    /// For shrinking the block at `addr` from `size` to `new_size` bytes: checks that its
+    /// frame, if it has one, still fits the shorter function (its rows within it), and, if
+    /// its entry is registered, gives the entries at both sizes, for
+    /// [`reregister_unwind`](Self::reregister_unwind).
+    pub(crate) fn unwind_for_shrink(
+        &self,
+        state: &HeapState,
+        addr: usize,
+        size: usize,
+        new_size: usize,
+    ) -> Result<Option<[EhFrameEntry; 2]>> {
+        if state.unwind.is_empty() {
+            return Ok(None);
+        }
+        let Some(record) = state.unwind.get(&addr) else {
+            return Ok(None);
+        };
+        let shorter = EhFrameEntry::build(&record.frame, addr as u64, new_size as u64)?;
+        if record.registered.is_none() {
+            return Ok(None);
+        }
+        let current = EhFrameEntry::build(&record.frame, addr as u64, size as u64)?;
+        Ok(Some([current, shorter]))
+    }
+
+    /// Replaces the registered entry of the block at `addr` (`size` bytes, about to be
+    /// `new_size`) with `shorter`. If writing it is refused, `current` is written back and
+    /// registered again: the block keeps its size and the entry that describes it.
+    pub(crate) fn reregister_unwind(
+        &self,
+        state: &mut HeapState,
+        addr: usize,
+        [current, shorter]: [EhFrameEntry; 2],
+        (size, new_size): (usize, usize),
+    ) -> Result<()> {
+        let slot = state.unwind.get(&addr).expect("checked").slot;
+        self.deregister_unwind(state, addr);
+        match write_entry(self.vm(), &slot, &shorter, addr, new_size) {
+            Ok(written) => {
+                self.register_written(state, addr, written);
+                Ok(())
+            }
+            Err(err) => {
+                if let Ok(written) = write_entry(self.vm(), &slot, &current, addr, size) {
+                    self.register_written(state, addr, written);
+                }
+                Err(err.into())
+            }
+        }
     }
 
     /// Deregisters the entry of the block at `addr`, if it has a registered one.

@@ -10,6 +10,11 @@
 //! or a panic the session is abandoned: the block is left unfinalized, its pages closed, and
 //! the thread back in the mode it was in.
 //!
+//! An engine that assembles straight into the block asks for the most its function could
+//! take and, once it knows, ends the block after what it wrote with
+//! [`CodeWriter::truncate`]: the block is shrunk in place ([`Heap::shrink`]) before it is
+//! finalized, and the rest of its room goes back.
+//!
 //! An engine that assembles into a buffer of its own hands the finished function to
 //! [`Heap::emit_code`], which allocates, copies and finalizes under one hold of the lock:
 //! the copy is bounded by the buffer, where a closure's work is not.
@@ -93,6 +98,19 @@ impl<O: Os> CodeWriter<'_, O> {
         self.check(offset, len)?;
         // SAFETY: in bounds of the session's block, which is writable by this thread (above).
         unsafe { self.os.fill(self.write_addr + offset, len, pattern) }?;
+        Ok(())
+    }
+
+    /// Ends the block after its first `len` bytes, for code that came out shorter than the
+    /// room it was given: when the session finishes, the block is shrunk to `len`
+    /// ([`Heap::shrink`]) before it is finalized, and from now on writes past `len` are
+    /// refused. A `len` at or past the current length changes nothing; 0 is refused
+    /// (`ZeroSize`). Should the shrink fail, the session fails with its error.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len == 0 {
+            return Err(Error::ZeroSize);
+        }
+        self.size = self.size.min(len);
         Ok(())
     }
 
@@ -236,6 +254,10 @@ impl<O: Os> Heap<O> {
         };
         let value = emit(&mut writer)?;
         let mut state = self.state();
+        if writer.size < block.size {
+            // The session's own block: live and being written until the session ends.
+            self.shrink_locked(&mut state, block, block.place, writer.size)?;
+        }
         self.seal(&mut state, block, write_addr)?;
         self.register_unwind(&mut state, block)?;
         abandon.armed = false;

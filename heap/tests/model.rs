@@ -177,6 +177,11 @@ enum Op {
         which: Index,
         how: StaleUse,
     },
+    /// `shrink` to a size `to` picks: mostly a smaller one, sometimes 0 or one byte more.
+    Shrink {
+        which: Index,
+        to: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -252,6 +257,7 @@ fn ops(nest: bool) -> BoxedStrategy<Op> {
         1 => Just(Op::Trim),
         3 => size_kind().prop_map(Op::EntryBeforeFinalize),
         2 => (any::<Index>(), stale_use()).prop_map(|(which, how)| Op::UseStale { which, how }),
+        4 => (any::<Index>(), any::<u32>()).prop_map(|(which, to)| Op::Shrink { which, to }),
     ]
     .boxed()
 }
@@ -283,6 +289,8 @@ struct Live {
     decommitted: bool,
     /// The value the code at offset 0 returns, if a `return u32` function was written there.
     returns: Option<u32>,
+    /// Whether it has whole pages of its own (allocated past a page; still so if shrunk).
+    large: bool,
 }
 
 impl Live {
@@ -305,6 +313,7 @@ struct Session {
     addr: usize,
     size: usize,
     capacity: usize,
+    large: bool,
 }
 
 /// A deterministic byte stream from a seed (splitmix64).
@@ -493,6 +502,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
                 prop_assert_eq!(self.heap.page_allocator().stats().free_bytes, 0);
             }
             Op::UseStale { ref which, how } => self.use_stale(which, how)?,
+            Op::Shrink { ref which, to } => self.shrink(which, to)?,
             Op::EntryBeforeFinalize(kind) => {
                 if let Some(i) = self.alloc(kind)? {
                     let block = &self.live[i].block;
@@ -527,6 +537,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             finalized: false,
             decommitted: false,
             returns: None,
+            large: size > self.page,
         });
         Ok(Some(self.live.len() - 1))
     }
@@ -558,6 +569,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             finalized: true,
             decommitted: false,
             returns,
+            large: size > self.page,
         });
         Ok(())
     }
@@ -627,6 +639,12 @@ impl<'h, O: Inspect> Driver<'h, O> {
             None
         };
 
+        // Sometimes the code turns out shorter than the block: the session truncates it.
+        let truncate_to = match seed & (1 << 59) {
+            0 => size,
+            _ => 1 + (seed >> 40) as usize % size,
+        };
+
         let mut ran = false;
         let mut violation = None;
         let mut nested = Ok(());
@@ -634,6 +652,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             addr,
             size,
             capacity,
+            large: live.large,
         });
         let result = heap.write(&mut live.block, |writer| {
             ran = true;
@@ -655,6 +674,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
             for (offset, bytes) in &pieces {
                 writer.write(*offset, bytes)?;
             }
+            writer.truncate(truncate_to)?;
             Ok(!value)
         });
         self.sessions.pop();
@@ -674,7 +694,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
         pad_tail(arch, &mut live.image, size);
         live.finalized = true;
         live.returns = returns;
-        Ok(())
+        self.cut(live, size, truncate_to, true)
     }
 
     /// Runs `during` inside the write session of the block at `addr`.
@@ -755,6 +775,93 @@ impl<'h, O: Inspect> Driver<'h, O> {
             live.image[*offset..*offset + bytes.len()].copy_from_slice(bytes);
         }
         live.finalized = false;
+        Ok(())
+    }
+
+    fn shrink(&mut self, which: &Index, to: u32) -> TestCaseResult {
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        // Out of `live` meanwhile, as in `write`.
+        let mut live = self.live.swap_remove(i);
+        let result = self.shrink_live(&mut live, to);
+        self.live.push(live);
+        result
+    }
+
+    fn shrink_live(&mut self, live: &mut Live, to: u32) -> TestCaseResult {
+        let (addr, size) = (live.addr(), live.size());
+        let new_size = match to % 16 {
+            0 => 0,
+            1 => size + 1,
+            _ => 1 + (to >> 4) as usize % size,
+        };
+        let result = self.heap.shrink(&mut live.block, new_size);
+        let refused = if new_size == 0 {
+            Some(Error::ZeroSize)
+        } else if new_size > size {
+            Some(Error::CannotGrow { size, new_size })
+        } else if live.decommitted {
+            Some(Error::Decommitted { addr })
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            prop_assert_eq!(result, Err(error));
+            prop_assert_eq!(live.size(), size, "a refused shrink changes nothing");
+            return Ok(());
+        }
+        prop_assert_eq!(result, Ok(()));
+        self.cut(live, size, new_size, false)
+    }
+
+    /// The model of shrinking `live`, of `size` bytes, to `new_size` (in a write session, if
+    /// `in_session`): its bytes past `new_size` padded as finalizing pads them, its capacity
+    /// that of the new size (a large block's pages but those it cannot give back), the rest
+    /// of the old capacity freed.
+    fn cut(
+        &mut self,
+        live: &mut Live,
+        size: usize,
+        new_size: usize,
+        in_session: bool,
+    ) -> TestCaseResult {
+        let (addr, capacity) = (live.addr(), live.image.len());
+        if new_size == size {
+            prop_assert_eq!((live.size(), live.capacity()), (size, capacity));
+            return Ok(());
+        }
+        let new_capacity = if !live.large {
+            self.expected_capacity(new_size)
+        } else {
+            let own_mapping =
+                capacity / self.page > self.heap.page_allocator().config().code_pages();
+            let open = in_session && self.strategy == WxStrategy::Protect;
+            if own_mapping || open {
+                capacity
+            } else {
+                new_size.next_multiple_of(self.page)
+            }
+        };
+        prop_assert_eq!(live.size(), new_size);
+        prop_assert_eq!(
+            live.capacity(),
+            new_capacity,
+            "capacity of a block shrunk from {} to {}",
+            size,
+            new_size
+        );
+        if new_size < size {
+            pad_tail(self.arch, &mut live.image, new_size);
+        }
+        live.image.truncate(new_capacity);
+        let arch = self.arch;
+        let code_len = |value: u32| arch.encode_return_u32(value).as_bytes().len();
+        live.returns = live.returns.filter(|&value| code_len(value) <= new_size);
+        if new_capacity < capacity {
+            self.freed
+                .insert((addr + new_capacity, capacity - new_capacity));
+        }
         Ok(())
     }
 
@@ -947,7 +1054,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
 
     fn check_stats(&self) -> TestCaseResult {
         let stats = self.heap.stats();
-        let large = |live: &&Live| live.size() > self.page;
+        let large = |live: &&Live| live.large;
         let requested: usize = self.live.iter().map(Live::size).sum();
         let allocated: usize = self.live.iter().map(Live::capacity).sum();
         prop_assert_eq!(stats.live_blocks, self.live.len(), "live_blocks");
@@ -975,8 +1082,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
                 .live
                 .iter()
                 .filter(|live| {
-                    live.size() <= self.page
-                        && live.capacity().next_power_of_two() == bucket.block_size
+                    !live.large && live.capacity().next_power_of_two() == bucket.block_size
                 })
                 .fold((0, 0), |(n, bytes), live| (n + 1, bytes + live.capacity()));
             prop_assert_eq!(bucket.blocks, blocks, "blocks of {}", bucket.block_size);
@@ -1006,7 +1112,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
     /// What `find` must say about `addr`: the live block holding it, if any (a block being
     /// written is not finalized).
     fn expected_find(&self, addr: usize) -> Option<BlockInfo> {
-        let info = |start: usize, size: usize, capacity: usize, finalized: bool| {
+        let info = |start: usize, size: usize, capacity: usize, finalized: bool, large: bool| {
             (start..start + capacity)
                 .contains(&addr)
                 .then_some(BlockInfo {
@@ -1014,17 +1120,23 @@ impl<'h, O: Inspect> Driver<'h, O> {
                     size,
                     capacity,
                     finalized,
-                    large: size > self.page,
+                    large,
                 })
         };
         let live = self.live.iter().find_map(|live| {
             let finalized = live.finalized && !live.decommitted;
-            info(live.addr(), live.size(), live.capacity(), finalized)
+            info(
+                live.addr(),
+                live.size(),
+                live.capacity(),
+                finalized,
+                live.large,
+            )
         });
         let writing = || {
             self.sessions
                 .iter()
-                .find_map(|s| info(s.addr, s.size, s.capacity, false))
+                .find_map(|s| info(s.addr, s.size, s.capacity, false, s.large))
         };
         live.or_else(writing)
     }

@@ -1,0 +1,152 @@
+//! Shrinking a block in place: for the JIT that allocates room for the longest code a
+//! function could need, assembles into it, and keeps only what it wrote (asmjit's
+//! `JitAllocator::shrink`). The block keeps its address; the bytes past its new size are
+//! trap-filled, and the chunks or pages past its new capacity go back to the heap.
+
+use codeheap_virtual_alloc::{Os, WxStrategy};
+
+use crate::block::{Block, BlockRecord, BlockState, Home};
+use crate::config::SizeClasses;
+use crate::error::{Error, Result};
+use crate::heap::Heap;
+use crate::page::{PageId, PageList};
+use crate::records::Place;
+use crate::size_class::{CHUNK, SizeClass, bucket_of};
+use crate::state::HeapState;
+
+impl<O: Os> Heap<O> {
+    /// Shrinks `block` to its first `new_size` bytes, in place: the bytes past them become
+    /// traps (a partial instruction word right after them is zeroed, as a finalized
+    /// block's is), and what its new size no longer needs goes back: the chunks past a
+    /// small block's new size class, the pages past a large block's new last page. A
+    /// finalized block stays finalized, its entry point unchanged, and its registered unwind
+    /// entry, if it has one, is replaced by one for the shorter function. A block never
+    /// moves, so a large block stays one of whole pages, even shrunk within a page.
+    ///
+    /// Only the code past `new_size` is cut off: a thread running it then traps. Pages a
+    /// large block cannot give back stay its own until it is freed: those of a block with
+    /// a mapping of its own (larger than a segment; the page allocator releases such a
+    /// mapping whole), and, under `Protect`, those of a block whose pages are open for
+    /// writing.
+    ///
+    /// Fails with `ZeroSize` for `new_size` 0 (free the block instead), `CannotGrow` past
+    /// its size, `BlockBusy` while it is being written, `Decommitted` after
+    /// `decommit_all`, `StaleBlock` for a handle freed by address, and with the unwind
+    /// builder's error if the block's frame has rows past `new_size`; none of them changes
+    /// anything. If the OS refuses the trap fill or the new unwind entry, the block keeps
+    /// its size (and its entry); the bytes past `new_size` may already hold traps.
+    pub fn shrink(&self, block: &mut Block, new_size: usize) -> Result<()> {
+        if new_size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if new_size > block.size {
+            return Err(Error::CannotGrow {
+                size: block.size,
+                new_size,
+            });
+        }
+        let mut state = self.state();
+        let addr = block.addr;
+        let place = self.locate(&state, addr, Some(block.key()))?;
+        match state.blocks.at(place).state {
+            BlockState::Writing => Err(Error::BlockBusy { addr }),
+            BlockState::Parked => Err(Error::Decommitted { addr }),
+            BlockState::Fresh | BlockState::Finalized => {
+                self.shrink_locked(&mut state, block, place, new_size)
+            }
+        }
+    }
+
+    /// [`shrink`](Self::shrink) of a block whose record is at `place`, checked to be
+    /// shrinkable (sizes, state), under the lock.
+    pub(crate) fn shrink_locked(
+        &self,
+        state: &mut HeapState,
+        block: &mut Block,
+        place: Place,
+        new_size: usize,
+    ) -> Result<()> {
+        let record = *state.blocks.at(place);
+        let (addr, size) = (record.addr, record.size());
+        if new_size == size {
+            return Ok(());
+        }
+        let capacity = self.capacity_of(state, &record);
+        let new_capacity = match record.home {
+            // Within a page: its class is a small one, of no more chunks than its own.
+            Home::Small { .. } => {
+                SizeClass::of_accepted(new_size, self.page, self.classes).capacity(self.page)
+            }
+            Home::Large => new_size.div_ceil(self.page) * self.page,
+        };
+        let entries = self.unwind_for_shrink(state, addr, size, new_size)?;
+        self.scrub(state, place, &record, capacity, new_size)?;
+        if let Some(entries) = entries {
+            self.reregister_unwind(state, addr, entries, (size, new_size))?;
+        }
+        // `SizeClass::of` accepted the larger size.
+        state.blocks.at_mut(place).size = new_size as u32;
+        match record.home {
+            Home::Small { page, first_chunk } => {
+                let first = usize::from(first_chunk);
+                let (kept, had) = (new_capacity / CHUNK, capacity / CHUNK);
+                if kept < had {
+                    self.give_back_tail(state, page, first + kept, had - kept, kept);
+                }
+            }
+            Home::Large => {
+                self.give_back_large_tail(state, &record, new_capacity / self.page);
+            }
+        }
+        block.size = new_size;
+        block.capacity = self.capacity_of(state, state.blocks.at(place));
+        Ok(())
+    }
+
+    /// Gives the `n` chunks from `first` of page `id` back, the end of a block now of
+    /// `kept` chunks, and files the page where it now belongs: with free chunks (it holds a
+    /// live block, so it is not empty), under power-of-two classes in the bucket of the
+    /// smaller block if the page's was larger, under chunk classes by its longest free run.
+    fn give_back_tail(
+        &self,
+        state: &mut HeapState,
+        id: PageId,
+        first: usize,
+        n: usize,
+        kept: usize,
+    ) {
+        state.pages.give_back(id, first, n);
+        let page = state.pages.get(id);
+        let list = match page.list {
+            PageList::Full => PageList::Bucket,
+            list => list,
+        };
+        // Power of two: every block of the page is a multiple of `1 << b` chunks at a
+        // multiple of `1 << b` for the page's bucket `b`, and larger ones are multiples of
+        // smaller ones, so with the shrunk block's bucket as the page's (if smaller) its
+        // free chunks again come in aligned groups of the bucket's size.
+        let filed = match self.classes {
+            SizeClasses::PowerOfTwo => page.bucket().min(bucket_of(kept)),
+            SizeClasses::Chunks => state.pages.chunk_bits(id).free.longest_run(),
+        };
+        state.pages.relist(id, list, filed);
+    }
+
+    /// Gives the pages of the large block `record` past its first `keep` back to the page
+    /// allocator, if it takes them; if not, the block keeps them until it is freed.
+    fn give_back_large_tail(&self, state: &mut HeapState, record: &BlockRecord, keep: usize) {
+        let large = state.large[&record.addr];
+        if keep == large.pages
+            || (self.strategy == WxStrategy::Protect && state.blocks.at(large.place).open)
+        {
+            // Under `Protect` its pages are read-write while open, and the page allocator
+            // takes back only pages as the heap leaves them when it is done: execute-read.
+            return;
+        }
+        let (tail, n) = (record.addr + keep * self.page, large.pages - keep);
+        if self.pages.release_pages(tail, n).is_ok() {
+            state.large.get_mut(&record.addr).expect("present").pages = keep;
+            state.counters.pages_released += n as u64;
+        }
+    }
+}
