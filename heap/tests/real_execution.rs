@@ -112,6 +112,55 @@ fn patched_code_runs_the_new_bytes() {
     }
 }
 
+/// Code emitted into room for far more, truncated in its session or shrunk after it, runs;
+/// and the room given back holds new code that runs too.
+#[test]
+fn shrunk_blocks_run_and_the_room_they_gave_back_is_reused() {
+    for strategy in strategies() {
+        let heap = Heap::with_strategy(strategy).unwrap();
+        let page = heap.page_size();
+        let mut functions = Vec::new();
+        // What each block had before it shrank and no longer has.
+        let mut given_back = Vec::new();
+        for (i, room) in [1000, 3 * page, 5 * page + 7].into_iter().enumerate() {
+            let value = 0x500 + i as u32;
+            let code = heap.arch().encode_return_u32(value);
+            let (block, ()) = heap
+                .emit(room, |w| {
+                    w.write(0, code.as_bytes())?;
+                    w.truncate(code.as_bytes().len())
+                })
+                .unwrap();
+            assert_eq!(block.size(), code.as_bytes().len());
+            assert_eq!(call(&heap, &block), value, "{strategy}: truncated from {room}");
+            functions.push((block, value));
+
+            let mut block = emit(&heap, room, value + 0x100);
+            let had = block.capacity();
+            heap.shrink(&mut block, 64).unwrap();
+            given_back.push(block.addr() + block.capacity()..block.addr() + had);
+            assert_eq!(call(&heap, &block), value + 0x100, "{strategy}: shrunk from {room}");
+            functions.push((block, value + 0x100));
+        }
+        // New blocks of a chunk each land among what was given back, and run.
+        let mut reused = 0;
+        for i in 0..40 {
+            let value = 0x900 + i;
+            let block = emit(&heap, 100, value);
+            reused += usize::from(given_back.iter().any(|room| room.contains(&block.addr())));
+            functions.push((block, value));
+        }
+        assert!(reused > 0, "{strategy}: no new block in the room given back");
+        for (block, value) in &functions {
+            assert_eq!(call(&heap, block), *value, "{strategy}");
+        }
+        heap.check_invariants().unwrap();
+        for (block, _) in functions {
+            heap.free(block).unwrap();
+        }
+    }
+}
+
 #[test]
 fn the_default_heap_uses_the_platform_strategy() {
     let heap = Heap::new().unwrap();
