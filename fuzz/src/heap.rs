@@ -133,6 +133,10 @@ pub enum Op {
         value: u32,
         unwind: bool,
     },
+    /// `emit_code_with_unwind` of a buffer as `EmitCode`'s, with the standard frame: the
+    /// entry must be registered for the whole function (a function too short for the
+    /// frame's rows is refused, leaving nothing).
+    EmitCodeWithUnwind { size: u16, value: u32 },
 }
 
 /// A block the driver holds.
@@ -276,7 +280,10 @@ impl Driver {
                 unwind,
             } => self.emit(1 + usize::from(size) % (2 * page), value, fail, unwind),
             Op::EmitCode { size, value } => {
-                self.emit_code(1 + usize::from(size) % (2 * page), value)
+                self.emit_code(1 + usize::from(size) % (2 * page), value, false)
+            }
+            Op::EmitCodeWithUnwind { size, value } => {
+                self.emit_code(1 + usize::from(size) % (2 * page), value, true)
             }
             Op::WriteWith {
                 which,
@@ -610,7 +617,7 @@ impl Driver {
         }
     }
 
-    fn emit_code(&mut self, size: usize, value: u32) -> Result<(), String> {
+    fn emit_code(&mut self, size: usize, value: u32, unwind: bool) -> Result<(), String> {
         if self.failures_planned {
             // As for `emit`: a block whose discarding was refused has no handle to free.
             return Ok(());
@@ -622,13 +629,25 @@ impl Driver {
         let mut buffer = vec![0; size];
         arch.fill_traps(&mut buffer);
         buffer[..code.as_bytes().len()].copy_from_slice(code.as_bytes());
-        let block = match self.heap.emit_code(&buffer) {
+        let result = if unwind {
+            let frame = FrameDescription::standard(arch);
+            self.heap.emit_code_with_unwind(&buffer, frame)
+        } else {
+            self.heap.emit_code(&buffer)
+        };
+        let block = match result {
             Ok(block) => block,
             Err(err) if range_full(&err) => return Ok(()),
+            // The standard frame's rows lie past a function of a few bytes.
+            Err(Error::Unwind(_)) if unwind => return Ok(()),
             Err(err) => return Err(format!("emit_code({size}) failed: {err}")),
         };
         ensure(block.size() == size, || {
             format!("emit_code({size}) gave {block:?}")
+        })?;
+        let registered = self.heap.unwind_entry(&block).map(|entry| entry.len);
+        ensure(registered == unwind.then_some(size), || {
+            format!("emit_code({size}, unwind: {unwind}) registered {registered:?}")
         })?;
         self.live.push(Live::new(block, Some(value)));
         Ok(())

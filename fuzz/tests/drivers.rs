@@ -52,6 +52,10 @@ fn heap_ops() -> Vec<heap::Op> {
             value: 14,
             unwind: true,
         },
+        EmitCodeWithUnwind {
+            size: 700,
+            value: 15,
+        },
         Shrink { which: 2, to: 1000 },
         Shrink { which: 5, to: 20 },
         Shrink {

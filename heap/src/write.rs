@@ -289,10 +289,28 @@ impl<O: Os> Heap<O> {
     /// no session for another thread to see). All or nothing: on an error the block is
     /// freed again and only the error comes back.
     pub fn emit_code(&self, code: &[u8]) -> Result<Block> {
+        self.emit_code_block(code, None)
+    }
+
+    /// [`emit_code`](Heap::emit_code) of a function whose code unwinds as `frame` describes
+    /// (as [`alloc_with_unwind`](Heap::alloc_with_unwind) then [`write`](Heap::write)): its
+    /// unwind entry is written and registered under the same hold of the lock. All or
+    /// nothing, slot and registration included.
+    pub fn emit_code_with_unwind(&self, code: &[u8], frame: FrameDescription) -> Result<Block> {
+        self.emit_code_block(code, Some(frame))
+    }
+
+    fn emit_code_block(&self, code: &[u8], frame: Option<FrameDescription>) -> Result<Block> {
         let class = SizeClass::of(code.len(), self.page, self.classes)?;
+        let unwind = self.unwind_room(frame, code.len())?;
+        let registers = unwind.is_some();
         let mut state = self.state();
-        let mut block = self.place_block(&mut state, code.len(), class, None)?;
-        match self.copy_in(&mut state, &block, code) {
+        let mut block = self.place_block(&mut state, code.len(), class, unwind)?;
+        let mut done = self.copy_in(&mut state, &block, code);
+        if registers && done.is_ok() {
+            done = self.register_unwind(&mut state, &block);
+        }
+        match done {
             Ok(()) => {
                 block.published = self.epoch.load(Ordering::Acquire);
                 Ok(block)

@@ -132,14 +132,22 @@ fn shrunk_blocks_run_and_the_room_they_gave_back_is_reused() {
                 })
                 .unwrap();
             assert_eq!(block.size(), code.as_bytes().len());
-            assert_eq!(call(&heap, &block), value, "{strategy}: truncated from {room}");
+            assert_eq!(
+                call(&heap, &block),
+                value,
+                "{strategy}: truncated from {room}"
+            );
             functions.push((block, value));
 
             let mut block = emit(&heap, room, value + 0x100);
             let had = block.capacity();
             heap.shrink(&mut block, 64).unwrap();
             given_back.push(block.addr() + block.capacity()..block.addr() + had);
-            assert_eq!(call(&heap, &block), value + 0x100, "{strategy}: shrunk from {room}");
+            assert_eq!(
+                call(&heap, &block),
+                value + 0x100,
+                "{strategy}: shrunk from {room}"
+            );
             functions.push((block, value + 0x100));
         }
         // New blocks of a chunk each land among what was given back, and run.
@@ -150,7 +158,10 @@ fn shrunk_blocks_run_and_the_room_they_gave_back_is_reused() {
             reused += usize::from(given_back.iter().any(|room| room.contains(&block.addr())));
             functions.push((block, value));
         }
-        assert!(reused > 0, "{strategy}: no new block in the room given back");
+        assert!(
+            reused > 0,
+            "{strategy}: no new block in the room given back"
+        );
         for (block, value) in &functions {
             assert_eq!(call(&heap, block), *value, "{strategy}");
         }

@@ -83,6 +83,50 @@ fn a_panic_crosses_a_registered_jit_frame() {
     }
 }
 
+/// The same panic, through functions whose entries were registered other ways: emitted from
+/// a finished buffer (`emit_code_with_unwind`), truncated in their session from far more
+/// room, and shrunk after finalizing (the entry deregistered, rewritten for the shorter
+/// function and registered again).
+#[test]
+fn a_panic_crosses_frames_emitted_from_a_buffer_truncated_or_shrunk() {
+    for strategy in strategies() {
+        let heap = Heap::with_strategy(strategy).unwrap();
+        for layout in [Layout::FramePointer, Layout::StackOnly] {
+            let callback = panicking_callback as usize;
+            let (code, frame) = calls_back(heap.arch(), layout, callback);
+            let from_buffer = heap.emit_code_with_unwind(&code, frame.clone()).unwrap();
+            let (truncated, ()) = heap
+                .emit_with_unwind(code.len() + 3000, frame.clone(), |w| {
+                    w.write(0, &code)?;
+                    w.truncate(code.len())
+                })
+                .unwrap();
+            let mut shrunk = heap.alloc_with_unwind(code.len() + 500, frame).unwrap();
+            heap.write(&mut shrunk, |w| w.write(0, &code)).unwrap();
+            heap.shrink(&mut shrunk, code.len()).unwrap();
+            for (how, block) in [
+                ("from a buffer", &from_buffer),
+                ("truncated", &truncated),
+                ("shrunk", &shrunk),
+            ] {
+                let entry = heap.unwind_entry(block).expect("registered");
+                assert_eq!((entry.pc, entry.len), (block.addr(), code.len()), "{how}");
+                let function = jit_function(&heap, block);
+                let caught =
+                    std::panic::catch_unwind(|| function()).expect_err("the panic reaches here");
+                assert_eq!(
+                    panic_message(caught),
+                    "a panic from inside JIT code",
+                    "{strategy} {layout:?} {how}"
+                );
+            }
+            for block in [from_buffer, truncated, shrunk] {
+                heap.free(block).unwrap();
+            }
+        }
+    }
+}
+
 #[inline(never)]
 fn enter_jit_code_from_a_named_frame(function: extern "C-unwind" fn()) {
     function();

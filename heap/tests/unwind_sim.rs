@@ -436,3 +436,35 @@ fn emit_with_unwind_registers_or_leaves_nothing() {
     assert!(registrar.live().is_empty());
     heap.check_invariants().unwrap();
 }
+
+/// `emit_code_with_unwind` registers the entry of the function it copies in; a frame that
+/// does not fit the function, or is for another architecture, leaves no block, slot or
+/// registration behind.
+#[test]
+fn emit_code_with_unwind_registers_or_leaves_nothing() {
+    let (heap, registrar) = heap_with(HeapConfig::default());
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    let mut code = vec![0; 40];
+    code[..8].copy_from_slice(heap.arch().encode_return_u32(6).as_bytes());
+    let block = heap.emit_code_with_unwind(&code, frame.clone()).unwrap();
+    let entry = heap.unwind_entry(&block).unwrap();
+    assert_eq!((entry.pc, entry.len), (block.addr(), 40));
+    assert_eq!(registrar.live(), [entry]);
+    // SAFETY: the simulator decodes the code; it touches no process memory.
+    assert_eq!(unsafe { heap.call(&block) }, Ok(6));
+
+    let slots = heap.page_allocator().stats().secondary_slots_used;
+    // The standard frame's last row is at byte 8: a function of 4 bytes cannot hold it.
+    let too_short = heap.emit_code_with_unwind(&code[..4], frame);
+    assert!(matches!(too_short, Err(Error::Unwind(_))), "{too_short:?}");
+    let wrong_arch = FrameDescription::standard(Arch::X86_64);
+    let refused = heap.emit_code_with_unwind(&code, wrong_arch);
+    assert!(matches!(refused, Err(Error::Unwind(_))), "{refused:?}");
+    assert_eq!(heap.page_allocator().stats().secondary_slots_used, slots);
+    assert_eq!(registrar.live(), [entry]);
+    assert_eq!(heap.stats().live_blocks, 1);
+
+    heap.free(block).unwrap();
+    assert!(registrar.live().is_empty());
+    heap.check_invariants().unwrap();
+}
