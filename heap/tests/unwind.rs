@@ -92,8 +92,8 @@ fn a_panic_crosses_frames_emitted_from_a_buffer_truncated_or_shrunk() {
     for strategy in strategies() {
         let heap = Heap::with_strategy(strategy).unwrap();
         for layout in [Layout::FramePointer, Layout::StackOnly] {
-            let callback = panicking_callback as usize;
-            let (code, frame) = calls_back(heap.arch(), layout, callback);
+            let callback: extern "C-unwind" fn() = panicking_callback;
+            let (code, frame) = calls_back(heap.arch(), layout, callback as usize);
             let from_buffer = heap.emit_code_with_unwind(&code, frame.clone()).unwrap();
             let (truncated, ()) = heap
                 .emit_with_unwind(code.len() + 3000, frame.clone(), |w| {
