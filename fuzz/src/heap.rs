@@ -494,6 +494,7 @@ impl Driver {
             _ => shortest.max(1 + usize::from(to) % size),
         };
         let capacity = handle.capacity();
+        let entry = self.heap.unwind_entry(handle).map(|entry| entry.len);
         let result = self.heap.shrink(handle, new_size);
         let (now, now_capacity) = (handle.size(), handle.capacity());
         let planned = self.failures_planned;
@@ -505,11 +506,21 @@ impl Driver {
                 let found = self.heap.find(live.addr).map(|info| info.size);
                 ensure(found == Some(new_size), || {
                     format!("a block shrunk to {new_size} is found as {found:?}")
+                })?;
+                // A registered entry now describes the shorter function.
+                let now_entry = self.heap.unwind_entry(handle).map(|entry| entry.len);
+                ensure(now_entry == entry.map(|_| new_size), || {
+                    format!("shrunk to {new_size}, its entry of {entry:?} is {now_entry:?}")
                 })
             }
             Err(Error::ZeroSize) if new_size == 0 => Ok(()),
             Err(Error::CannotGrow { .. }) if new_size > size => Ok(()),
             Err(Error::Decommitted { .. }) if live.decommitted => Ok(()),
+            // The frame's rows reach past the new size: refused, nothing changed.
+            Err(Error::Unwind(_)) if entry.is_some() => ensure(
+                now == size && self.heap.unwind_entry(handle).map(|e| e.len) == entry,
+                || format!("a shrink refused for its frame left {handle:?}"),
+            ),
             // Refused by the OS: the block keeps its size (its bytes past the new size may
             // be traps already, none of its function's).
             Err(err) if planned => ensure(now == size, || {
