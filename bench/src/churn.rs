@@ -21,6 +21,11 @@ impl<T> RandomChurn<T> {
         RandomChurn { live, rng }
     }
 
+    /// The live items.
+    pub fn live(&self) -> &[T] {
+        &self.live
+    }
+
     /// Runs `steps` steps, each a `make` and a `free` of the item it replaces; how long
     /// they took.
     pub fn run(
