@@ -88,7 +88,8 @@ pub(crate) enum Home {
 }
 
 /// What the heap keeps of a live block. A small block's capacity follows from its size (its
-/// size class: [`Heap::capacity_of`](crate::Heap)) and where it is written from its page;
+/// size class: [`Heap::capacity_of`](crate::Heap), floored after a shrink) and where it is
+/// written from its page;
 /// a large block's pages and write address are in the heap's map of large blocks. So
 /// neither is kept here.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +105,9 @@ pub(crate) struct BlockRecord {
     pub(crate) open: bool,
     /// Open write sessions on a large block, 0 or 1 (small blocks count on their page).
     pub(crate) large_writers: u8,
+    /// A small block's capacity is at least `2^floor` chunks: set when a shrink under
+    /// power-of-two classes stops at its page's bucket (`shrink.rs`), 0 otherwise.
+    pub(crate) floor: u8,
 }
 
 impl BlockRecord {

@@ -176,16 +176,22 @@ impl<O: Os> Heap<O> {
         self.vm().code_range()
     }
 
-    /// Bytes the recorded block occupies: a small block's size class's capacity (every free
-    /// asks; the class is a few inlined instructions), a large block's pages.
+    /// Bytes the recorded block occupies: a small block's size class's capacity, or its
+    /// floor's if larger (every free asks; a few inlined instructions), a large block's pages.
     #[inline]
     pub(crate) fn capacity_of(&self, state: &HeapState, record: &BlockRecord) -> usize {
         match record.home {
-            Home::Small { .. } => {
-                SizeClass::of_accepted(record.size(), self.page, self.classes).capacity(self.page)
-            }
+            Home::Small { .. } => self
+                .capacity_of_size(record.size())
+                .max(CHUNK << record.floor),
             Home::Large => state.large_pages(record) * self.page,
         }
+    }
+
+    /// Bytes a small block of `size` bytes occupies: its size class's capacity.
+    #[inline]
+    pub(crate) fn capacity_of_size(&self, size: usize) -> usize {
+        SizeClass::of_accepted(size, self.page, self.classes).capacity(self.page)
     }
 
     /// Where the recorded block is written (its address but for dual-mapped memory): from
@@ -434,6 +440,7 @@ impl<O: Os> Heap<O> {
             state: BlockState::Fresh,
             open: false,
             large_writers: 0,
+            floor: 0,
         };
         let place = state.blocks.insert(record);
         match home {

@@ -573,6 +573,22 @@ impl<O: Os> Heap<O> {
                 ensure(record.large_writers == 0, || {
                     format!("the small block at {addr:#x} counts large-block sessions")
                 })?;
+                // A floor only where a shrink under power-of-two classes set one, above the
+                // class of the size and within the page.
+                let class = self.capacity_of_size(record.size());
+                let floor = CHUNK << record.floor;
+                ensure(
+                    record.floor == 0
+                        || (self.classes == SizeClasses::PowerOfTwo
+                            && class < floor
+                            && floor <= self.page),
+                    || {
+                        format!(
+                            "the small block at {addr:#x} of {} bytes has a floor of {floor} bytes",
+                            record.size
+                        )
+                    },
+                )?;
                 ensure(!state.large.contains_key(&addr), || {
                     format!("the small block at {addr:#x} is recorded as large")
                 })

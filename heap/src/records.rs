@@ -153,6 +153,7 @@ mod tests {
             state: BlockState::Fresh,
             open: false,
             large_writers: 0,
+            floor: 0,
         }
     }
 

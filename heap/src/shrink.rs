@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::heap::Heap;
 use crate::page::{PageId, PageList};
 use crate::records::Place;
-use crate::size_class::{CHUNK, SizeClass, bucket_of};
+use crate::size_class::CHUNK;
 use crate::state::HeapState;
 
 impl<O: Os> Heap<O> {
@@ -72,26 +72,25 @@ impl<O: Os> Heap<O> {
             return Ok(());
         }
         let capacity = self.capacity_of(state, &record);
-        let new_capacity = match record.home {
-            // Within a page: its class is a small one, of no more chunks than its own.
-            Home::Small { .. } => {
-                SizeClass::of_accepted(new_size, self.page, self.classes).capacity(self.page)
-            }
-            Home::Large => new_size.div_ceil(self.page) * self.page,
+        let (new_capacity, floor) = match record.home {
+            Home::Small { page, .. } => self.shrunk_small(state, page, new_size),
+            Home::Large => (new_size.div_ceil(self.page) * self.page, 0),
         };
         let entries = self.unwind_for_shrink(state, addr, size, new_size)?;
         self.scrub(state, place, &record, capacity, new_size)?;
         if let Some(entries) = entries {
             self.reregister_unwind(state, addr, entries, (size, new_size))?;
         }
+        let shrunk = state.blocks.at_mut(place);
         // `SizeClass::of` accepted the larger size.
-        state.blocks.at_mut(place).size = new_size as u32;
+        shrunk.size = new_size as u32;
+        shrunk.floor = floor;
         match record.home {
             Home::Small { page, first_chunk } => {
                 let first = usize::from(first_chunk);
                 let (kept, had) = (new_capacity / CHUNK, capacity / CHUNK);
                 if kept < had {
-                    self.give_back_tail(state, page, first + kept, had - kept, kept);
+                    self.give_back_tail(state, page, first + kept, had - kept);
                 }
             }
             Home::Large => {
@@ -103,30 +102,47 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// Gives the `n` chunks from `first` of page `id` back, the end of a block now of
-    /// `kept` chunks, and files the page where it now belongs: with free chunks (it holds a
-    /// live block, so it is not empty), under power-of-two classes in the bucket of the
-    /// smaller block if the page's was larger, under chunk classes by its longest free run.
-    fn give_back_tail(
-        &self,
-        state: &mut HeapState,
-        id: PageId,
-        first: usize,
-        n: usize,
-        kept: usize,
-    ) {
+    /// The capacity a small block on page `id` has once shrunk to `new_size`, and its floor.
+    ///
+    /// Under chunk classes, its new size's class. Under power-of-two classes, that class but
+    /// no less than the page's bucket `b`: every block of the page is a multiple of `2^b`
+    /// chunks at a multiple of `2^b`, which is what lets the page's free chunks come in
+    /// aligned groups of `2^b` and any of them start a block of the bucket. Going below
+    /// would leave a free run shorter than that, and the page would have to move to a
+    /// smaller bucket, serving only smaller requests from then on: an engine truncating
+    /// every function from the same room would then take a new page for each (14 times the
+    /// bytes of its code in `benches/shrink.rs`, against 3.6 with no truncation at all).
+    /// Kept at the bucket, the block gives back what it can and the page keeps serving its
+    /// bucket; the record's floor remembers the capacity its size alone no longer gives.
+    fn shrunk_small(&self, state: &HeapState, id: PageId, new_size: usize) -> (usize, u8) {
+        let class = self.capacity_of_size(new_size);
+        match self.classes {
+            SizeClasses::Chunks => (class, 0),
+            SizeClasses::PowerOfTwo => {
+                let bucket = state.pages.get(id).bucket();
+                let floor = CHUNK << bucket;
+                if class < floor {
+                    (floor, bucket as u8)
+                } else {
+                    (class, 0)
+                }
+            }
+        }
+    }
+
+    /// Gives the `n` chunks from `first` of page `id` back, the end of a shrunk block, and
+    /// files the page where it now belongs: with free chunks (it holds a live block, so it
+    /// is not empty), under power-of-two classes in its bucket (`shrunk_small` kept the
+    /// block to whole groups of it), under chunk classes by its longest free run.
+    fn give_back_tail(&self, state: &mut HeapState, id: PageId, first: usize, n: usize) {
         state.pages.give_back(id, first, n);
         let page = state.pages.get(id);
         let list = match page.list {
             PageList::Full => PageList::Bucket,
             list => list,
         };
-        // Power of two: every block of the page is a multiple of `1 << b` chunks at a
-        // multiple of `1 << b` for the page's bucket `b`, and larger ones are multiples of
-        // smaller ones, so with the shrunk block's bucket as the page's (if smaller) its
-        // free chunks again come in aligned groups of the bucket's size.
         let filed = match self.classes {
-            SizeClasses::PowerOfTwo => page.bucket().min(bucket_of(kept)),
+            SizeClasses::PowerOfTwo => page.bucket(),
             SizeClasses::Chunks => state.pages.chunk_bits(id).free.longest_run(),
         };
         state.pages.relist(id, list, filed);

@@ -817,8 +817,9 @@ impl<'h, O: Inspect> Driver<'h, O> {
 
     /// The model of shrinking `live`, of `size` bytes, to `new_size` (in a write session, if
     /// `in_session`): its bytes past `new_size` padded as finalizing pads them, its capacity
-    /// that of the new size (a large block's pages but those it cannot give back), the rest
-    /// of the old capacity freed.
+    /// that of the new size (a large block's pages but those it cannot give back; under
+    /// power-of-two classes no less than its page's bucket), the rest of the old capacity
+    /// freed.
     fn cut(
         &mut self,
         live: &mut Live,
@@ -832,7 +833,22 @@ impl<'h, O: Inspect> Driver<'h, O> {
             return Ok(());
         }
         let new_capacity = if !live.large {
-            self.expected_capacity(new_size)
+            let class = self.expected_capacity(new_size);
+            if self.classes == SizeClasses::PowerOfTwo {
+                // No less than its page's bucket, which the model does not follow: a power
+                // of two of chunks between its new class and what it had.
+                let got = live.capacity();
+                prop_assert!(
+                    got.is_power_of_two() && (class..=capacity).contains(&got),
+                    "capacity {} of a block shrunk from {} to {}",
+                    got,
+                    size,
+                    new_size
+                );
+                got
+            } else {
+                class
+            }
         } else {
             let own_mapping =
                 capacity / self.page > self.heap.page_allocator().config().code_pages();

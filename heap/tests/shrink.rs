@@ -72,6 +72,8 @@ fn assert_cut_off(heap: &Heap<SimOs>, addr: usize, size: usize, end: usize) {
     assert!(heap.arch().is_trap_filled(&tail), "traps up to {end:#x}");
 }
 
+/// Under power-of-two classes a block on a page of a smaller bucket (one split off for
+/// smaller blocks) takes its new size's class, and its chunks past it go back to the page.
 #[test]
 fn a_small_block_shrinks_into_a_smaller_class_and_its_chunks_go_back() {
     for heap in every_strategy(SizeClasses::PowerOfTwo) {
@@ -79,6 +81,10 @@ fn a_small_block_shrinks_into_a_smaller_class_and_its_chunks_go_back() {
         assert_eq!(block.capacity(), 1024);
         emit_padded(&heap, &mut block, 42);
         let addr = block.addr();
+        // A one-chunk block splits the page off the 1 KiB bucket: it now serves one-chunk
+        // blocks.
+        let small = heap.alloc(CHUNK).unwrap();
+        assert_eq!(small.addr(), addr + 1024);
         heap.shrink(&mut block, 201).unwrap();
         assert_eq!(
             (block.addr(), block.size(), block.capacity()),
@@ -89,18 +95,51 @@ fn a_small_block_shrinks_into_a_smaller_class_and_its_chunks_go_back() {
         let info = heap.find(addr).unwrap();
         assert_eq!((info.size, info.capacity, info.finalized), (201, 256, true));
         let stats = heap.stats();
-        assert_eq!((stats.requested_bytes, stats.allocated_bytes), (201, 256));
-        heap.check_invariants().unwrap();
-        // The six chunks past the new class are free: the page now serves two-chunk blocks
-        // (filed under the smaller bucket) from the first of them.
-        let next = heap.alloc(2 * CHUNK).unwrap();
-        assert_eq!(next.addr(), addr + 256);
         assert_eq!(
-            heap.find(addr + 300).map(|info| info.addr),
-            Some(addr + 256)
+            (stats.requested_bytes, stats.allocated_bytes),
+            (201 + 128, 256 + 128)
         );
         heap.check_invariants().unwrap();
-        for block in [block, next] {
+        // The six chunks past the new class are free, the first of them first.
+        let next = heap.alloc(CHUNK).unwrap();
+        assert_eq!(next.addr(), addr + 256);
+        assert_eq!(heap.find(addr + 400), None);
+        heap.check_invariants().unwrap();
+        for block in [block, small, next] {
+            heap.free(block).unwrap();
+        }
+        heap.check_invariants().unwrap();
+    }
+}
+
+/// Under power-of-two classes a block shrinks no further than its page's bucket: the page
+/// keeps serving the blocks it serves (truncating every function from one room takes no
+/// new page for each).
+#[test]
+fn a_small_block_shrinks_no_further_than_its_page_s_bucket() {
+    for heap in every_strategy(SizeClasses::PowerOfTwo) {
+        let mut block = heap.alloc(1000).unwrap();
+        emit_padded(&heap, &mut block, 43);
+        let addr = block.addr();
+        heap.shrink(&mut block, 201).unwrap();
+        assert_eq!((block.size(), block.capacity()), (201, 1024));
+        assert_cut_off(&heap, addr, 201, 1024);
+        let info = heap.find(addr + 1000).unwrap();
+        assert_eq!((info.addr, info.size, info.capacity), (addr, 201, 1024));
+        heap.check_invariants().unwrap();
+        let next = heap.alloc(1000).unwrap();
+        assert_eq!(
+            next.addr(),
+            addr + 1024,
+            "the page still serves 1 KiB blocks"
+        );
+        assert_eq!(run(&heap, &block), Ok(43));
+        // Freed, it goes back whole: kept for the next block of its capacity.
+        heap.free(block).unwrap();
+        let again = heap.alloc(1000).unwrap();
+        assert_eq!(again.addr(), addr);
+        heap.check_invariants().unwrap();
+        for block in [next, again] {
             heap.free(block).unwrap();
         }
         heap.check_invariants().unwrap();
@@ -375,7 +414,7 @@ fn a_shrunk_block_s_unwind_entry_describes_the_shorter_function() {
             })
             .unwrap();
         assert_eq!(heap.unwind_entry(&block).unwrap().len, 64);
-        assert_eq!(block.capacity(), 128);
+        assert_eq!(block.capacity(), 2048, "no further than its page's bucket");
         heap.free(block).unwrap();
         heap.check_invariants().unwrap();
     }
