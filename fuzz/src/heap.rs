@@ -548,23 +548,9 @@ impl Driver {
             w.write(0, code.as_bytes())?;
             w.truncate(len)
         };
-        let result = if unwind {
-            let frame = FrameDescription::standard(self.heap.arch());
-            self.heap.emit_with_unwind(size, frame, generate)
-        } else {
-            self.heap.emit(size, generate)
-        };
-        match result {
+        match self.emit_maybe_unwind(size, unwind, generate) {
             Ok((block, ())) => {
-                ensure(block.size() == len, || {
-                    format!("emit({size}) truncated to {len} gave {block:?}")
-                })?;
-                let registered = self.heap.unwind_entry(&block).map(|entry| entry.len);
-                ensure(registered == unwind.then_some(len), || {
-                    format!("emit({size}) truncated to {len} registered {registered:?}")
-                })?;
-                self.live.push(Live::new(block, Some(value)));
-                Ok(())
+                self.keep_emitted(block, len, value, unwind, &format!("emit({size}) to {len}"))
             }
             // The standard frame's rows lie past a function of a few bytes.
             Err(Error::Unwind(_)) if unwind => Ok(()),
@@ -598,13 +584,7 @@ impl Driver {
             w.write(0, code.as_bytes())?;
             if fail { Err(Error::ZeroSize) } else { Ok(()) }
         };
-        let result = if unwind {
-            let frame = FrameDescription::standard(self.heap.arch());
-            self.heap.emit_with_unwind(size, frame, generate)
-        } else {
-            self.heap.emit(size, generate)
-        };
-        match result {
+        match self.emit_maybe_unwind(size, unwind, generate) {
             Ok((block, ())) => {
                 ensure(fits && !fail && block.size() == size, || {
                     format!(
@@ -646,19 +626,46 @@ impl Driver {
         } else {
             self.heap.emit_code(&buffer)
         };
-        let block = match result {
-            Ok(block) => block,
-            Err(err) if range_full(&err) => return Ok(()),
+        match result {
+            Ok(block) => {
+                self.keep_emitted(block, size, value, unwind, &format!("emit_code({size})"))
+            }
+            Err(err) if range_full(&err) => Ok(()),
             // The standard frame's rows lie past a function of a few bytes.
-            Err(Error::Unwind(_)) if unwind => return Ok(()),
-            Err(err) => return Err(format!("emit_code({size}) failed: {err}")),
-        };
-        ensure(block.size() == size, || {
-            format!("emit_code({size}) gave {block:?}")
-        })?;
+            Err(Error::Unwind(_)) if unwind => Ok(()),
+            Err(err) => Err(format!("emit_code({size}) failed: {err}")),
+        }
+    }
+
+    /// `emit`, or `emit_with_unwind` with the standard frame.
+    fn emit_maybe_unwind(
+        &self,
+        size: usize,
+        unwind: bool,
+        generate: impl FnOnce(&mut CodeWriter<'_, SimOs>) -> Result<(), Error>,
+    ) -> Result<(Block, ()), Error> {
+        if unwind {
+            let frame = FrameDescription::standard(self.heap.arch());
+            self.heap.emit_with_unwind(size, frame, generate)
+        } else {
+            self.heap.emit(size, generate)
+        }
+    }
+
+    /// Checks a function block `what` made: `len` bytes, its unwind entry registered for
+    /// all of them if `unwind` (none if not); then holds it, returning `value`.
+    fn keep_emitted(
+        &mut self,
+        block: Block,
+        len: usize,
+        value: u32,
+        unwind: bool,
+        what: &str,
+    ) -> Result<(), String> {
+        ensure(block.size() == len, || format!("{what} gave {block:?}"))?;
         let registered = self.heap.unwind_entry(&block).map(|entry| entry.len);
-        ensure(registered == unwind.then_some(size), || {
-            format!("emit_code({size}, unwind: {unwind}) registered {registered:?}")
+        ensure(registered == unwind.then_some(len), || {
+            format!("{what}, unwind: {unwind}, registered {registered:?}")
         })?;
         self.live.push(Live::new(block, Some(value)));
         Ok(())

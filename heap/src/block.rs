@@ -89,9 +89,8 @@ pub(crate) enum Home {
 
 /// What the heap keeps of a live block. A small block's capacity follows from its size (its
 /// size class: [`Heap::capacity_of`](crate::Heap), floored after a shrink) and where it is
-/// written from its page;
-/// a large block's pages and write address are in the heap's map of large blocks. So
-/// neither is kept here.
+/// written from its page; a large block's pages and write address are in the heap's map of
+/// large blocks. So neither is kept here.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BlockRecord {
     pub(crate) id: u64,

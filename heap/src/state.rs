@@ -96,14 +96,11 @@ impl HeapState {
         self.blocks.holds(place, addr).then_some(place)
     }
 
-    /// The pages of the large block `record` records: its entry's, or (for an entry not yet
-    /// made) as many as its size rounds up to.
+    /// The pages of the large block `record` records (its entry in `large` exists for as
+    /// long as its record does).
     #[inline]
     pub(crate) fn large_pages(&self, record: &BlockRecord) -> usize {
-        self.large.get(&record.addr).map_or_else(
-            || record.size().div_ceil(self.pages.page_bytes()),
-            |large| large.pages,
-        )
+        self.large[&record.addr].pages
     }
 
     /// A block id, from the batch this heap holds, or from a new batch `take_batch` gives
