@@ -31,6 +31,7 @@ mod strategy;
 #[doc(hidden)]
 pub mod sync;
 mod vm;
+mod word;
 mod write_mode;
 
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use protection::Protection;
 pub use registry::{RegionRegistry, RegionSpan};
 pub use strategy::WxStrategy;
 pub use vm::{CodeRangeConfig, MemoryInfo, PageState, RegionInfo, VirtualAlloc, VirtualAllocStats};
+pub use word::Word;
 pub use write_mode::{
     ThreadMode, WriteScope, current_mode, enter_permanent_write_mode, is_permanent_write_mode,
     leave_permanent_write_mode, require_mode, with_write_mode,

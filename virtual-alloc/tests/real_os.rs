@@ -5,8 +5,8 @@
 
 use codeheap_test_support::maps::{perms_at, proc_maps};
 use codeheap_virtual_alloc::{
-    CodeRangeConfig, Error, NativeOs, Os, PageState, Protection, RegionInfo, SysCall, VirtualAlloc,
-    WriteScope, WxStrategy,
+    Arch, CodeRangeConfig, Error, NativeOs, Os, PageState, Protection, RegionInfo, SysCall,
+    VirtualAlloc, Word, WriteScope, WxStrategy,
 };
 
 /// The tests here check `/proc/self/maps` for mappings that must be gone; a test mapping
@@ -213,6 +213,53 @@ fn dual_map_write_is_seen_through_the_executable_view_at_once() {
     // SAFETY: the executable view of a committed page is mapped readable.
     let seen = unsafe { core::slice::from_raw_parts(region.base as *const u8, 4) };
     assert_eq!(seen, b"dual");
+}
+
+/// The word of `return new` that differs from `return old` (both below 256), and its
+/// offset: the immediate's low byte on x86-64, the `movz` on aarch64.
+fn patch_word(alloc: &VirtualAlloc<NativeOs>, new: u32) -> (usize, Word) {
+    let code = alloc.arch().encode_return_u32(new);
+    let (offset, len) = match alloc.arch() {
+        Arch::X86_64 => (1, 1),
+        Arch::Aarch64 => (0, 4),
+    };
+    let bytes = &code.as_bytes()[offset..offset + len];
+    (offset, Word::from_bytes(bytes).expect("a word"))
+}
+
+#[test]
+fn a_store_through_the_writable_view_patches_code_that_then_runs() {
+    let _serial = serial();
+    let alloc = alloc_for(WxStrategy::DualMap);
+    let region = alloc
+        .reserve_and_commit(alloc.page_size(), Protection::ExecuteRead)
+        .unwrap();
+    emit(&alloc, &region, region.base, 5);
+    assert_eq!(call_through_pointer(&alloc, region.base), 5);
+    let (offset, word) = patch_word(&alloc, 7);
+    assert!(
+        matches!(
+            alloc.store(region.base + offset, word),
+            Err(Error::WrongThreadMode { .. })
+        ),
+        "execute mode refuses the store"
+    );
+    {
+        let _write = WriteScope::enter();
+        let misaligned = Word::U32(0);
+        assert_eq!(
+            alloc.store(region.base + 2, misaligned),
+            Err(Error::Unaligned {
+                addr: region.write_address(region.base + 2),
+                align: 4
+            })
+        );
+        alloc.store(region.base + offset, word).unwrap();
+    }
+    alloc
+        .flush_instruction_cache(region.base + offset, word.len())
+        .unwrap();
+    assert_eq!(call_through_pointer(&alloc, region.base), 7);
 }
 
 #[test]

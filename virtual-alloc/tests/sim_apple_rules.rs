@@ -3,7 +3,7 @@
 
 use codeheap_virtual_alloc::sim::{Fault, FaultKind, SimOs, SimRules};
 use codeheap_virtual_alloc::{
-    Access, Error, Os, PageState, Protection, RegionInfo, SysCall, ThreadMode, VirtualAlloc,
+    Access, Error, Os, PageState, Protection, RegionInfo, SysCall, ThreadMode, VirtualAlloc, Word,
     WriteScope, WxStrategy, current_mode, enter_permanent_write_mode, with_write_mode,
 };
 
@@ -159,6 +159,56 @@ fn running_unflushed_code_is_reported_stale() {
             ..
         }))
     ));
+}
+
+/// A patch made with one store needs write mode and alignment to its width, as a write
+/// does; until the flush the icache still holds the old instruction, which keeps running
+/// (no fault: a thread may be running the line while it is patched).
+#[test]
+fn a_store_needs_write_mode_alignment_and_a_flush() {
+    let alloc = apple();
+    let region = region_with_code(&alloc, 21);
+    let patch = alloc.arch().encode_return_u32(22);
+    let movz = Word::from_bytes(&patch.as_bytes()[..4]).expect("one instruction word");
+    assert_eq!(
+        alloc.store(region.base, movz),
+        Err(Error::WrongThreadMode {
+            required: ThreadMode::Write,
+            current: ThreadMode::Execute,
+        })
+    );
+    assert_eq!(
+        with_write_mode(|| alloc.store(region.base + 2, movz)),
+        Err(Error::Unaligned {
+            addr: region.base + 2,
+            align: 4
+        })
+    );
+    assert_eq!(
+        run(&alloc, region.base),
+        Ok(21),
+        "refused stores change nothing"
+    );
+    with_write_mode(|| alloc.store(region.base, movz)).unwrap();
+    assert_eq!(run(&alloc, region.base), Ok(21), "the icache's copy runs");
+    let mut stored = [0; 4];
+    alloc.read(region.base, &mut stored).unwrap();
+    assert_eq!(&stored, &patch.as_bytes()[..4], "memory holds the new word");
+    alloc.flush_instruction_cache(region.base, 4).unwrap();
+    assert_eq!(run(&alloc, region.base), Ok(22));
+    // A plain write to a held line makes it stale: its bytes may be half written.
+    with_write_mode(|| {
+        alloc.store(
+            region.base,
+            Word::from_bytes(&patch.as_bytes()[..4]).unwrap(),
+        )
+    })
+    .unwrap();
+    with_write_mode(|| alloc.write(region.base + 4, &patch.as_bytes()[4..8])).unwrap();
+    assert_eq!(
+        run(&alloc, region.base),
+        Err(fault(region.base, FaultKind::StaleInstruction))
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@
 use crate::arch::Arch;
 use crate::error::Result;
 use crate::protection::Protection;
+use crate::word::Word;
 
 mod icache;
 mod jit_region;
@@ -231,6 +232,14 @@ pub unsafe trait Os: Send + Sync {
     /// Rust reference.
     unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()>;
 
+    /// Writes `word` to `addr` with one single-copy-atomic store, so that a thread fetching
+    /// those bytes as instructions meanwhile sees all of the old ones or all of the new (see
+    /// [`Word`]). `Unaligned` unless `addr` is a multiple of the word's width.
+    ///
+    /// # Safety
+    /// As for [`write`](Os::write).
+    unsafe fn store(&self, addr: usize, word: Word) -> Result<()>;
+
     /// Fills `len` bytes at `addr` with `pattern` repeated; a last partial repetition is
     /// zero-filled instead.
     ///
@@ -370,6 +379,11 @@ unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
     unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()> {
         // SAFETY: forwarded to the caller.
         unsafe { (**self).write(addr, bytes) }
+    }
+
+    unsafe fn store(&self, addr: usize, word: Word) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { (**self).store(addr, word) }
     }
 
     unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {

@@ -1,10 +1,12 @@
 //! The POSIX calls Linux and macOS share, each returning codeheap's error with errno kept.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::os::SysCall;
 use crate::protection::Protection;
+use crate::word::Word;
 
 pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -139,6 +141,31 @@ pub(super) unsafe fn write(addr: usize, bytes: &[u8]) {
 }
 
 /// # Safety
+/// `addr..addr+word.len()` is mapped writable and not aliased by a reference.
+pub(super) unsafe fn store(addr: usize, word: Word) -> Result<()> {
+    if !addr.is_multiple_of(word.len()) {
+        return Err(Error::Unaligned {
+            addr,
+            align: word.len(),
+        });
+    }
+    // Release: what was written before the store (the code a patched branch now leads to)
+    // is visible before it is.
+    let order = Ordering::Release;
+    // SAFETY: forwarded to the caller: writable, aligned to the width (checked above), and
+    // no Rust reference aliases it, so an atomic view of it for this one store is sound.
+    unsafe {
+        match word {
+            Word::U8(v) => AtomicU8::from_ptr(addr as *mut u8).store(v, order),
+            Word::U16(v) => AtomicU16::from_ptr(addr as *mut u16).store(v, order),
+            Word::U32(v) => AtomicU32::from_ptr(addr as *mut u32).store(v, order),
+            Word::U64(v) => AtomicU64::from_ptr(addr as *mut u64).store(v, order),
+        }
+    }
+    Ok(())
+}
+
+/// # Safety
 /// `addr..addr+len` is mapped writable and not aliased by a reference.
 pub(super) unsafe fn fill(addr: usize, len: usize, pattern: &[u8]) {
     // SAFETY: forwarded to the caller: the range is writable and unaliased for its length.
@@ -174,6 +201,11 @@ macro_rules! direct_memory_access {
             // SAFETY: forwarded to the caller.
             unsafe { crate::os::unix::write(addr, bytes) };
             Ok(())
+        }
+
+        unsafe fn store(&self, addr: usize, word: crate::Word) -> Result<()> {
+            // SAFETY: forwarded to the caller.
+            unsafe { crate::os::unix::store(addr, word) }
         }
 
         unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {

@@ -2,6 +2,8 @@
 //! per-cache-line record of bytes written since the last icache flush, and memfd-style
 //! shared objects whose frames two mappings can share.
 
+use std::collections::BTreeMap;
+
 /// Bytes per simulated cache line: the unit of icache staleness.
 pub(super) const LINE: usize = 64;
 
@@ -13,6 +15,11 @@ pub(super) struct Frame {
     pub(super) bytes: Box<[u8]>,
     /// One bit per line: written since the last flush.
     stale: Box<[u64]>,
+    /// Lines changed only by single aligned stores since the last flush, with the bytes the
+    /// icache still holds for them. Hardware lets a core running such a line see the old
+    /// word or the new until the flush; the simulator fetches the old, so a patch whose flush
+    /// is missing shows as old code running, and a patch beside a running thread is no fault.
+    held: BTreeMap<usize, [u8; LINE]>,
 }
 
 impl Frame {
@@ -21,6 +28,7 @@ impl Frame {
         Frame {
             bytes: vec![0; page_size].into_boxed_slice(),
             stale: vec![0; lines.div_ceil(64)].into_boxed_slice(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -37,9 +45,42 @@ impl Frame {
         }
     }
 
+    /// Keeps what the icache holds for the lines a store is about to change: their bytes
+    /// now, unless a line is stale (a plain write already changed it) or already held.
+    pub(super) fn hold_lines(&mut self, offset: usize, len: usize) {
+        for line in Frame::lines(offset, len) {
+            if !self.is_stale(line * LINE, 1) {
+                let start = line * LINE;
+                let bytes = &self.bytes;
+                self.held.entry(line).or_insert_with(|| {
+                    let mut copy = [0; LINE];
+                    copy.copy_from_slice(&bytes[start..start + LINE]);
+                    copy
+                });
+            }
+        }
+    }
+
     pub(super) fn clear_stale(&mut self, offset: usize, len: usize) {
         for line in Frame::lines(offset, len) {
             self.stale[line / 64] &= !(1 << (line % 64));
+            self.held.remove(&line);
+        }
+    }
+
+    /// Copies the bytes at `offset` as an instruction fetch sees them: held lines as the
+    /// icache holds them.
+    pub(super) fn fetch_into(&self, offset: usize, out: &mut [u8]) {
+        out.copy_from_slice(&self.bytes[offset..offset + out.len()]);
+        for line in Frame::lines(offset, out.len()) {
+            if let Some(copy) = self.held.get(&line) {
+                let (start, end) = (
+                    (line * LINE).max(offset),
+                    ((line + 1) * LINE).min(offset + out.len()),
+                );
+                out[start - offset..end - offset]
+                    .copy_from_slice(&copy[start - line * LINE..end - line * LINE]);
+            }
         }
     }
 
@@ -121,5 +162,47 @@ impl SharedObject {
 
     pub(super) fn is_dead(&self) -> bool {
         !self.open && self.mapped_pages == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Frame, LINE};
+
+    #[test]
+    fn a_fetch_sees_held_lines_as_they_were_and_the_rest_as_they_are() {
+        let mut frame = Frame::new(4 * LINE);
+        frame.bytes.fill(1);
+        frame.hold_lines(LINE - 4, 4);
+        frame.bytes[LINE - 4..LINE + 4].fill(2);
+        let mut out = [0; 8];
+        frame.fetch_into(LINE - 4, &mut out);
+        assert_eq!(out, [1, 1, 1, 1, 2, 2, 2, 2], "line 0 held, line 1 not");
+        frame.hold_lines(LINE, 4);
+        frame.bytes[LINE..LINE + 4].fill(3);
+        frame.fetch_into(LINE - 4, &mut out);
+        assert_eq!(
+            out,
+            [1, 1, 1, 1, 2, 2, 2, 2],
+            "the first store's bytes are held"
+        );
+        frame.clear_stale(0, 2 * LINE);
+        frame.fetch_into(LINE - 4, &mut out);
+        assert_eq!(out, [2, 2, 2, 2, 3, 3, 3, 3], "a flush shows memory");
+    }
+
+    #[test]
+    fn a_stale_line_is_not_held() {
+        let mut frame = Frame::new(2 * LINE);
+        frame.mark_stale(0, 1);
+        frame.hold_lines(0, 4);
+        frame.bytes[..4].fill(9);
+        let mut out = [0; 4];
+        frame.fetch_into(0, &mut out);
+        assert_eq!(
+            out, [9; 4],
+            "nothing held: the fetch of a stale line faults before this"
+        );
+        assert!(frame.is_stale(0, 4));
     }
 }

@@ -38,6 +38,7 @@ use crate::error::Result;
 use crate::os::{Os, SharedMemory, SysCall};
 use crate::protection::Protection;
 use crate::sync::{Mutex, lock};
+use crate::word::Word;
 
 /// How many times each system call was made.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -261,6 +262,10 @@ unsafe impl Os for SimOs {
 
     unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()> {
         lock(&self.state).write(addr, bytes)
+    }
+
+    unsafe fn store(&self, addr: usize, word: Word) -> Result<()> {
+        lock(&self.state).store(addr, word)
     }
 
     unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {

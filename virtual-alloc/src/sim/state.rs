@@ -11,6 +11,7 @@ use super::rules::{MapJitSupport, SimRules};
 use crate::error::{Access, Error, Result};
 use crate::os::{JitRegion, SysCall};
 use crate::protection::Protection;
+use crate::word::Word;
 use crate::write_mode::{ThreadMode, current_mode};
 
 /// Where the simulator starts handing out addresses: page-aligned but deliberately not
@@ -549,6 +550,29 @@ impl SimState {
         Ok(())
     }
 
+    /// A store is one access, checked and made whole; unlike a plain write it leaves the
+    /// icache's copy of its line in place until the next flush (see `Frame::held`), rather
+    /// than making the line stale.
+    pub(super) fn store(&mut self, addr: usize, word: Word) -> Result<()> {
+        if !addr.is_multiple_of(word.len()) {
+            return Err(Error::Unaligned {
+                addr,
+                align: word.len(),
+            });
+        }
+        self.check_access(addr, word.len(), Access::Write)?;
+        let (bytes, len) = word.to_bytes();
+        let coherent = self.rules.icache_coherent;
+        self.for_each_piece(addr, len, true, |frames, frame, offset, range| {
+            let frame = frames.get_mut(frame.expect("allocated"));
+            if !coherent {
+                frame.hold_lines(offset, range.len());
+            }
+            frame.bytes[offset..offset + range.len()].copy_from_slice(&bytes[range]);
+        });
+        Ok(())
+    }
+
     pub(super) fn fill(&mut self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
         let mut bytes = vec![0; len];
         crate::os::fill_pattern(&mut bytes, pattern);
@@ -590,7 +614,7 @@ impl SimState {
             if let Some(frame) = frame {
                 let frame = frames.get(frame);
                 stale |= !coherent && frame.is_stale(offset, range.len());
-                bytes[range.clone()].copy_from_slice(&frame.bytes[offset..offset + range.len()]);
+                frame.fetch_into(offset, &mut bytes[range.clone()]);
             }
         });
         if stale {

@@ -22,6 +22,7 @@ use crate::protection::Protection;
 use crate::registry::RegionRegistry;
 use crate::strategy::WxStrategy;
 use crate::sync::{Arc, lock};
+use crate::word::Word;
 use crate::write_mode::{ThreadMode, require_mode};
 
 use core::sync::atomic::Ordering::Relaxed;
@@ -622,6 +623,19 @@ impl<O: Os> VirtualAlloc<O> {
             state.require_access(region, region.page_indices(addr, size), Access::Write)?;
             // SAFETY: as in `write`.
             unsafe { self.os.fill(region.info.write_address(addr), size, pattern) }
+        })
+    }
+
+    /// Writes `word` to `addr` with one single-copy-atomic store (see [`Os::store`]), for a
+    /// patch to code other threads may be running; `Unaligned` unless `addr` is a multiple
+    /// of its width. Under the same rules as [`write`](VirtualAlloc::write).
+    pub fn store(&self, addr: usize, word: Word) -> Result<()> {
+        require_mode(ThreadMode::Write)?;
+        self.with_region(addr, word.len(), |region, state| {
+            state.require_access(region, region.page_indices(addr, word.len()), Access::Write)?;
+            // SAFETY: as in `write`; the writable view keeps the address's alignment (both
+            // views start on a granularity boundary).
+            unsafe { self.os.store(region.info.write_address(addr), word) }
         })
     }
 
