@@ -11,7 +11,7 @@ use arbitrary::Arbitrary;
 use codeheap::vm::Error as VmError;
 use codeheap::vm::sim::SimRules;
 use codeheap::{
-    Block, CodeRangeConfig, CodeWriter, Error, FrameDescription, Heap, HeapConfig,
+    Arch, Block, CodeRangeConfig, CodeWriter, Error, FrameDescription, Heap, HeapConfig,
     PageAllocatorConfig, SimOs, SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
 
@@ -137,6 +137,17 @@ pub enum Op {
     /// entry must be registered for the whole function (a function too short for the
     /// frame's rows is refused, leaving nothing).
     EmitCodeWithUnwind { size: u16, value: u32 },
+    /// `patch`: with `len` 0, of a finalized block's value (its low byte on x86-64, its
+    /// `movz` on aarch64), after which calls must return the new one; otherwise of
+    /// `len % 9` bytes `offset` bytes past its function (anywhere in a block not
+    /// finalized), refused unless one aligned store of a whole word within its size can make
+    /// it. With `len` 255, of a stale handle, if there is one: `StaleBlock`.
+    Patch {
+        which: u8,
+        value: u16,
+        offset: u8,
+        len: u8,
+    },
 }
 
 /// A block the driver holds.
@@ -313,6 +324,12 @@ impl Driver {
                 Ok(())
             }
             Op::Call { which } => self.call(which),
+            Op::Patch {
+                which,
+                value,
+                offset,
+                len,
+            } => self.patch(which, value, offset, len),
             Op::Shrink { which, to } => self.shrink(which, to),
             Op::EmitTruncated {
                 size,
@@ -776,6 +793,76 @@ impl Driver {
         }
     }
 
+    fn patch(&mut self, which: u8, value: u16, offset: u8, len: u8) -> Result<(), String> {
+        if len == u8::MAX {
+            let Some(stale) = self.stale.get(usize::from(which) % self.stale.len().max(1)) else {
+                return Ok(());
+            };
+            let refused = self.heap.patch(stale, 0, &[0; 4]);
+            return ensure(matches!(refused, Err(Error::StaleBlock { .. })), || {
+                format!("patching a stale handle gave {refused:?}")
+            });
+        }
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        let arch = self.heap.arch();
+        let live = &mut self.live[i];
+        let Some(handle) = live.handle.as_ref() else {
+            return Ok(());
+        };
+        if live.uncertain {
+            // Finalized or not, scrubbed or not: nothing to expect.
+            return Ok(());
+        }
+        let (at, bytes, new_value) = match (len, live.value) {
+            (0, Some(old)) => {
+                let (at, bytes, new) = value_patch(arch, old, value);
+                (at, bytes, Some(new))
+            }
+            _ => {
+                let function = live
+                    .value
+                    .map_or(0, |v| arch.encode_return_u32(v).as_bytes().len());
+                let len = usize::from(len) % 9;
+                (function + usize::from(offset), vec![0xA5; len], None)
+            }
+        };
+        let len = bytes.len();
+        let one_store = [1, 2, 4, 8].contains(&len)
+            && len >= arch.instruction_alignment()
+            && (live.addr + at).is_multiple_of(len);
+        let size = handle.size();
+        let result = self.heap.patch(handle, at, &bytes);
+        let expected_refusal = |err: &Error| match err {
+            Error::PatchNotAtomic { offset, len: l } => !one_store && (*offset, *l) == (at, len),
+            Error::Decommitted { .. } => one_store && live.decommitted,
+            Error::NotFinalized { .. } => one_store && !live.decommitted && live.value.is_none(),
+            Error::OutOfBounds { .. } => {
+                one_store && live.value.is_some() && !live.decommitted && at + len > size
+            }
+            _ => false,
+        };
+        match result {
+            Ok(()) => {
+                ensure(
+                    one_store && live.value.is_some() && !live.decommitted && at + len <= size,
+                    || format!("patching {len} bytes at {at} of {live:?} should have failed"),
+                )?;
+                live.value = new_value.or(live.value);
+                Ok(())
+            }
+            Err(err) if expected_refusal(&err) => Ok(()),
+            // Refused by the OS (under `Protect`, opening or closing the pages): the value
+            // may be the old or the new.
+            Err(_) if self.failures_planned => {
+                live.uncertain = true;
+                Ok(())
+            }
+            Err(err) => Err(format!("patching {len} bytes at {at} of {live:?}: {err}")),
+        }
+    }
+
     fn call(&mut self, which: u8) -> Result<(), String> {
         let Some(i) = self.pick(which) else {
             return Ok(());
@@ -876,6 +963,26 @@ impl Driver {
         ensure(used == held, || {
             format!("an empty heap holds {used} bytes of pages, its spares and kept blocks {held}")
         })
+    }
+}
+
+/// The patch that makes `return old` return `low` in its low bits: on x86-64 one byte of
+/// `mov eax, imm32`'s immediate, on aarch64 the `movz` (a `movk` after it, if any, sets the
+/// high half again). Its offset, its bytes and the value it leaves.
+fn value_patch(arch: Arch, old: u32, low: u16) -> (usize, Vec<u8>, u32) {
+    match arch {
+        Arch::X86_64 => {
+            let [byte, ..] = low.to_le_bytes();
+            (1, vec![byte], (old & !0xFF) | u32::from(byte))
+        }
+        Arch::Aarch64 => {
+            let movz = arch.encode_return_u32(u32::from(low));
+            (
+                0,
+                movz.as_bytes()[..4].to_vec(),
+                (old & 0xFFFF_0000) | u32::from(low),
+            )
+        }
     }
 }
 

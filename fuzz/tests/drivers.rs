@@ -18,7 +18,7 @@ fn every_machine() -> [heap::Machine; 5] {
 }
 
 /// Allocations of several sizes, writes (one with a free nested inside), shrinks, calls,
-/// frees by handle and address, `decommit_all`, more allocations.
+/// live patches, frees by handle and address, `decommit_all`, more allocations.
 fn heap_ops() -> Vec<heap::Op> {
     use heap::{Nested, Op::*};
     vec![
@@ -63,6 +63,31 @@ fn heap_ops() -> Vec<heap::Op> {
             to: u16::MAX,
         },
         Call { which: 5 },
+        Patch {
+            which: 5,
+            value: 0xBEEF,
+            offset: 0,
+            len: 0,
+        },
+        Call { which: 5 },
+        Patch {
+            which: 5,
+            value: 0,
+            offset: 4,
+            len: 4,
+        },
+        Patch {
+            which: 5,
+            value: 0,
+            offset: 1,
+            len: 3,
+        },
+        Patch {
+            which: 1,
+            value: 0,
+            offset: 0,
+            len: 8,
+        },
         WriteWith {
             which: 1,
             value: 9,
@@ -91,6 +116,12 @@ fn heap_ops() -> Vec<heap::Op> {
         Write { which: 3, value: 3 },
         FreeAddress { which: 0 },
         Call { which: 0 },
+        Patch {
+            which: 0,
+            value: 0,
+            offset: 0,
+            len: u8::MAX,
+        },
     ]
 }
 

@@ -63,6 +63,17 @@ pub enum Error {
         /// The block's size.
         size: usize,
     },
+    /// A live patch that one aligned store cannot make: 1, 2, 4 or 8 bytes at an offset
+    /// that is a multiple of their count (4 or 8 on aarch64).
+    #[error(
+        "a live patch is one aligned store of 1, 2, 4 or 8 bytes (a whole instruction word on aarch64), not {len} bytes at offset {offset}"
+    )]
+    PatchNotAtomic {
+        /// Offset of the patch in the block.
+        offset: usize,
+        /// Bytes in the patch.
+        len: usize,
+    },
     /// An entry point was asked for before the block was finalized (or while it is being
     /// rewritten).
     #[error("the block at {addr:#x} is not finalized")]

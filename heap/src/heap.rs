@@ -1040,6 +1040,7 @@ impl<O: Os> Heap<O> {
             allocs: counters.allocs,
             frees: counters.frees,
             secondary_probes: counters.secondary_probes,
+            patches: counters.patches,
             ..stats
         }
     }

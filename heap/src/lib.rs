@@ -33,6 +33,7 @@ mod kept_large;
 mod opening;
 mod own_line;
 mod page;
+mod patch;
 mod records;
 mod shrink;
 mod size_class;

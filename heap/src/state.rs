@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     pub(crate) allocs: u64,
     pub(crate) frees: u64,
     pub(crate) secondary_probes: u64,
+    pub(crate) patches: u64,
 }
 
 #[derive(Debug)]

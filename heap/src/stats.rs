@@ -76,4 +76,6 @@ pub struct HeapStats {
     /// Pages asked for an unwind slot (each a request to the page allocator), found or
     /// refused: about one per block with an unwind entry, however many segments are full.
     pub secondary_probes: u64,
+    /// Live patches made ([`Heap::patch`](crate::Heap::patch)).
+    pub patches: u64,
 }

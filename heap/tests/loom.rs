@@ -8,6 +8,8 @@
 //!   executor fetches an instruction (the seeds' SIGBUS); under `MapJit` and `DualMap` every
 //!   interleaving runs clean.
 //! * The same for a free of the neighbouring block, which fills it with traps.
+//! * The same for a live patch of the very function the executor runs: it runs the old code
+//!   or the new, and under `Protect` faults.
 //! * Write-scope nesting and permanent write mode on one thread do not leak into the other,
 //!   which keeps running code.
 //!
@@ -187,6 +189,32 @@ fn free_beside_executor(strategy: WxStrategy) {
     heap.check_invariants().unwrap();
 }
 
+/// Another thread patches the function this thread is running (its `movz`, `return 2`
+/// becoming `return 3`): the executor runs one or the other, and the new one once the patch
+/// is done.
+fn patch_beside_executor(strategy: WxStrategy) {
+    let heap = Arc::new(heap(strategy));
+    let (first, second, entry) = neighbours(&heap);
+    let patcher = {
+        let heap = Arc::clone(&heap);
+        thread::spawn(move || {
+            let code = heap.arch().encode_return_u32(3);
+            heap.patch(&second, 0, &code.as_bytes()[..4]).unwrap();
+            second
+        })
+    };
+    let result = run(&heap, entry);
+    if let Err(err) = &result {
+        panic!("{EXECUTOR_FAULTED} running its function: {err:?}");
+    }
+    assert!(matches!(result, Ok(2 | 3)), "{result:?}");
+    let second = patcher.join().unwrap();
+    assert_eq!(run(&heap, entry), Ok(3));
+    heap.free(first).unwrap();
+    heap.free(second).unwrap();
+    heap.check_invariants().unwrap();
+}
+
 /// The Protect model must fail, and because the executor faulted: a protection violation
 /// on an instruction fetch, not a refused check or a bound loom ran out of.
 fn assert_protect_faults(label: &str, explored: Explored) {
@@ -262,6 +290,30 @@ fn free_beside_executor_is_clean_under_dual_map() {
     assert_passes(
         "free beside executor, DualMap",
         explore(2, || free_beside_executor(WxStrategy::DualMap)),
+    );
+}
+
+#[test]
+fn patch_beside_executor_faults_under_protect() {
+    assert_protect_faults(
+        "patch beside executor, Protect",
+        explore(2, || patch_beside_executor(WxStrategy::Protect)),
+    );
+}
+
+#[test]
+fn patch_beside_executor_is_clean_under_map_jit() {
+    assert_passes(
+        "patch beside executor, MapJit",
+        explore(2, || patch_beside_executor(WxStrategy::MapJit)),
+    );
+}
+
+#[test]
+fn patch_beside_executor_is_clean_under_dual_map() {
+    assert_passes(
+        "patch beside executor, DualMap",
+        explore(2, || patch_beside_executor(WxStrategy::DualMap)),
     );
 }
 

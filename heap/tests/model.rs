@@ -182,6 +182,16 @@ enum Op {
         which: Index,
         to: u32,
     },
+    /// `patch`: with `len % 11` 0, of the function's value (one byte of x86-64's
+    /// immediate, aarch64's `movz`) if the block holds one; otherwise of `len % 11 - 1`
+    /// random bytes at `at % (size + 16)`, refused unless one aligned store within the size
+    /// of a finalized block makes it.
+    Patch {
+        which: Index,
+        at: u32,
+        len: u8,
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +268,8 @@ fn ops(nest: bool) -> BoxedStrategy<Op> {
         3 => size_kind().prop_map(Op::EntryBeforeFinalize),
         2 => (any::<Index>(), stale_use()).prop_map(|(which, how)| Op::UseStale { which, how }),
         4 => (any::<Index>(), any::<u32>()).prop_map(|(which, to)| Op::Shrink { which, to }),
+        4 => (any::<Index>(), any::<u32>(), any::<u8>(), any::<u64>())
+            .prop_map(|(which, at, len, seed)| Op::Patch { which, at, len, seed }),
     ]
     .boxed()
 }
@@ -314,6 +326,23 @@ struct Session {
     size: usize,
     capacity: usize,
     large: bool,
+}
+
+/// The value the function at the start of `code` returns, if it is a `return u32` one.
+fn return_value(arch: Arch, code: &[u8]) -> Option<u32> {
+    let word = |i: usize| {
+        let bytes = code.get(4 * i..4 * i + 4)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    };
+    let value = match arch {
+        Arch::X86_64 => u32::from_le_bytes(code.get(1..5)?.try_into().ok()?),
+        Arch::Aarch64 => {
+            let (low, high) = ((word(0)? >> 5) & 0xFFFF, (word(1)? >> 5) & 0xFFFF);
+            low | high << 16
+        }
+    };
+    code.starts_with(arch.encode_return_u32(value).as_bytes())
+        .then_some(value)
 }
 
 /// A deterministic byte stream from a seed (splitmix64).
@@ -503,6 +532,12 @@ impl<'h, O: Inspect> Driver<'h, O> {
             }
             Op::UseStale { ref which, how } => self.use_stale(which, how)?,
             Op::Shrink { ref which, to } => self.shrink(which, to)?,
+            Op::Patch {
+                ref which,
+                at,
+                len,
+                seed,
+            } => self.patch(which, at, len, seed)?,
             Op::EntryBeforeFinalize(kind) => {
                 if let Some(i) = self.alloc(kind)? {
                     let block = &self.live[i].block;
@@ -877,6 +912,56 @@ impl<'h, O: Inspect> Driver<'h, O> {
         if new_capacity < capacity {
             self.freed
                 .insert((addr + new_capacity, capacity - new_capacity));
+        }
+        Ok(())
+    }
+
+    fn patch(&mut self, which: &Index, at: u32, len: u8, seed: u64) -> TestCaseResult {
+        let Some(i) = self.pick(which) else {
+            return Ok(());
+        };
+        let arch = self.arch;
+        let live = &mut self.live[i];
+        let (addr, size) = (live.addr(), live.size());
+        let (offset, bytes) = match (len % 11, live.returns) {
+            (0, Some(_)) => {
+                let low = seed as u16;
+                let movz = arch.encode_return_u32(u32::from(low));
+                match arch {
+                    Arch::X86_64 => (1, vec![low as u8]),
+                    Arch::Aarch64 => (0, movz.as_bytes()[..4].to_vec()),
+                }
+            }
+            (n, _) => {
+                let offset = at as usize % (size + 16);
+                (offset, random_bytes(seed, usize::from(n.saturating_sub(1))))
+            }
+        };
+        let n = bytes.len();
+        let one_store = [1, 2, 4, 8].contains(&n)
+            && n >= arch.instruction_alignment()
+            && (addr + offset).is_multiple_of(n);
+        let refused = if !one_store {
+            Some(Error::PatchNotAtomic { offset, len: n })
+        } else if live.decommitted {
+            Some(Error::Decommitted { addr })
+        } else if !live.finalized {
+            Some(Error::NotFinalized { addr })
+        } else if offset + n > size {
+            Some(Error::OutOfBounds {
+                offset,
+                len: n,
+                size,
+            })
+        } else {
+            None
+        };
+        let result = self.heap.patch(&live.block, offset, &bytes);
+        let patched = result.is_ok();
+        prop_assert_eq!(result, refused.map_or(Ok(()), Err));
+        if patched {
+            live.image[offset..offset + n].copy_from_slice(&bytes);
+            live.returns = return_value(arch, &live.image[..size]);
         }
         Ok(())
     }
