@@ -3,24 +3,38 @@
 //! patches refused with nothing written.
 
 use codeheap::{
-    Arch, Block, Error, FrameDescription, Heap, HeapConfig, SimOs, SimRules, ThreadMode,
-    WxStrategy, current_mode, enter_permanent_write_mode, leave_permanent_write_mode,
+    Arch, Block, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs, SimRules,
+    ThreadMode, WxStrategy, current_mode, enter_permanent_write_mode, leave_permanent_write_mode,
 };
+
+/// Segments of 8 pages, so that these tests stay quick under miri.
+fn heap(os: SimOs, strategy: Option<WxStrategy>) -> Heap<SimOs> {
+    let defaults = HeapConfig::default();
+    let config = HeapConfig {
+        strategy,
+        pages: PageAllocatorConfig {
+            segment_pages: 8,
+            ..defaults.pages
+        },
+        ..defaults
+    };
+    Heap::with_config(os, config).expect("a simulated heap")
+}
 
 /// Apple Silicon (16 KiB pages, MAP_JIT), every strategy of the simulated x86-64 Linux, and
 /// aarch64 Linux under `DualMap` (its icache needs the flush a patch makes).
 fn every_strategy() -> Vec<Heap<SimOs>> {
-    let linux = |os: SimOs, strategy| Heap::with_config(os, HeapConfig::with_strategy(strategy));
+    let linux = |strategy| heap(SimOs::linux(), Some(strategy));
     vec![
-        Heap::with_config(SimOs::apple(), HeapConfig::default()),
-        linux(SimOs::linux(), WxStrategy::DualMap),
-        linux(SimOs::linux(), WxStrategy::Protect),
-        linux(SimOs::linux(), WxStrategy::Rwx),
-        linux(SimOs::new(SimRules::linux_aarch64()), WxStrategy::DualMap),
+        heap(SimOs::apple(), None),
+        linux(WxStrategy::DualMap),
+        linux(WxStrategy::Protect),
+        linux(WxStrategy::Rwx),
+        heap(
+            SimOs::new(SimRules::linux_aarch64()),
+            Some(WxStrategy::DualMap),
+        ),
     ]
-    .into_iter()
-    .map(|heap| heap.expect("a simulated heap"))
-    .collect()
 }
 
 const AARCH64_MOVZ_W0: u32 = 0x5280_0000;
