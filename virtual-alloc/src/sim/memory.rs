@@ -1,5 +1,6 @@
 //! The simulator's physical memory: page frames over ordinary heap memory, each with a
-//! per-cache-line record of bytes written since the last icache flush, and memfd-style
+//! per-cache-line record of bytes written since the last icache flush (and, for lines
+//! changed only by single stores, what the icache still holds of them), and memfd-style
 //! shared objects whose frames two mappings can share.
 
 use std::collections::BTreeMap;
@@ -61,7 +62,8 @@ impl Frame {
         }
     }
 
-    pub(super) fn clear_stale(&mut self, offset: usize, len: usize) {
+    /// An icache flush of the lines: fetches see their bytes from now on.
+    pub(super) fn flush_lines(&mut self, offset: usize, len: usize) {
         for line in Frame::lines(offset, len) {
             self.stale[line / 64] &= !(1 << (line % 64));
             self.held.remove(&line);
@@ -186,7 +188,7 @@ mod tests {
             [1, 1, 1, 1, 2, 2, 2, 2],
             "the first store's bytes are held"
         );
-        frame.clear_stale(0, 2 * LINE);
+        frame.flush_lines(0, 2 * LINE);
         frame.fetch_into(LINE - 4, &mut out);
         assert_eq!(out, [2, 2, 2, 2, 3, 3, 3, 3], "a flush shows memory");
     }

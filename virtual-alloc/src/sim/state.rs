@@ -598,7 +598,7 @@ impl SimState {
         self.icache_flushes += 1;
         self.for_each_piece(addr, len, false, |frames, frame, offset, range| {
             if let Some(frame) = frame {
-                frames.get_mut(frame).clear_stale(offset, range.len());
+                frames.get_mut(frame).flush_lines(offset, range.len());
             }
         });
         Ok(())
