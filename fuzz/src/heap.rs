@@ -141,12 +141,15 @@ pub enum Op {
     /// `movz` on aarch64), after which calls must return the new one; otherwise of
     /// `len % 9` bytes `offset` bytes past its function (anywhere in a block not
     /// finalized), refused unless one aligned store of a whole word within its size can make
-    /// it. With `len` 255, of a stale handle, if there is one: `StaleBlock`.
+    /// it. With `len` 255, of a stale handle, if there is one: `StaleBlock`. With
+    /// `by_address`, through `patch_address` when the offset lies within the block's size
+    /// (the same checks, the block found from the address).
     Patch {
         which: u8,
         value: u16,
         offset: u8,
         len: u8,
+        by_address: bool,
     },
 }
 
@@ -329,7 +332,8 @@ impl Driver {
                 value,
                 offset,
                 len,
-            } => self.patch(which, value, offset, len),
+                by_address,
+            } => self.patch(which, value, offset, len, by_address),
             Op::Shrink { which, to } => self.shrink(which, to),
             Op::EmitTruncated {
                 size,
@@ -793,7 +797,14 @@ impl Driver {
         }
     }
 
-    fn patch(&mut self, which: u8, value: u16, offset: u8, len: u8) -> Result<(), String> {
+    fn patch(
+        &mut self,
+        which: u8,
+        value: u16,
+        offset: u8,
+        len: u8,
+        by_address: bool,
+    ) -> Result<(), String> {
         if len == u8::MAX {
             let Some(stale) = self.stale.get(usize::from(which) % self.stale.len().max(1)) else {
                 return Ok(());
@@ -833,7 +844,10 @@ impl Driver {
             && len >= arch.instruction_alignment()
             && (live.addr + at).is_multiple_of(len);
         let size = handle.size();
-        let result = self.heap.patch(handle, at, &bytes);
+        let result = match by_address && at < size {
+            true => self.heap.patch_address(live.addr + at, &bytes),
+            false => self.heap.patch(handle, at, &bytes),
+        };
         let expected_refusal = |err: &Error| match err {
             Error::PatchNotAtomic { offset, len: l } => !one_store && (*offset, *l) == (at, len),
             Error::Decommitted { .. } => one_store && live.decommitted,

@@ -68,6 +68,7 @@ fn heap_ops() -> Vec<heap::Op> {
             value: 0xBEEF,
             offset: 0,
             len: 0,
+            by_address: true,
         },
         Call { which: 5 },
         Patch {
@@ -75,18 +76,21 @@ fn heap_ops() -> Vec<heap::Op> {
             value: 0,
             offset: 4,
             len: 4,
+            by_address: false,
         },
         Patch {
             which: 5,
             value: 0,
             offset: 1,
             len: 3,
+            by_address: false,
         },
         Patch {
             which: 1,
             value: 0,
             offset: 0,
             len: 8,
+            by_address: false,
         },
         WriteWith {
             which: 1,
@@ -121,6 +125,7 @@ fn heap_ops() -> Vec<heap::Op> {
             value: 0,
             offset: 0,
             len: u8::MAX,
+            by_address: false,
         },
     ]
 }

@@ -9,6 +9,8 @@ use crate::block::{Block, BlockState};
 use crate::error::{Error, Result};
 use crate::heap::Heap;
 use crate::opening::Span;
+use crate::records::Place;
+use crate::state::HeapState;
 
 impl<O: Os> Heap<O> {
     /// Writes `bytes` at `offset` into a finalized block with one store, then flushes the
@@ -32,11 +34,43 @@ impl<O: Os> Heap<O> {
     /// executable again (`Protect`), the patch is made and the error returned; the pages
     /// stay open, recorded so, until the next session or free on them closes them.
     pub fn patch(&self, block: &Block, offset: usize, bytes: &[u8]) -> Result<()> {
-        let addr = block.addr;
-        let word = Self::patch_word(self.arch, addr, offset, bytes)?;
+        let word = Self::patch_word(self.arch, block.addr.wrapping_add(offset), offset, bytes)?;
         let mut state = self.state();
-        let place = self.locate(&state, addr, Some(block.key()))?;
+        let place = self.locate(&state, block.addr, Some(block.key()))?;
+        self.patch_locked(&mut state, place, offset, word)
+    }
+
+    /// [`patch`](Heap::patch) at `addr`, anywhere in a live block found by its address (as
+    /// [`free_address`](Heap::free_address) is to [`free`](Heap::free)), for an engine that
+    /// keeps the address of what it patches (a call site, a guard) rather than the block's
+    /// handle. Fails with `NotAllocated` for an address of the heap's memory that no live
+    /// block holds and `NotFromHeap` for one outside it, and as `patch` does.
+    pub fn patch_address(&self, addr: usize, bytes: &[u8]) -> Result<()> {
+        let mut state = self.state();
+        let Some(block) = self.find_in(&state, addr) else {
+            return Err(if self.vm().is_jit_address(addr) {
+                Error::NotAllocated { addr }
+            } else {
+                Error::NotFromHeap { addr }
+            });
+        };
+        let offset = addr - block.addr;
+        let word = Self::patch_word(self.arch, addr, offset, bytes)?;
+        let place = self.locate(&state, block.addr, None)?;
+        self.patch_locked(&mut state, place, offset, word)
+    }
+
+    /// Stores `word` at `offset` of the block whose record is at `place`, once the block and
+    /// the range are checked.
+    fn patch_locked(
+        &self,
+        state: &mut HeapState,
+        place: Place,
+        offset: usize,
+        word: Word,
+    ) -> Result<()> {
         let record = *state.blocks.at(place);
+        let addr = record.addr;
         match record.state {
             BlockState::Finalized => {}
             BlockState::Fresh => return Err(Error::NotFinalized { addr }),
@@ -51,9 +85,9 @@ impl<O: Os> Heap<O> {
                 size,
             });
         }
-        let write_addr = self.write_addr_of(&state, &record)? + offset;
+        let write_addr = self.write_addr_of(state, &record)? + offset;
         let span = Span::of(&record, place);
-        let (stored, closed) = self.with_span_open(&mut state, span, |state| {
+        let (stored, closed) = self.with_span_open(state, span, |state| {
             let _write = WriteScope::enter();
             let os = self.vm().os();
             // SAFETY: the block is live and finalized (checked under the lock, which is held
@@ -71,11 +105,11 @@ impl<O: Os> Heap<O> {
         stored.and(closed)
     }
 
-    /// The one store `bytes` at `offset` of the block at `addr` can be made with.
-    fn patch_word(arch: Arch, addr: usize, offset: usize, bytes: &[u8]) -> Result<Word> {
+    /// The one store `bytes` at `at` (`offset` into its block) can be made with.
+    fn patch_word(arch: Arch, at: usize, offset: usize, bytes: &[u8]) -> Result<Word> {
         let one_store = |word: &Word| {
             let whole_instructions = word.len() >= arch.instruction_alignment();
-            whole_instructions && addr.wrapping_add(offset).is_multiple_of(word.len())
+            whole_instructions && at.is_multiple_of(word.len())
         };
         Word::from_bytes(bytes)
             .filter(one_store)

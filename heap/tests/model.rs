@@ -182,10 +182,11 @@ enum Op {
         which: Index,
         to: u32,
     },
-    /// `patch`: with `len % 11` 0, of the function's value (one byte of x86-64's
-    /// immediate, aarch64's `movz`) if the block holds one; otherwise of `len % 11 - 1`
-    /// random bytes at `at % (size + 16)`, refused unless one aligned store within the size
-    /// of a finalized block makes it.
+    /// `patch` (or `patch_address`, by bit 32 of the seed, within the block's size): with
+    /// `len % 11` 0, of the function's value (one byte of x86-64's immediate, aarch64's
+    /// `movz`) if the block holds one; otherwise of `len % 11 - 1` random bytes at
+    /// `at % (size + 16)`, refused unless one aligned store within the size of a finalized
+    /// block makes it.
     Patch {
         which: Index,
         at: u32,
@@ -956,7 +957,13 @@ impl<'h, O: Inspect> Driver<'h, O> {
         } else {
             None
         };
-        let result = self.heap.patch(&live.block, offset, &bytes);
+        // By address (the same checks, the block found from the address) when the address
+        // lies in the block's code, so that it cannot find another block.
+        let by_address = (seed >> 32) & 1 == 1 && offset < size;
+        let result = match by_address {
+            true => self.heap.patch_address(addr + offset, &bytes),
+            false => self.heap.patch(&live.block, offset, &bytes),
+        };
         let patched = result.is_ok();
         prop_assert_eq!(result, refused.map_or(Ok(()), Err));
         if patched {

@@ -246,3 +246,59 @@ fn a_large_block_is_patched_anywhere_and_keeps_its_unwind_entry() {
         heap.free(block).unwrap();
     }
 }
+
+/// `patch_address`: the block found by any address in it, with `free_address`'s errors for
+/// addresses no live block holds.
+#[test]
+fn a_patch_by_address_finds_its_block() {
+    for heap in every_strategy() {
+        let arch = heap.arch();
+        let block = heap.emit_code(&patchable(arch, 12)).unwrap();
+        let (at, bytes) = value_bytes(arch, 13);
+        heap.patch_address(block.addr() + at, &bytes).unwrap();
+        assert_eq!(run(&heap, &block), Ok(13));
+        assert_eq!(heap.stats().patches, 1);
+
+        let word = arch.instruction_alignment();
+        let size = block.size();
+        let past_the_size = block.addr() + size.next_multiple_of(word);
+        assert!(past_the_size < block.addr() + block.capacity());
+        assert_eq!(
+            heap.patch_address(past_the_size, &vec![0; word]),
+            Err(Error::OutOfBounds {
+                offset: past_the_size - block.addr(),
+                len: word,
+                size
+            }),
+            "inside the block's room, past its code"
+        );
+        assert_eq!(
+            heap.patch_address(block.addr() + at + 1, &[0; 4]),
+            Err(Error::PatchNotAtomic {
+                offset: at + 1,
+                len: 4
+            })
+        );
+        let fresh = heap.alloc(64).unwrap();
+        let addr = fresh.addr();
+        assert_eq!(
+            heap.patch_address(addr, &vec![0; word]),
+            Err(Error::NotFinalized { addr })
+        );
+        heap.free(fresh).unwrap();
+        assert_eq!(
+            heap.patch_address(addr, &vec![0; word]),
+            Err(Error::NotAllocated { addr }),
+            "freed"
+        );
+        let elsewhere = &word as *const usize as usize & !7;
+        assert_eq!(
+            heap.patch_address(elsewhere, &vec![0; word]),
+            Err(Error::NotFromHeap { addr: elsewhere })
+        );
+        assert_eq!(run(&heap, &block), Ok(13), "refusals write nothing");
+        assert_eq!(heap.stats().patches, 1);
+        heap.check_invariants().unwrap();
+        heap.free(block).unwrap();
+    }
+}
