@@ -905,6 +905,19 @@ impl<O: Os> Heap<O> {
         }
     }
 
+    /// Makes every thread of the process discard instructions it fetched before the last
+    /// icache flush ([`VirtualAlloc::sync_cores`](codeheap_virtual_alloc::VirtualAlloc::sync_cores):
+    /// `membarrier` on Linux, nothing on macOS). The heap flushes what it writes, but on
+    /// aarch64 a thread about to run code another thread wrote must also not run what it
+    /// fetched earlier from the same addresses (a block reused after a free, say): call this
+    /// once after writing a batch of blocks and before handing their entry points, or a
+    /// branch patched to them ([`patch`](Heap::patch)), to threads that run them. Intel's
+    /// rule for cross-modifying code asks the same of x86-64 (a serialising instruction on
+    /// the running thread), though its instruction fetch follows stores in practice.
+    pub fn sync_cores(&self) -> Result<()> {
+        Ok(self.vm().sync_cores()?)
+    }
+
     /// The block's entry point as a function pointer of type `F`, under the checks of
     /// [`entry_point`](Heap::entry_point).
     ///

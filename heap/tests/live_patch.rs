@@ -279,6 +279,9 @@ fn tier_up(strategy: WxStrategy) {
         });
         for k in 2..=TIERS {
             let tier = emit_tier(k);
+            // What aarch64 asks before another thread runs the new tier (its memory may
+            // have held code that thread ran before): then the branch may lead there.
+            heap.sync_cores().unwrap();
             compiled.store(k, Ordering::Release);
             let (offset, displacement) = jump(arch, stub.addr(), tier.addr());
             heap.patch(&stub, offset, &displacement).unwrap();
@@ -301,6 +304,7 @@ fn tier_up(strategy: WxStrategy) {
     );
     assert_eq!(function(), TIERS);
     assert_eq!(heap.stats().patches, u64::from(TIERS - 1));
+    assert_eq!(heap.vm().stats().core_syncs, u64::from(TIERS - 1));
     for tier in tiers {
         heap.free(tier).unwrap();
     }

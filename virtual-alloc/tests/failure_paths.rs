@@ -240,3 +240,32 @@ fn failures_planned_for_the_same_call_fail_successive_calls() {
         ]
     );
 }
+
+/// `sync_cores` is one counted system call; refused, it says so and counts nothing.
+#[test]
+fn a_refused_core_sync_is_reported_and_not_counted() {
+    for (name, alloc) in configurations() {
+        let calls = alloc.os().syscalls().get(SysCall::Membarrier);
+        alloc.sync_cores().unwrap();
+        assert_eq!(
+            alloc.os().syscalls().get(SysCall::Membarrier),
+            calls + 1,
+            "{name}"
+        );
+        assert_eq!(alloc.stats().core_syncs, 1, "{name}");
+        alloc.os().fail_next(SysCall::Membarrier, libc::EPERM);
+        assert_eq!(
+            alloc.sync_cores(),
+            Err(Error::Os {
+                call: SysCall::Membarrier,
+                errno: libc::EPERM
+            }),
+            "{name}"
+        );
+        assert_eq!(
+            alloc.stats().core_syncs,
+            1,
+            "{name}: a refused sync is not counted"
+        );
+    }
+}

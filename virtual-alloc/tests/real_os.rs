@@ -262,6 +262,16 @@ fn a_store_through_the_writable_view_patches_code_that_then_runs() {
     assert_eq!(call_through_pointer(&alloc, region.base), 7);
 }
 
+/// `membarrier` works here (natively, and under qemu, which passes it to the kernel), and
+/// the process stays registered: a second sync needs no second registration.
+#[test]
+fn every_core_is_synchronised_on_request() {
+    let alloc = alloc_for(WxStrategy::DualMap);
+    alloc.sync_cores().unwrap();
+    alloc.sync_cores().unwrap();
+    assert_eq!(alloc.stats().core_syncs, 2);
+}
+
 #[test]
 fn drop_releases_every_region() {
     let _serial = serial();

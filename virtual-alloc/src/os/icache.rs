@@ -7,8 +7,8 @@
 //! line sizes (the kernel reports the smallest across big.LITTLE cores) and says when a step
 //! is unnecessary (`IDC`, `DIC`). macOS does all of that in `sys_icache_invalidate`.
 //!
-//! Other threads about to run the new code also need a context-synchronising event; the
-//! layers above publish entry points through a lock, whose acquire is followed by the call.
+//! Other threads about to run the new code also need a context-synchronising event before
+//! they run it: `Os::sync_cores` (`membarrier` on Linux) gives every thread one at once.
 
 #[cfg(any(target_arch = "x86_64", miri))]
 pub(crate) unsafe fn flush(_addr: usize, _len: usize) {

@@ -1,4 +1,7 @@
-//! Linux: `mmap`/`mprotect`, re-`mmap` to decommit, and `memfd_create` for dual mapping.
+//! Linux: `mmap`/`mprotect`, re-`mmap` to decommit, `memfd_create` for dual mapping, and
+//! `membarrier` to synchronise every core's pipeline.
+
+use std::sync::OnceLock;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
@@ -158,5 +161,38 @@ unsafe impl Os for LinuxOs {
         unix::close(shared.fd())
     }
 
+    fn sync_cores(&self) -> Result<()> {
+        static REGISTERED: OnceLock<Result<()>> = OnceLock::new();
+        REGISTERED
+            .get_or_init(|| membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE))
+            .clone()?;
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)
+    }
+
     unix::direct_memory_access!();
+}
+
+/// `membarrier`'s commands (`uapi/linux/membarrier.h`): an IPI to every core running one of
+/// the process's threads, each returning from it through a core-serialising instruction;
+/// threads not running then serialise when they are scheduled again. The process must
+/// have registered its intent first (Linux 4.16 and later).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_ulong = 1 << 5;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_ulong = 1 << 6;
+
+fn membarrier(cmd: libc::c_ulong) -> Result<()> {
+    // SAFETY: membarrier takes no pointers; the variadic arguments are passed as full
+    // registers (plain integer literals would leave their upper halves undefined).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(unix::last_error(SysCall::Membarrier))
+    }
 }

@@ -164,5 +164,11 @@ unsafe impl Os for MacOs {
         unix::close(shared.fd())
     }
 
+    /// macOS has no call that makes other threads synchronise their pipelines; Apple's
+    /// porting guide asks only for `sys_icache_invalidate`, which `flush_icache` makes.
+    fn sync_cores(&self) -> Result<()> {
+        Ok(())
+    }
+
     unix::direct_memory_access!();
 }

@@ -49,11 +49,13 @@ pub enum SysCall {
     Fallocate,
     /// `close`
     Close,
+    /// `membarrier`
+    Membarrier,
 }
 
 impl SysCall {
     /// Every system call, for tables.
-    pub const ALL: [SysCall; 8] = [
+    pub const ALL: [SysCall; 9] = [
         SysCall::Mmap,
         SysCall::Munmap,
         SysCall::Mprotect,
@@ -62,6 +64,7 @@ impl SysCall {
         SysCall::Ftruncate,
         SysCall::Fallocate,
         SysCall::Close,
+        SysCall::Membarrier,
     ];
 
     /// The C name of the call.
@@ -75,6 +78,7 @@ impl SysCall {
             SysCall::Ftruncate => "ftruncate",
             SysCall::Fallocate => "fallocate",
             SysCall::Close => "close",
+            SysCall::Membarrier => "membarrier",
         }
     }
 }
@@ -253,6 +257,15 @@ pub unsafe trait Os: Send + Sync {
     /// The range must be mapped readable.
     unsafe fn read(&self, addr: usize, buf: &mut [u8]) -> Result<()>;
 
+    /// Makes every thread of the process run a context-synchronising instruction
+    /// (serialising, on x86-64) before it runs anything else, so that no thread keeps
+    /// running instructions it fetched before the last icache flush. aarch64 asks this of a
+    /// thread about to run code another thread wrote (or, in new memory, code it ran
+    /// before): the flush only invalidates the caches, not what a core has already fetched.
+    /// Linux: `membarrier(PRIVATE_EXPEDITED_SYNC_CORE)`, the process registered on first
+    /// use. macOS has no such call (Apple documents `sys_icache_invalidate` alone): nothing.
+    fn sync_cores(&self) -> Result<()>;
+
     /// Calls the function at `entry` as `extern "C" fn() -> u32`.
     ///
     /// # Safety
@@ -394,6 +407,10 @@ unsafe impl<T: Os + ?Sized> Os for std::sync::Arc<T> {
     unsafe fn read(&self, addr: usize, buf: &mut [u8]) -> Result<()> {
         // SAFETY: forwarded to the caller.
         unsafe { (**self).read(addr, buf) }
+    }
+
+    fn sync_cores(&self) -> Result<()> {
+        (**self).sync_cores()
     }
 
     unsafe fn call(&self, entry: usize) -> Result<u32> {

@@ -276,6 +276,12 @@ unsafe impl Os for SimOs {
         lock(&self.state).read(addr, buf)
     }
 
+    /// Counted (and failed, if a failure is planned) as `membarrier`; the simulated CPU
+    /// keeps no pipeline of fetched instructions to discard.
+    fn sync_cores(&self) -> Result<()> {
+        lock(&self.state).syscall(SysCall::Membarrier)
+    }
+
     unsafe fn call(&self, entry: usize) -> Result<u32> {
         Ok(cpu::call(&mut lock(&self.state), entry)?)
     }

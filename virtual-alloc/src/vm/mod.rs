@@ -668,6 +668,18 @@ impl<O: Os> VirtualAlloc<O> {
         })
     }
 
+    /// Makes every thread of the process discard instructions it fetched before the last
+    /// icache flush ([`Os::sync_cores`]: `membarrier` on Linux, nothing on macOS). For an
+    /// engine on aarch64 whose threads run code other threads wrote: once after a batch of
+    /// functions is written and flushed, before their addresses reach the threads that run
+    /// them (wasmtime does it once per module it publishes). A few microseconds: an
+    /// interrupt to every core running one of the process's threads.
+    pub fn sync_cores(&self) -> Result<()> {
+        self.os.sync_cores()?;
+        Counters::bump(&self.counters.core_syncs);
+        Ok(())
+    }
+
     /// Checks that the calling thread may run code at `addr` and returns it: the thread is
     /// in execute mode (a background compiler in permanent write mode is refused), the
     /// address is instruction-aligned, its page committed and, on `Protect` regions,

@@ -25,6 +25,10 @@ pub struct VirtualAllocStats {
     pub protect_skipped: u64,
     /// Instruction-cache flushes.
     pub icache_flushes: u64,
+    /// Pipelines of every thread synchronised ([`VirtualAlloc::sync_cores`]).
+    ///
+    /// [`VirtualAlloc::sync_cores`]: crate::VirtualAlloc::sync_cores
+    pub core_syncs: u64,
 }
 
 /// The live counters. Plain std atomics even under loom: they order nothing.
@@ -39,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) protect_syscalls: AtomicU64,
     pub(crate) protect_skipped: AtomicU64,
     pub(crate) icache_flushes: AtomicU64,
+    pub(crate) core_syncs: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +63,7 @@ impl Counters {
             protect_syscalls: self.protect_syscalls.load(Relaxed),
             protect_skipped: self.protect_skipped.load(Relaxed),
             icache_flushes: self.icache_flushes.load(Relaxed),
+            core_syncs: self.core_syncs.load(Relaxed),
         }
     }
 }
