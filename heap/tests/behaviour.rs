@@ -7,6 +7,10 @@ use codeheap::{
     SizeClasses, ThreadMode, WriteScope, WxStrategy, current_mode, enter_permanent_write_mode,
 };
 
+#[path = "common/sim.rs"]
+mod sim;
+use sim::{read, run};
+
 fn apple() -> Heap<SimOs> {
     Heap::with_config(SimOs::apple(), HeapConfig::default()).unwrap()
 }
@@ -38,17 +42,6 @@ fn every_strategy() -> Vec<Heap<SimOs>> {
 fn emit(heap: &Heap<SimOs>, block: &mut Block, value: u32) {
     let code = heap.arch().encode_return_u32(value);
     heap.write(block, |w| w.write(0, code.as_bytes())).unwrap();
-}
-
-fn run(heap: &Heap<SimOs>, block: &Block) -> Result<u32, Error> {
-    // SAFETY: the simulator decodes the code; it touches no process memory.
-    unsafe { heap.call(block) }
-}
-
-fn read(heap: &Heap<SimOs>, addr: usize, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    heap.vm().read(addr, &mut bytes).unwrap();
-    bytes
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //! patches refused with nothing written.
 
 use codeheap::{
-    Arch, Block, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs, SimRules,
+    Arch, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs, SimRules,
     ThreadMode, WxStrategy, current_mode, enter_permanent_write_mode, leave_permanent_write_mode,
 };
+
+#[path = "common/sim.rs"]
+mod sim;
+use sim::{read, run};
 
 /// Segments of 8 pages, so that these tests stay quick under miri.
 fn heap(os: SimOs, strategy: Option<WxStrategy>) -> Heap<SimOs> {
@@ -70,17 +74,6 @@ fn patchable(arch: Arch, value: u32) -> Vec<u8> {
         Arch::Aarch64 => code.extend_from_slice(&AARCH64_RET.to_le_bytes()),
     }
     code
-}
-
-fn run(heap: &Heap<SimOs>, block: &Block) -> Result<u32, Error> {
-    // SAFETY: the simulator decodes the code; it touches no process memory.
-    unsafe { heap.call(block) }
-}
-
-fn read(heap: &Heap<SimOs>, addr: usize, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    heap.vm().read(addr, &mut bytes).unwrap();
-    bytes
 }
 
 #[test]

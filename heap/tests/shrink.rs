@@ -9,6 +9,10 @@ use codeheap::{
     SizeClasses, WxStrategy,
 };
 
+#[path = "common/sim.rs"]
+mod sim;
+use sim::{read, run};
+
 /// Segments of 8 pages (6 of code), so that a block with a mapping of its own is a few
 /// pages, not 31 (these tests also run under miri).
 fn heap(os: SimOs, strategy: Option<WxStrategy>, classes: SizeClasses) -> Heap<SimOs> {
@@ -46,19 +50,6 @@ fn emit_padded(heap: &Heap<SimOs>, block: &mut Block, value: u32) {
         w.write(0, code.as_bytes())
     })
     .unwrap();
-}
-
-fn run(heap: &Heap<SimOs>, block: &Block) -> Result<u32, Error> {
-    // SAFETY: the simulator decodes the code; it touches no process memory.
-    unsafe { heap.call(block) }
-}
-
-fn read(heap: &Heap<SimOs>, addr: usize, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    if len > 0 {
-        heap.vm().read(addr, &mut bytes).unwrap();
-    }
-    bytes
 }
 
 /// From `size` to `end` the block at `addr` holds what a finalized block's tail holds: a
