@@ -1,9 +1,11 @@
 //! A word written with one store, for patching code that other threads may be running.
 //!
-//! Both architectures fetch an aligned instruction word (and read an aligned 1-, 2-, 4- or
-//! 8-byte location) as one single-copy-atomic access, so a thread running code that another
-//! thread patches with one aligned store sees the old bytes or the new, never a mix. A
-//! `memcpy` gives no such promise: it may store a word in pieces, or twice.
+//! An aligned store of 1, 2, 4 or 8 bytes reaches memory whole on both architectures.
+//! aarch64 fetches an aligned instruction word as one single-copy-atomic access, so a
+//! thread running code another thread patches with one aligned store sees the old word or
+//! the new; x86-64 fetches from the cache line that store updates whole, and detects the
+//! store to code it is running (what HotSpot's and V8's patching of aligned displacements
+//! relies on). A `memcpy` gives no such promise: it may store a word in pieces, or twice.
 
 /// 1, 2, 4 or 8 bytes, held as the native-endian integer of their width, so that
 /// [`Os::store`](crate::Os::store) puts them in memory in the order they were given.
