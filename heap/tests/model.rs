@@ -1,6 +1,7 @@
 //! Model test of the heap: random sequences of allocations, writes (finishing and
 //! abandoned), calls, frees (by handle and by address, good and bad), `decommit_all`,
-//! early entry-point requests and uses of stale handles, each checked against a model of
+//! shrinks, live patches (by handle and by address, good and refused), early entry-point
+//! requests and uses of stale handles, each checked against a model of
 //! what it must do, on the simulated OS (Apple rules with MAP_JIT; Linux rules with
 //! DualMap, Protect and Rwx) and on the real OS (DualMap and Protect, really running the
 //! code). Some write sessions run another operation while they are open, as a background
