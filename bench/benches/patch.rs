@@ -3,10 +3,13 @@
 //! flush) under each strategy, against what an engine does without one: a write session on
 //! the block (which unpublishes it meanwhile), or a new function emitted and the old one
 //! freed; and against dynasmrt's `Assembler::alter`, which makes its whole buffer writable
-//! and executable again around the change (no thread can run it meanwhile).
+//! and executable again around the change (no thread can run it meanwhile). Then what
+//! synchronising every thread's pipeline costs (`Heap::sync_cores`).
 //! `cargo bench -p codeheap-bench --bench patch`.
 
 mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use codeheap::{Arch, Block, Heap, NativeOs, WxStrategy};
 use criterion::measurement::WallTime;
@@ -155,9 +158,35 @@ fn dynasmrt_alter(group: &mut BenchmarkGroup<'_, WallTime>) {
     });
 }
 
+/// `Heap::sync_cores` (`membarrier` on Linux) with no other thread of the process running,
+/// and with one spinning on another core, which the call must interrupt.
+fn sync_cores(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sync_cores");
+    let heap = Heap::with_strategy(WxStrategy::DualMap).expect("dual mapping runs here");
+    group.bench_function(BenchmarkId::from_parameter("alone"), |b| {
+        b.iter(|| heap.sync_cores().expect("membarrier"));
+    });
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        group.bench_function(
+            BenchmarkId::from_parameter("beside-a-running-thread"),
+            |b| {
+                b.iter(|| heap.sync_cores().expect("membarrier"));
+            },
+        );
+        stop.store(true, Ordering::Relaxed);
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = relink
+    targets = relink, sync_cores
 }
 criterion_main!(benches);

@@ -672,8 +672,9 @@ impl<O: Os> VirtualAlloc<O> {
     /// icache flush ([`Os::sync_cores`]: `membarrier` on Linux, nothing on macOS). For an
     /// engine on aarch64 whose threads run code other threads wrote: once after a batch of
     /// functions is written and flushed, before their addresses reach the threads that run
-    /// them (wasmtime does it once per module it publishes). A few microseconds: an
-    /// interrupt to every core running one of the process's threads.
+    /// them (wasmtime does it once per module it publishes). An interrupt to every core
+    /// running one of the process's threads: measured on a 2-vCPU guest, 0.45 µs with no
+    /// other thread running, 12 µs beside one running on the other vCPU.
     pub fn sync_cores(&self) -> Result<()> {
         self.os.sync_cores()?;
         Counters::bump(&self.counters.core_syncs);
