@@ -614,7 +614,7 @@ impl<O: Os> Heap<O> {
     }
 
     #[cold]
-    fn why_not_a_block(&self, state: &HeapState, addr: usize) -> Error {
+    pub(crate) fn why_not_a_block(&self, state: &HeapState, addr: usize) -> Error {
         if let Some(info) = self.find_in(state, addr) {
             return Error::InteriorAddress {
                 addr,

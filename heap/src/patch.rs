@@ -48,11 +48,7 @@ impl<O: Os> Heap<O> {
     pub fn patch_address(&self, addr: usize, bytes: &[u8]) -> Result<()> {
         let mut state = self.state();
         let Some(block) = self.find_in(&state, addr) else {
-            return Err(if self.vm().is_jit_address(addr) {
-                Error::NotAllocated { addr }
-            } else {
-                Error::NotFromHeap { addr }
-            });
+            return Err(self.why_not_a_block(&state, addr));
         };
         let offset = addr - block.addr;
         let word = Self::patch_word(self.arch, addr, offset, bytes)?;
