@@ -9,8 +9,12 @@ use crate::peers::{
 /// One allocator in one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Row {
-    /// codeheap with a strategy.
+    /// codeheap with a strategy, called on its exclusive view (no lock), as the workloads
+    /// own their allocator.
     Codeheap(WxStrategy),
+    /// codeheap under `DualMap` called through `&Heap`, taking its lock, as threads that
+    /// share the heap call it.
+    CodeheapShared,
     /// codeheap under `DualMap` with `SizeClasses::Chunks`: requests rounded to whole
     /// chunks, not powers of two.
     CodeheapChunks,
@@ -38,9 +42,10 @@ pub trait RowVisitor {
 
 impl Row {
     /// Every row, in table order, whether or not this machine can run it.
-    pub const ALL: [Row; 11] = [
+    pub const ALL: [Row; 12] = [
         Row::Codeheap(WxStrategy::MapJit),
         Row::Codeheap(WxStrategy::DualMap),
+        Row::CodeheapShared,
         Row::CodeheapChunks,
         Row::Codeheap(WxStrategy::Protect),
         Row::Codeheap(WxStrategy::Rwx),
@@ -61,7 +66,9 @@ impl Row {
     pub fn runs_here(self) -> bool {
         match self {
             Row::Codeheap(strategy) => CodeHeap::new(strategy).is_some(),
-            Row::CodeheapChunks => Row::Codeheap(WxStrategy::DualMap).runs_here(),
+            Row::CodeheapShared | Row::CodeheapChunks => {
+                Row::Codeheap(WxStrategy::DualMap).runs_here()
+            }
             _ => true,
         }
     }
@@ -70,6 +77,7 @@ impl Row {
     pub fn name(self) -> String {
         match self {
             Row::Codeheap(strategy) => format!("codeheap {strategy}"),
+            Row::CodeheapShared => "codeheap dual-map, shared (&Heap)".to_string(),
             Row::CodeheapChunks => "codeheap dual-map, chunk classes".to_string(),
             Row::JitAllocator => "jit-allocator".to_string(),
             Row::JitAllocatorLocked => "jit-allocator + Mutex".to_string(),
@@ -84,6 +92,7 @@ impl Row {
     pub fn key(self) -> String {
         match self {
             Row::Codeheap(strategy) => format!("codeheap-{strategy}"),
+            Row::CodeheapShared => "codeheap-dual-map-shared".to_string(),
             Row::CodeheapChunks => "codeheap-dual-map-chunks".to_string(),
             Row::JitAllocator => "jit-allocator".to_string(),
             Row::JitAllocatorLocked => "jit-allocator-locked".to_string(),
@@ -108,6 +117,7 @@ impl Row {
     pub fn visit<V: RowVisitor>(self, visitor: V) -> Option<V::Output> {
         Some(match self {
             Row::Codeheap(strategy) => visitor.visit(CodeHeap::new(strategy)?),
+            Row::CodeheapShared => visitor.visit(CodeHeap::new(WxStrategy::DualMap)?.shared()),
             Row::CodeheapChunks => visitor.visit(CodeHeap::with_classes(
                 WxStrategy::DualMap,
                 SizeClasses::Chunks,

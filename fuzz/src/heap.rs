@@ -187,6 +187,20 @@ struct Driver {
     stale: Vec<Block>,
     /// Whether a system call failure is planned: errors are then allowed.
     failures_planned: bool,
+    /// This step's operations go through the heap's exclusive view: every other step, so
+    /// both ways in are fuzzed, each on blocks the other made.
+    exclusive: bool,
+}
+
+/// `$driver.heap.$method(..)`, through `Heap::exclusive` on the steps that ask for it.
+macro_rules! on_heap {
+    ($driver:expr, $method:ident($($arg:expr),*)) => {
+        if $driver.exclusive {
+            $driver.heap.exclusive().$method($($arg),*)
+        } else {
+            $driver.heap.$method($($arg),*)
+        }
+    };
 }
 
 /// Whether `err` is an allocation refused because the heap's code range is full: allowed,
@@ -199,6 +213,7 @@ fn range_full(err: &Error) -> bool {
 pub fn run(input: &Input) -> Result<(), String> {
     let mut driver = Driver::new(input)?;
     for (step, op) in input.ops.iter().enumerate() {
+        driver.exclusive = step % 2 == 1;
         driver
             .step(*op)
             .and_then(|()| driver.check())
@@ -226,6 +241,7 @@ pub fn run_with_corruption(input: &Input) -> Result<bool, String> {
             };
             assert!(driver.heap.corrupt_chunk_bitmap_for_test(target.addr));
         }
+        driver.exclusive = step % 2 == 1;
         driver.step(*op).and_then(|()| driver.check())?;
     }
     Ok(true)
@@ -263,6 +279,7 @@ impl Driver {
             live: Vec::new(),
             stale: Vec::new(),
             failures_planned: false,
+            exclusive: false,
         })
     }
 
@@ -352,7 +369,7 @@ impl Driver {
                     return Ok(());
                 };
                 let addr = handle.addr();
-                match self.heap.free(handle) {
+                match on_heap!(self, free(handle)) {
                     Ok(()) => {
                         self.live.remove(i);
                         ensure(self.heap.find(addr).is_none(), || {
@@ -373,7 +390,7 @@ impl Driver {
                     return Ok(());
                 };
                 let addr = self.live[i].addr;
-                match self.heap.free_address(addr) {
+                match on_heap!(self, free_address(addr)) {
                     Ok(()) => {
                         let live = self.live.remove(i);
                         self.stale.extend(live.handle);
@@ -423,7 +440,7 @@ impl Driver {
             }
             Op::Trim => {
                 let committed = self.heap.stats().committed_bytes;
-                match self.heap.trim() {
+                match on_heap!(self, trim()) {
                     Ok(bytes) => {
                         let stats = self.heap.stats();
                         let below = self.heap.page_allocator().stats();
@@ -516,7 +533,7 @@ impl Driver {
         };
         let capacity = handle.capacity();
         let entry = self.heap.unwind_entry(handle).map(|entry| entry.len);
-        let result = self.heap.shrink(handle, new_size);
+        let result = on_heap!(self, shrink(handle, new_size));
         let (now, now_capacity) = (handle.size(), handle.capacity());
         let planned = self.failures_planned;
         match result {
@@ -581,7 +598,7 @@ impl Driver {
     }
 
     fn alloc(&mut self, size: usize) -> Result<(), String> {
-        match self.heap.alloc(size) {
+        match on_heap!(self, alloc(size)) {
             Ok(block) => {
                 ensure(block.size() == size && block.capacity() >= size, || {
                     format!("alloc({size}) gave {block:?}")
@@ -643,9 +660,9 @@ impl Driver {
         buffer[..code.as_bytes().len()].copy_from_slice(code.as_bytes());
         let result = if unwind {
             let frame = FrameDescription::standard(arch);
-            self.heap.emit_code_with_unwind(&buffer, frame)
+            on_heap!(self, emit_code_with_unwind(&buffer, frame))
         } else {
-            self.heap.emit_code(&buffer)
+            on_heap!(self, emit_code(&buffer))
         };
         match result {
             Ok(block) => {
@@ -660,16 +677,16 @@ impl Driver {
 
     /// `emit`, or `emit_with_unwind` with the standard frame.
     fn emit_maybe_unwind(
-        &self,
+        &mut self,
         size: usize,
         unwind: bool,
         generate: impl FnOnce(&mut CodeWriter<'_, SimOs>) -> Result<(), Error>,
     ) -> Result<(Block, ()), Error> {
         if unwind {
             let frame = FrameDescription::standard(self.heap.arch());
-            self.heap.emit_with_unwind(size, frame, generate)
+            on_heap!(self, emit_with_unwind(size, frame, generate))
         } else {
-            self.heap.emit(size, generate)
+            on_heap!(self, emit(size, generate))
         }
     }
 
@@ -845,8 +862,8 @@ impl Driver {
             && (live.addr + at).is_multiple_of(len);
         let size = handle.size();
         let result = match by_address && at < size {
-            true => self.heap.patch_address(live.addr + at, &bytes),
-            false => self.heap.patch(handle, at, &bytes),
+            true => on_heap!(self, patch_address(live.addr + at, &bytes)),
+            false => on_heap!(self, patch(handle, at, &bytes)),
         };
         let expected_refusal = |err: &Error| match err {
             Error::PatchNotAtomic { offset, len: l } => !one_store && (*offset, *l) == (at, len),

@@ -12,8 +12,10 @@ use core::sync::atomic::AtomicU64 as IdCounter;
 use std::sync::Arc;
 
 use crate::block::{Block, BlockInfo, BlockRecord, BlockState, HandleKey, Home};
+use crate::books::{Books, Locked};
 use crate::config::{HeapConfig, SPARE_PAGES, SizeClasses};
 use crate::error::{Error, Result};
+use crate::exclusive::Exclusive;
 use crate::kept_large::KeptLarge;
 use crate::opening::Span;
 use crate::own_line::OwnLine;
@@ -62,10 +64,20 @@ const BLOCK_ID_BATCH: u64 = 1 << 16;
 /// Write a block with [`write`](Heap::write), which finalizes it; then get its entry point
 /// ([`entry_point`](Heap::entry_point), [`function`](Heap::function)) on a thread in execute
 /// mode; free it with [`free`](Heap::free) (or [`free_address`](Heap::free_address)).
+///
+/// A heap one thread owns can go around the lock: [`exclusive`](Heap::exclusive).
 #[derive(Debug)]
 pub struct Heap<O: Os> {
+    pub(crate) core: HeapCore<O>,
+    state: Mutex<HeapState>,
+}
+
+/// Everything of a heap but its bookkeeping: the layers below, its settings and the epoch,
+/// which need no lock of the heap's. Operations live here and take the bookkeeping as
+/// [`Books`], so that a [`Heap`] runs them under its lock and an [`Exclusive`] without.
+#[derive(Debug)]
+pub(crate) struct HeapCore<O: Os> {
     pub(crate) pages: PageAllocator<O>,
-    pub(crate) state: Mutex<HeapState>,
     pub(crate) page: usize,
     pub(crate) arch: Arch,
     pub(crate) strategy: WxStrategy,
@@ -125,55 +137,108 @@ impl<O: Os> Heap<O> {
         }
         let (arch, strategy) = (vm.arch(), vm.strategy());
         Ok(Heap {
-            pages: PageAllocator::new(vm, config.pages)?,
+            core: HeapCore {
+                pages: PageAllocator::new(vm, config.pages)?,
+                page,
+                arch,
+                strategy,
+                classes: config.size_classes,
+                registrar,
+                epoch: OwnLine(AtomicU64::new(1)),
+            },
             state: Mutex::new(HeapState::new(
                 list_count(config.size_classes, page),
                 page / CHUNK,
                 config.keep_freed_blocks,
             )),
-            page,
-            arch,
-            strategy,
-            classes: config.size_classes,
-            registrar,
-            epoch: OwnLine(AtomicU64::new(1)),
         })
+    }
+
+    /// The heap's operations without its lock, for a heap this thread owns: `&mut self`
+    /// proves no other thread can reach the heap while the view lives, so nothing needs
+    /// to synchronise, and an allocation, an emit or a free costs no atomic instruction.
+    /// What the view writes and frees, the heap has afterwards as if done through it.
+    pub fn exclusive(&mut self) -> Exclusive<'_, O> {
+        // Poisoning is ignored, as by every lock of the heap's (`sync::lock`).
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Exclusive::new(&self.core, state)
+    }
+
+    /// The bookkeeping, reached through the lock at each hold.
+    pub(crate) fn locked(&self) -> Locked<'_> {
+        Locked(&self.state)
+    }
+
+    /// The bookkeeping, locked.
+    pub(crate) fn state(&self) -> MutexGuard<'_, HeapState> {
+        lock(&self.state)
     }
 
     /// The OS layer: for queries, and for engines that write through raw pointers.
     pub fn vm(&self) -> &VirtualAlloc<O> {
-        self.pages.vm()
+        self.core.vm()
     }
 
     /// The page allocator underneath.
     pub fn page_allocator(&self) -> &PageAllocator<O> {
-        &self.pages
+        &self.core.pages
     }
 
     /// The W^X strategy of the heap's memory.
     pub fn strategy(&self) -> WxStrategy {
-        self.strategy
+        self.core.strategy
     }
 
     /// The instruction set its code runs as.
     pub fn arch(&self) -> Arch {
-        self.arch
+        self.core.arch
     }
 
     /// How small requests are rounded.
     pub fn size_classes(&self) -> SizeClasses {
-        self.classes
+        self.core.classes
     }
 
     /// The page size: the largest small block.
     pub fn page_size(&self) -> usize {
-        self.page
+        self.core.page
     }
 
     /// The span every block lies in, if the heap was given a code range
     /// ([`HeapConfig::code_range`]).
     pub fn code_range(&self) -> Option<core::ops::Range<usize>> {
         self.vm().code_range()
+    }
+
+    /// Allocates a block of `size` bytes, filled with traps. Small sizes are rounded up to a
+    /// power of two of 128-byte chunks (to whole chunks under [`SizeClasses::Chunks`]),
+    /// large ones to pages.
+    pub fn alloc(&self, size: usize) -> Result<Block> {
+        self.core.alloc_block(self.locked(), size, None)
+    }
+
+    /// Frees a block: its bytes are filled with traps and flushed, its chunks go back to its
+    /// page (an empty page back to the page allocator), a large block's pages back to the
+    /// page allocator.
+    pub fn free(&self, block: Block) -> Result<()> {
+        self.core
+            .free_checked(&mut self.state(), block.addr, Some(block.key()))
+    }
+
+    /// Frees the block starting at `addr`, for engines that keep raw entry points. A handle
+    /// still held for it becomes stale.
+    pub fn free_address(&self, addr: usize) -> Result<()> {
+        self.core.free_checked(&mut self.state(), addr, None)
+    }
+}
+
+impl<O: Os> HeapCore<O> {
+    /// The OS layer.
+    pub(crate) fn vm(&self) -> &VirtualAlloc<O> {
+        self.pages.vm()
     }
 
     /// Bytes the recorded block occupies: a small block's size class's capacity, or its
@@ -207,10 +272,6 @@ impl<O: Os> Heap<O> {
                 None => Ok(self.vm().writable_address(record.addr)?),
             },
         }
-    }
-
-    pub(crate) fn state(&self) -> MutexGuard<'_, HeapState> {
-        lock(&self.state)
     }
 
     // ---- memory primitives ------------------------------------------------------------
@@ -356,23 +417,16 @@ impl<O: Os> Heap<O> {
 
     // ---- allocation -------------------------------------------------------------------
 
-    /// Allocates a block of `size` bytes, filled with traps. Small sizes are rounded up to a
-    /// power of two of 128-byte chunks (to whole chunks under [`SizeClasses::Chunks`]),
-    /// large ones to pages.
-    pub fn alloc(&self, size: usize) -> Result<Block> {
-        self.alloc_block(size, None)
-    }
-
     /// Allocates a block, with room for its unwind entry if `frame` is given.
     pub(crate) fn alloc_block(
         &self,
+        mut books: impl Books,
         size: usize,
         frame: Option<FrameDescription>,
     ) -> Result<Block> {
         let class = SizeClass::of(size, self.page, self.classes)?;
         let unwind = self.unwind_room(frame, size)?;
-        let mut state = self.state();
-        self.place_block(&mut state, size, class, unwind)
+        self.place_block(&mut books.books(), size, class, unwind)
     }
 
     /// Places a block of `size` bytes of `class`, with its unwind entry's room if asked.
@@ -583,19 +637,6 @@ impl<O: Os> Heap<O> {
 
     // ---- free ---------------------------------------------------------------------------
 
-    /// Frees a block: its bytes are filled with traps and flushed, its chunks go back to its
-    /// page (an empty page back to the page allocator), a large block's pages back to the
-    /// page allocator.
-    pub fn free(&self, block: Block) -> Result<()> {
-        self.free_checked(block.addr, Some(block.key()))
-    }
-
-    /// Frees the block starting at `addr`, for engines that keep raw entry points. A handle
-    /// still held for it becomes stale.
-    pub fn free_address(&self, addr: usize) -> Result<()> {
-        self.free_checked(addr, None)
-    }
-
     /// Where the live record of the block at `addr` is: the place the handle carries, if
     /// there is a handle and it is still its block's, or the address's.
     #[inline]
@@ -630,12 +671,8 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    pub(crate) fn free_checked(&self, addr: usize, handle: Option<HandleKey>) -> Result<()> {
-        self.free_locked(&mut self.state(), addr, handle)
-    }
-
-    /// [`free_checked`](Self::free_checked) under a lock already held.
-    pub(crate) fn free_locked(
+    /// Frees the block at `addr` (checked against its handle's key if there is one).
+    pub(crate) fn free_checked(
         &self,
         state: &mut HeapState,
         addr: usize,
@@ -814,12 +851,8 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    /// Decommits everything: every page holding blocks gives its memory back but keeps its
-    /// address (so a stale entry point faults rather than running reused memory), spare
-    /// pages go back, and live blocks can only be freed from now on. New allocations take
-    /// new pages. Fails with `BlockBusy` (changing nothing) while a block is being written.
-    pub fn decommit_all(&self) -> Result<()> {
-        let mut state = self.state();
+    /// [`Heap::decommit_all`].
+    pub(crate) fn decommit_all(&self, state: &mut HeapState) -> Result<()> {
         self.epoch.fetch_add(1, Ordering::Release);
         if let Some(record) =
             (state.blocks.values()).find(|record| record.state == BlockState::Writing)
@@ -829,13 +862,13 @@ impl<O: Os> Heap<O> {
         // Kept blocks go back first: their pages are then as if they had been freed, and
         // decommitted or released with the rest.
         for (id, first, chunks) in state.freed.take_all() {
-            self.give_back_kept(&mut state, id, first, chunks);
+            self.give_back_kept(state, id, first, chunks);
         }
-        self.release_kept_large(&mut state)?;
+        self.release_kept_large(state)?;
         let mut parked = Vec::new();
-        let outcome = self.decommit_holdings(&mut state, &mut parked);
+        let outcome = self.decommit_holdings(state, &mut parked);
         // Whatever the OS refused, the code that is gone is forgotten by the unwinder.
-        self.deregister_unwind_newest_first(&mut state, &parked);
+        self.deregister_unwind_newest_first(state, &parked);
         outcome
     }
 
@@ -886,15 +919,16 @@ impl<O: Os> Heap<O> {
 
     // ---- running ------------------------------------------------------------------------
 
-    /// The entry point of a finalized block, for a thread in execute mode: a background
-    /// compiler in write mode is refused (`WrongThreadMode`), as is a block not finalized.
-    pub fn entry_point(&self, block: &Block) -> Result<usize> {
+    /// [`Heap::entry_point`]; the bookkeeping is only needed if the handle's block changed
+    /// since it was last written.
+    #[inline]
+    pub(crate) fn entry_point(&self, mut books: impl Books, block: &Block) -> Result<usize> {
         require_mode(ThreadMode::Execute)?;
         if block.published != 0 && block.published == self.epoch.load(Ordering::Acquire) {
             // Finalized when the handle last wrote it, and changed by no one since.
             return Ok(block.addr);
         }
-        let state = self.state();
+        let state = books.books();
         let place = self.locate(&state, block.addr, Some(block.key()))?;
         match state.blocks.at(place).state {
             BlockState::Finalized => Ok(block.addr),
@@ -903,6 +937,120 @@ impl<O: Os> Heap<O> {
                 Err(Error::NotFinalized { addr: block.addr })
             }
         }
+    }
+
+    // ---- introspection ------------------------------------------------------------------
+
+    pub(crate) fn find_in(&self, state: &HeapState, addr: usize) -> Option<BlockInfo> {
+        let start = match state.page_index.get(&(addr - addr % self.page)) {
+            Some(&id) => {
+                let page = state.pages.get(id);
+                let bits = state.pages.chunk_bits(id);
+                let chunk = bits.block_start((addr - page.addr) / CHUNK)?;
+                page.addr + chunk * CHUNK
+            }
+            None => *state.large.range(..=addr).next_back()?.0,
+        };
+        let record = state.blocks.at(state.place_at(start)?);
+        let capacity = self.capacity_of(state, record);
+        (addr < start + capacity).then_some(BlockInfo {
+            addr: start,
+            size: record.size(),
+            capacity,
+            finalized: record.state == BlockState::Finalized,
+            large: record.home == Home::Large,
+        })
+    }
+
+    /// [`Heap::stats`].
+    pub(crate) fn stats(&self, state: &HeapState) -> HeapStats {
+        let pages = &state.pages;
+        let bucket_total = bucket_count(self.page);
+        let mut buckets: Vec<BucketStats> = (0..bucket_total)
+            .map(|b| BucketStats {
+                block_size: CHUNK << b,
+                ..BucketStats::default()
+            })
+            .collect();
+        for (_, page) in pages.live() {
+            // Chunk classes file pages by their longest free run: such a page counts in the
+            // bucket of the largest block it can still take, a full one in the last bucket.
+            let bucket = match (self.classes, page.list) {
+                (SizeClasses::PowerOfTwo, _) => page.bucket(),
+                (SizeClasses::Chunks, PageList::Full) => bucket_total - 1,
+                (SizeClasses::Chunks, _) => bucket_of(page.bucket()),
+            };
+            match page.list {
+                PageList::Bucket | PageList::NoUnwindRoom => buckets[bucket].pages += 1,
+                PageList::Full => {
+                    buckets[bucket].pages += 1;
+                    buckets[bucket].full_pages += 1;
+                }
+                PageList::Spare | PageList::Parked => {}
+            }
+        }
+        let mut stats = HeapStats::default();
+        for record in state.blocks.values() {
+            stats.live_blocks += 1;
+            let capacity = self.capacity_of(state, record);
+            stats.requested_bytes += record.size();
+            stats.allocated_bytes += capacity;
+            match record.home {
+                Home::Small { .. } => {
+                    let bucket = &mut buckets[bucket_of(capacity / CHUNK)];
+                    bucket.blocks += 1;
+                    bucket.used_bytes += capacity;
+                }
+                Home::Large => {
+                    stats.large_blocks += 1;
+                    stats.large_bytes += capacity;
+                }
+            }
+        }
+        for (_, _, chunks) in state.freed.iter() {
+            stats.kept_blocks += 1;
+            stats.kept_bytes += chunks * CHUNK;
+        }
+        stats.kept_large_blocks = state.kept_large.iter().count();
+        stats.kept_large_bytes = state.kept_large.pages() * self.page;
+        let below = self.pages.stats();
+        let counters = state.counters;
+        HeapStats {
+            buckets,
+            rounding_loss: stats.allocated_bytes - stats.requested_bytes,
+            spare_pages: pages.spare.len(),
+            parked_pages: pages.parked.len(),
+            committed_bytes: below.committed_bytes,
+            reserved_bytes: below.reserved_bytes,
+            protect_calls_made: counters.protect_made,
+            protect_calls_skipped: counters.protect_skipped,
+            fills: counters.fills,
+            filled_bytes: counters.filled_bytes,
+            icache_flushes: counters.icache_flushes,
+            pages_acquired: counters.pages_acquired,
+            pages_released: counters.pages_released,
+            allocs: counters.allocs,
+            frees: counters.frees,
+            secondary_probes: counters.secondary_probes,
+            patches: counters.patches,
+            ..stats
+        }
+    }
+}
+
+impl<O: Os> Heap<O> {
+    /// Decommits everything: every page holding blocks gives its memory back but keeps its
+    /// address (so a stale entry point faults rather than running reused memory), spare
+    /// pages go back, and live blocks can only be freed from now on. New allocations take
+    /// new pages. Fails with `BlockBusy` (changing nothing) while a block is being written.
+    pub fn decommit_all(&self) -> Result<()> {
+        self.core.decommit_all(&mut self.state())
+    }
+
+    /// The entry point of a finalized block, for a thread in execute mode: a background
+    /// compiler in write mode is refused (`WrongThreadMode`), as is a block not finalized.
+    pub fn entry_point(&self, block: &Block) -> Result<usize> {
+        self.core.entry_point(self.locked(), block)
     }
 
     /// Makes every thread of the process discard instructions it fetched before the last
@@ -948,32 +1096,9 @@ impl<O: Os> Heap<O> {
         Ok(unsafe { self.vm().call(entry) }?)
     }
 
-    // ---- introspection ------------------------------------------------------------------
-
     /// The live block holding `addr`, if any.
     pub fn find(&self, addr: usize) -> Option<BlockInfo> {
-        self.find_in(&self.state(), addr)
-    }
-
-    pub(crate) fn find_in(&self, state: &HeapState, addr: usize) -> Option<BlockInfo> {
-        let start = match state.page_index.get(&(addr - addr % self.page)) {
-            Some(&id) => {
-                let page = state.pages.get(id);
-                let bits = state.pages.chunk_bits(id);
-                let chunk = bits.block_start((addr - page.addr) / CHUNK)?;
-                page.addr + chunk * CHUNK
-            }
-            None => *state.large.range(..=addr).next_back()?.0,
-        };
-        let record = state.blocks.at(state.place_at(start)?);
-        let capacity = self.capacity_of(state, record);
-        (addr < start + capacity).then_some(BlockInfo {
-            addr: start,
-            size: record.size(),
-            capacity,
-            finalized: record.state == BlockState::Finalized,
-            large: record.home == Home::Large,
-        })
+        self.core.find_in(&self.state(), addr)
     }
 
     /// Whether `addr` lies in memory this heap manages (the seeds' `IsMapJitRegion`, and
@@ -984,78 +1109,7 @@ impl<O: Os> Heap<O> {
 
     /// A snapshot of the heap.
     pub fn stats(&self) -> HeapStats {
-        let state = self.state();
-        let pages = &state.pages;
-        let bucket_total = bucket_count(self.page);
-        let mut buckets: Vec<BucketStats> = (0..bucket_total)
-            .map(|b| BucketStats {
-                block_size: CHUNK << b,
-                ..BucketStats::default()
-            })
-            .collect();
-        for (_, page) in pages.live() {
-            // Chunk classes file pages by their longest free run: such a page counts in the
-            // bucket of the largest block it can still take, a full one in the last bucket.
-            let bucket = match (self.classes, page.list) {
-                (SizeClasses::PowerOfTwo, _) => page.bucket(),
-                (SizeClasses::Chunks, PageList::Full) => bucket_total - 1,
-                (SizeClasses::Chunks, _) => bucket_of(page.bucket()),
-            };
-            match page.list {
-                PageList::Bucket | PageList::NoUnwindRoom => buckets[bucket].pages += 1,
-                PageList::Full => {
-                    buckets[bucket].pages += 1;
-                    buckets[bucket].full_pages += 1;
-                }
-                PageList::Spare | PageList::Parked => {}
-            }
-        }
-        let mut stats = HeapStats::default();
-        for record in state.blocks.values() {
-            stats.live_blocks += 1;
-            let capacity = self.capacity_of(&state, record);
-            stats.requested_bytes += record.size();
-            stats.allocated_bytes += capacity;
-            match record.home {
-                Home::Small { .. } => {
-                    let bucket = &mut buckets[bucket_of(capacity / CHUNK)];
-                    bucket.blocks += 1;
-                    bucket.used_bytes += capacity;
-                }
-                Home::Large => {
-                    stats.large_blocks += 1;
-                    stats.large_bytes += capacity;
-                }
-            }
-        }
-        for (_, _, chunks) in state.freed.iter() {
-            stats.kept_blocks += 1;
-            stats.kept_bytes += chunks * CHUNK;
-        }
-        stats.kept_large_blocks = state.kept_large.iter().count();
-        stats.kept_large_bytes = state.kept_large.pages() * self.page;
-        let below = self.pages.stats();
-        let counters = state.counters;
-        HeapStats {
-            buckets,
-            rounding_loss: stats.allocated_bytes - stats.requested_bytes,
-            spare_pages: pages.spare.len(),
-            parked_pages: pages.parked.len(),
-            committed_bytes: below.committed_bytes,
-            reserved_bytes: below.reserved_bytes,
-            protect_calls_made: counters.protect_made,
-            protect_calls_skipped: counters.protect_skipped,
-            fills: counters.fills,
-            filled_bytes: counters.filled_bytes,
-            icache_flushes: counters.icache_flushes,
-            pages_acquired: counters.pages_acquired,
-            pages_released: counters.pages_released,
-            allocs: counters.allocs,
-            frees: counters.frees,
-            secondary_probes: counters.secondary_probes,
-            patches: counters.patches,
-            ..stats
-        }
+        self.core.stats(&self.state())
     }
 }
 

@@ -42,7 +42,7 @@ use codeheap_virtual_alloc::{Os, PageState, Protection, WxStrategy};
 use crate::block::{BlockRecord, BlockState, Home};
 use crate::config::SizeClasses;
 use crate::freed::{FreedBlocks, MAX_KEPT_CHUNKS};
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapCore};
 use crate::kept_large::MAX_KEPT_LARGE_PAGES;
 use crate::page::{Page, PageId, PageList};
 use crate::records::Place;
@@ -60,14 +60,38 @@ impl<O: Os> Heap<O> {
     /// blocks recorded, protections, traps in free memory, counters. Returns the first
     /// violation found. Takes the heap's lock; for tests and fuzzing.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let state = self.state();
-        self.check_lists(&state)?;
-        let kept = self.check_kept(&state)?;
+        self.core.check_invariants(&self.state())
+    }
+
+    /// Breaks the bookkeeping on purpose: marks the first chunk of the small block at
+    /// `block_addr` free, as a stray write to the bitmap would. Returns whether there was
+    /// such a block. Only for showing that [`check_invariants`](Heap::check_invariants)
+    /// (and the fuzzers built on it) catch corruption; the heap is unusable afterwards.
+    #[doc(hidden)]
+    pub fn corrupt_chunk_bitmap_for_test(&self, block_addr: usize) -> bool {
+        let mut state = self.state();
+        let Some(place) = state.place_at(block_addr) else {
+            return false;
+        };
+        let record = *state.blocks.at(place);
+        let Home::Small { page, first_chunk } = record.home else {
+            return false;
+        };
+        (state.pages.chunk_bits_mut(page).free).set_range(usize::from(first_chunk), 1);
+        true
+    }
+}
+
+impl<O: Os> HeapCore<O> {
+    /// [`Heap::check_invariants`].
+    pub(crate) fn check_invariants(&self, state: &HeapState) -> Result<(), String> {
+        self.check_lists(state)?;
+        let kept = self.check_kept(state)?;
         let mut held_pages = 0;
         let mut parked_pages = 0;
         for (id, page) in state.pages.live() {
             let kept_here = kept.get(&id).map_or(&[][..], Vec::as_slice);
-            self.check_page(&state, id, page, kept_here)?;
+            self.check_page(state, id, page, kept_here)?;
             held_pages += 1;
             parked_pages += usize::from(page.list == PageList::Parked);
         }
@@ -76,12 +100,12 @@ impl<O: Os> Heap<O> {
             .check()
             .map_err(|err| format!("block records: {err}"))?;
         for (place, record) in state.blocks.iter() {
-            self.check_block(&state, place, record)?;
+            self.check_block(state, place, record)?;
         }
-        let (large_pages, large_parked) = self.check_large(&state)?;
+        let (large_pages, large_parked) = self.check_large(state)?;
         held_pages += large_pages;
         parked_pages += large_parked;
-        held_pages += self.check_kept_large(&state)?;
+        held_pages += self.check_kept_large(state)?;
 
         self.pages
             .check_invariants()
@@ -121,24 +145,6 @@ impl<O: Os> Heap<O> {
                 )
             },
         )
-    }
-
-    /// Breaks the bookkeeping on purpose: marks the first chunk of the small block at
-    /// `block_addr` free, as a stray write to the bitmap would. Returns whether there was
-    /// such a block. Only for showing that [`check_invariants`](Heap::check_invariants)
-    /// (and the fuzzers built on it) catch corruption; the heap is unusable afterwards.
-    #[doc(hidden)]
-    pub fn corrupt_chunk_bitmap_for_test(&self, block_addr: usize) -> bool {
-        let mut state = self.state();
-        let Some(place) = state.place_at(block_addr) else {
-            return false;
-        };
-        let record = *state.blocks.at(place);
-        let Home::Small { page, first_chunk } = record.home else {
-            return false;
-        };
-        (state.pages.chunk_bits_mut(page).free).set_range(usize::from(first_chunk), 1);
-        true
     }
 
     /// The kept freed blocks, by page as (first chunk, chunks): each on a live page, and no

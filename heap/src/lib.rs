@@ -24,8 +24,10 @@
 
 mod addr_hash;
 mod block;
+mod books;
 mod config;
 mod error;
+mod exclusive;
 mod freed;
 mod heap;
 mod invariants;
@@ -46,6 +48,7 @@ mod write;
 pub use block::{Block, BlockInfo};
 pub use config::{DEFAULT_FREE_PAGES, HeapConfig, SPARE_PAGES, SizeClasses};
 pub use error::{Error, Result};
+pub use exclusive::Exclusive;
 pub use heap::Heap;
 pub use size_class::CHUNK;
 pub use stats::{BucketStats, HeapStats};

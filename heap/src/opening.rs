@@ -11,7 +11,7 @@ use codeheap_virtual_alloc::{Os, Protection, WxStrategy};
 
 use crate::block::{BlockRecord, Home};
 use crate::error::Result;
-use crate::heap::Heap;
+use crate::heap::HeapCore;
 use crate::page::PageId;
 use crate::records::Place;
 use crate::state::HeapState;
@@ -82,7 +82,7 @@ pub(crate) fn adjust_writers(state: &mut HeapState, span: Span, delta: i32) {
     }
 }
 
-impl<O: Os> Heap<O> {
+impl<O: Os> HeapCore<O> {
     /// Makes the span writable, unless it already is.
     pub(crate) fn open_span(&self, state: &mut HeapState, span: Span) -> Result<()> {
         let (addr, pages, _, open) = status(state, span);

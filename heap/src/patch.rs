@@ -6,8 +6,9 @@
 use codeheap_virtual_alloc::{Arch, Os, Word, WriteScope};
 
 use crate::block::{Block, BlockState};
+use crate::books::Books;
 use crate::error::{Error, Result};
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapCore};
 use crate::opening::Span;
 use crate::records::Place;
 use crate::state::HeapState;
@@ -34,10 +35,7 @@ impl<O: Os> Heap<O> {
     /// executable again (`Protect`), the patch is made and the error returned; the pages
     /// stay open, recorded so, until the next session or free on them closes them.
     pub fn patch(&self, block: &Block, offset: usize, bytes: &[u8]) -> Result<()> {
-        let word = Self::patch_word(self.arch, block.addr.wrapping_add(offset), offset, bytes)?;
-        let mut state = self.state();
-        let place = self.locate(&state, block.addr, Some(block.key()))?;
-        self.patch_locked(&mut state, place, offset, word)
+        self.core.patch(self.locked(), block, offset, bytes)
     }
 
     /// [`patch`](Heap::patch) at `addr`, anywhere in a live block found by its address (as
@@ -46,7 +44,33 @@ impl<O: Os> Heap<O> {
     /// handle. Fails with `NotAllocated` for an address of the heap's memory that no live
     /// block holds and `NotFromHeap` for one outside it, and as `patch` does.
     pub fn patch_address(&self, addr: usize, bytes: &[u8]) -> Result<()> {
-        let mut state = self.state();
+        self.core.patch_address(self.locked(), addr, bytes)
+    }
+}
+
+impl<O: Os> HeapCore<O> {
+    /// [`Heap::patch`].
+    pub(crate) fn patch(
+        &self,
+        mut books: impl Books,
+        block: &Block,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let word = Self::patch_word(self.arch, block.addr.wrapping_add(offset), offset, bytes)?;
+        let mut state = books.books();
+        let place = self.locate(&state, block.addr, Some(block.key()))?;
+        self.patch_locked(&mut state, place, offset, word)
+    }
+
+    /// [`Heap::patch_address`].
+    pub(crate) fn patch_address(
+        &self,
+        mut books: impl Books,
+        addr: usize,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let mut state = books.books();
         let Some(block) = self.find_in(&state, addr) else {
             return Err(self.why_not_a_block(&state, addr));
         };

@@ -6,9 +6,10 @@
 use codeheap_virtual_alloc::{Os, WxStrategy};
 
 use crate::block::{Block, BlockRecord, BlockState, Home};
+use crate::books::Books;
 use crate::config::SizeClasses;
 use crate::error::{Error, Result};
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapCore};
 use crate::page::{PageId, PageList};
 use crate::records::Place;
 use crate::size_class::CHUNK;
@@ -36,6 +37,18 @@ impl<O: Os> Heap<O> {
     /// anything. If the OS refuses the trap fill or the new unwind entry, the block keeps
     /// its size (and its entry); the bytes past `new_size` may already hold traps.
     pub fn shrink(&self, block: &mut Block, new_size: usize) -> Result<()> {
+        self.core.shrink(self.locked(), block, new_size)
+    }
+}
+
+impl<O: Os> HeapCore<O> {
+    /// [`Heap::shrink`].
+    pub(crate) fn shrink(
+        &self,
+        mut books: impl Books,
+        block: &mut Block,
+        new_size: usize,
+    ) -> Result<()> {
         if new_size == 0 {
             return Err(Error::ZeroSize);
         }
@@ -45,7 +58,7 @@ impl<O: Os> Heap<O> {
                 new_size,
             });
         }
-        let mut state = self.state();
+        let mut state = books.books();
         let addr = block.addr;
         let place = self.locate(&state, addr, Some(block.key()))?;
         match state.blocks.at(place).state {

@@ -5,8 +5,9 @@
 
 use codeheap_virtual_alloc::Os;
 
+use crate::books::Books;
 use crate::error::Result;
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapCore};
 use crate::state::HeapState;
 
 impl<O: Os> Heap<O> {
@@ -21,7 +22,14 @@ impl<O: Os> Heap<O> {
     /// If the OS refuses a release or a decommit midway, what was done stays done (the
     /// books stay consistent) and the error is returned; calling again retries the rest.
     pub fn trim(&self) -> Result<usize> {
-        let mut state = self.state();
+        self.core.trim(self.locked())
+    }
+}
+
+impl<O: Os> HeapCore<O> {
+    /// [`Heap::trim`].
+    pub(crate) fn trim(&self, mut books: impl Books) -> Result<usize> {
+        let mut state = books.books();
         let committed = self.pages.stats().committed_bytes;
         for (id, first, chunks) in state.freed.take_all() {
             self.give_back_kept(&mut state, id, first, chunks);

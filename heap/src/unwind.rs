@@ -9,7 +9,7 @@ use codeheap_xdata::{EhFrameEntry, FrameDescription, WrittenEntry, write_entry};
 use crate::block::Block;
 use crate::config::SizeClasses;
 use crate::error::{Error, Result};
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapCore};
 use crate::kept_large::KeptLarge;
 use crate::page::{PageId, PageList};
 use crate::state::HeapState;
@@ -40,9 +40,16 @@ impl<O: Os> Heap<O> {
     /// is freed. Fails with the builder's error if `frame` does not fit a `size`-byte
     /// function, and with `SecondaryTooLarge` if the entry exceeds a secondary area.
     pub fn alloc_with_unwind(&self, size: usize, frame: FrameDescription) -> Result<Block> {
-        self.alloc_block(size, Some(frame))
+        self.core.alloc_block(self.locked(), size, Some(frame))
     }
 
+    /// The registered unwind entry of `block`, if it has one.
+    pub fn unwind_entry(&self, block: &Block) -> Option<WrittenEntry> {
+        self.core.unwind_entry(&self.state(), block)
+    }
+}
+
+impl<O: Os> HeapCore<O> {
     /// The frame and the size of its entry, checked (outside the heap's lock: building an
     /// entry to size it is not free), for a block that asks for unwind information.
     pub(crate) fn unwind_room(
@@ -340,9 +347,8 @@ impl<O: Os> Heap<O> {
         }
     }
 
-    /// The registered unwind entry of `block`, if it has one.
-    pub fn unwind_entry(&self, block: &Block) -> Option<WrittenEntry> {
-        let state = self.state();
+    /// [`Heap::unwind_entry`].
+    pub(crate) fn unwind_entry(&self, state: &HeapState, block: &Block) -> Option<WrittenEntry> {
         let record = state.unwind.get(&block.addr)?;
         let live = (state.blocks.checked(block.place, block.id)).is_some();
         live.then_some(record.registered?.0)
@@ -352,8 +358,7 @@ impl<O: Os> Heap<O> {
 impl<O: Os> Drop for Heap<O> {
     fn drop(&mut self) {
         // The unwinder must forget every entry before the memory underneath is unmapped.
-        let mut state = self.state();
-        self.deregister_all_unwind(&mut state);
+        self.core.deregister_all_unwind(&mut self.state());
     }
 }
 

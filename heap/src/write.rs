@@ -26,8 +26,9 @@ use codeheap_virtual_alloc::{Arch, Os, WriteScope};
 use codeheap_xdata::FrameDescription;
 
 use crate::block::{Block, BlockState, HandleKey};
+use crate::books::Books;
 use crate::error::{Error, Result};
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapCore};
 use crate::opening::{Span, adjust_writers};
 use crate::records::Place;
 use crate::size_class::SizeClass;
@@ -124,36 +125,29 @@ impl<O: Os> CodeWriter<'_, O> {
 }
 
 /// Ends a session that did not finish: whatever happened, the block is left unfinalized
-/// and its pages closed.
-struct Abandon<'a, O: Os> {
-    heap: &'a Heap<O>,
+/// and its pages closed, and, for a block allocated for the session, freed again.
+struct Abandon<'a, O: Os, B: Books> {
+    core: &'a HeapCore<O>,
+    books: B,
     place: Place,
-    armed: bool,
-}
-
-impl<O: Os> Drop for Abandon<'_, O> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut state = self.heap.state();
-            let _ = self
-                .heap
-                .end_session(&mut state, self.place, BlockState::Fresh);
-        }
-    }
-}
-
-/// Frees a block `Heap::emit` could not finish.
-struct Discard<'a, O: Os> {
-    heap: &'a Heap<O>,
     addr: usize,
-    key: HandleKey,
-    armed: bool,
+    /// The session is still open.
+    open: bool,
+    /// The block goes back if the session does not finish: it was allocated for it.
+    discard: Option<HandleKey>,
 }
 
-impl<O: Os> Drop for Discard<'_, O> {
+impl<O: Os, B: Books> Drop for Abandon<'_, O, B> {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = self.heap.free_checked(self.addr, Some(self.key));
+        if !self.open && self.discard.is_none() {
+            return;
+        }
+        let mut state = self.books.books();
+        if self.open {
+            let _ = (self.core).end_session(&mut state, self.place, BlockState::Fresh);
+        }
+        if let Some(key) = self.discard {
+            let _ = self.core.free_checked(&mut state, self.addr, Some(key));
         }
     }
 }
@@ -168,9 +162,7 @@ impl<O: Os> Heap<O> {
         block: &mut Block,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<R> {
-        block.published = 0;
-        let write_addr = self.begin_session(&mut self.state(), block)?;
-        self.run_session(block, write_addr, emit)
+        self.core.write(self.locked(), block, emit)
     }
 
     /// Allocates a block of `size` bytes and writes it through `emit` (as
@@ -185,7 +177,7 @@ impl<O: Os> Heap<O> {
         size: usize,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<(Block, R)> {
-        self.emit_block(size, None, emit)
+        self.core.emit_block(self.locked(), size, None, emit)
     }
 
     /// [`emit`](Heap::emit) for a block whose code unwinds as `frame` describes (as
@@ -197,11 +189,45 @@ impl<O: Os> Heap<O> {
         frame: FrameDescription,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<(Block, R)> {
-        self.emit_block(size, Some(frame), emit)
+        self.core.emit_block(self.locked(), size, Some(frame), emit)
     }
 
-    fn emit_block<R>(
+    /// Allocates a block holding `code`, a finished function (as engines that assemble
+    /// into a buffer of their own have), finalized and ready to run: [`emit`](Heap::emit)
+    /// without a closure. The copy is bounded by `code`, so it is made under the same hold
+    /// of the heap's lock as the allocation and the finalization (one trip through the lock,
+    /// no session for another thread to see). All or nothing: on an error the block is
+    /// freed again and only the error comes back.
+    pub fn emit_code(&self, code: &[u8]) -> Result<Block> {
+        self.core.emit_code_block(self.locked(), code, None)
+    }
+
+    /// [`emit_code`](Heap::emit_code) of a function whose code unwinds as `frame` describes
+    /// (as [`alloc_with_unwind`](Heap::alloc_with_unwind) then [`write`](Heap::write)): its
+    /// unwind entry is written and registered under the same hold of the lock. All or
+    /// nothing, slot and registration included.
+    pub fn emit_code_with_unwind(&self, code: &[u8], frame: FrameDescription) -> Result<Block> {
+        self.core.emit_code_block(self.locked(), code, Some(frame))
+    }
+}
+
+impl<O: Os> HeapCore<O> {
+    /// [`Heap::write`].
+    pub(crate) fn write<R>(
         &self,
+        mut books: impl Books,
+        block: &mut Block,
+        emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
+    ) -> Result<R> {
+        block.published = 0;
+        let write_addr = self.begin_session(&mut books.books(), block)?;
+        self.run_session(books, block, write_addr, None, emit)
+    }
+
+    /// [`Heap::emit`] (with `frame`, [`Heap::emit_with_unwind`]).
+    pub(crate) fn emit_block<R>(
+        &self,
+        mut books: impl Books,
         size: usize,
         frame: Option<FrameDescription>,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
@@ -209,40 +235,38 @@ impl<O: Os> Heap<O> {
         let class = SizeClass::of(size, self.page, self.classes)?;
         let unwind = self.unwind_room(frame, size)?;
         let (mut block, write_addr) = {
-            let mut state = self.state();
+            let mut state = books.books();
             let block = self.place_block(&mut state, size, class, unwind)?;
-            let opened = self.begin_session(&mut state, &block);
-            drop(state);
-            match opened {
+            match self.begin_session(&mut state, &block) {
                 Ok(write_addr) => (block, write_addr),
                 Err(err) => {
-                    let _ = self.free(block);
+                    let _ = self.free_checked(&mut state, block.addr, Some(block.key()));
                     return Err(err);
                 }
             }
         };
-        let mut discard = Discard {
-            heap: self,
-            addr: block.addr,
-            key: block.key(),
-            armed: true,
-        };
-        let value = self.run_session(&mut block, write_addr, emit)?;
-        discard.armed = false;
+        let key = Some(block.key());
+        let value = self.run_session(books, &mut block, write_addr, key, emit)?;
         Ok((block, value))
     }
 
-    /// Runs `emit` on a block whose session is open, then finalizes it.
+    /// Runs `emit` on a block whose session is open, then finalizes it. If anything fails,
+    /// the block whose key is `discard` is freed again.
     fn run_session<R>(
         &self,
+        books: impl Books,
         block: &mut Block,
         write_addr: usize,
+        discard: Option<HandleKey>,
         emit: impl FnOnce(&mut CodeWriter<'_, O>) -> Result<R>,
     ) -> Result<R> {
         let mut abandon = Abandon {
-            heap: self,
+            core: self,
+            books,
             place: block.place,
-            armed: true,
+            addr: block.addr,
+            open: true,
+            discard,
         };
         let _write = WriteScope::enter();
         let mut writer = CodeWriter {
@@ -253,15 +277,16 @@ impl<O: Os> Heap<O> {
             _bound_to_thread: PhantomData,
         };
         let value = emit(&mut writer)?;
-        let mut state = self.state();
+        let mut state = abandon.books.books();
         if writer.size < block.size {
             // The session's own block: live and being written until the session ends.
             self.shrink_locked(&mut state, block, block.place, writer.size)?;
         }
         self.seal(&mut state, block, write_addr)?;
         self.register_unwind(&mut state, block)?;
-        abandon.armed = false;
+        abandon.open = false;
         self.end_session(&mut state, block.place, BlockState::Finalized)?;
+        abandon.discard = None;
         block.published = self.epoch.load(Ordering::Acquire);
         Ok(value)
     }
@@ -282,29 +307,17 @@ impl<O: Os> Heap<O> {
         Ok(())
     }
 
-    /// Allocates a block holding `code`, a finished function (as engines that assemble
-    /// into a buffer of their own have), finalized and ready to run: [`emit`](Heap::emit)
-    /// without a closure. The copy is bounded by `code`, so it is made under the same hold
-    /// of the heap's lock as the allocation and the finalization (one trip through the lock,
-    /// no session for another thread to see). All or nothing: on an error the block is
-    /// freed again and only the error comes back.
-    pub fn emit_code(&self, code: &[u8]) -> Result<Block> {
-        self.emit_code_block(code, None)
-    }
-
-    /// [`emit_code`](Heap::emit_code) of a function whose code unwinds as `frame` describes
-    /// (as [`alloc_with_unwind`](Heap::alloc_with_unwind) then [`write`](Heap::write)): its
-    /// unwind entry is written and registered under the same hold of the lock. All or
-    /// nothing, slot and registration included.
-    pub fn emit_code_with_unwind(&self, code: &[u8], frame: FrameDescription) -> Result<Block> {
-        self.emit_code_block(code, Some(frame))
-    }
-
-    fn emit_code_block(&self, code: &[u8], frame: Option<FrameDescription>) -> Result<Block> {
+    /// [`Heap::emit_code`] (with `frame`, [`Heap::emit_code_with_unwind`]).
+    pub(crate) fn emit_code_block(
+        &self,
+        mut books: impl Books,
+        code: &[u8],
+        frame: Option<FrameDescription>,
+    ) -> Result<Block> {
         let class = SizeClass::of(code.len(), self.page, self.classes)?;
         let unwind = self.unwind_room(frame, code.len())?;
         let registers = unwind.is_some();
-        let mut state = self.state();
+        let mut state = books.books();
         let mut block = self.place_block(&mut state, code.len(), class, unwind)?;
         let mut done = self.copy_in(&mut state, &block, code);
         if registers && done.is_ok() {
@@ -316,7 +329,7 @@ impl<O: Os> Heap<O> {
                 Ok(block)
             }
             Err(err) => {
-                let _ = self.free_locked(&mut state, block.addr, Some(block.key()));
+                let _ = self.free_checked(&mut state, block.addr, Some(block.key()));
                 Err(err)
             }
         }

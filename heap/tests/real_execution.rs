@@ -184,3 +184,93 @@ fn the_default_heap_uses_the_platform_strategy() {
     let block = emit(&heap, 16, 42);
     assert_eq!(call(&heap, &block), 42);
 }
+
+/// A compiler thread that owns its heap emits and frees through the exclusive view (no
+/// lock), while another thread runs the functions it publishes, on the same pages: every
+/// call returns the value its function was written with.
+#[test]
+fn a_thread_owning_its_heap_emits_through_the_view_while_another_runs_the_code() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+    /// A published function: its entry point (48 bits) and the value it returns above.
+    fn pack(entry: usize, value: u32) -> u64 {
+        assert!(entry < 1 << 48 && value < 1 << 16);
+        entry as u64 | (u64::from(value) << 48)
+    }
+
+    for strategy in strategies() {
+        if strategy == WxStrategy::Protect {
+            // Running code on a page another thread has made read-write faults: live
+            // code and writes on one page need MapJit, DualMap or Rwx.
+            continue;
+        }
+        let mut heap = Heap::with_strategy(strategy).unwrap();
+        let arch = heap.arch();
+        let slots: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(0)).collect();
+        // The function the runner is about to call or calling: the compiler frees a
+        // function only once it is unpublished and not announced here.
+        let hazard = AtomicU64::new(0);
+        let done = AtomicBool::new(false);
+        let calls = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            let runner = scope.spawn(|| {
+                while !done.load(SeqCst) {
+                    for slot in &slots {
+                        let word = slot.load(SeqCst);
+                        hazard.store(word, SeqCst);
+                        if word == 0 || slot.load(SeqCst) != word {
+                            continue;
+                        }
+                        let (entry, value) = ((word & ((1 << 48) - 1)) as usize, word >> 48);
+                        // SAFETY: a published entry point is a finalized `extern "C" fn()
+                        // -> u32`, and it stays allocated while announced in `hazard`.
+                        let function: extern "C" fn() -> u32 =
+                            unsafe { core::mem::transmute::<usize, _>(entry) };
+                        assert_eq!(u64::from(function()), value, "{strategy}");
+                        calls.fetch_add(1, SeqCst);
+                    }
+                    hazard.store(0, SeqCst);
+                }
+            });
+            let mut view = heap.exclusive();
+            let mut blocks: Vec<Option<(Block, u64)>> = (0..8).map(|_| None).collect();
+            for round in 0..2000u32 {
+                let slot = round as usize % 8;
+                if let Some((old, word)) = blocks[slot].take() {
+                    slots[slot].store(0, SeqCst);
+                    while hazard.load(SeqCst) == word {
+                        std::hint::spin_loop();
+                    }
+                    view.free(old).unwrap();
+                }
+                let value = round % (1 << 16);
+                let block = view
+                    .emit_code(arch.encode_return_u32(value).as_bytes())
+                    .unwrap();
+                let word = pack(view.entry_point(&block).unwrap(), value);
+                // The block may reuse a freed one's bytes: the runner must not run what it
+                // fetched from them before.
+                view.sync_cores().unwrap();
+                slots[slot].store(word, SeqCst);
+                blocks[slot] = Some((block, word));
+                if round % 64 == 63 {
+                    // Let the runner call what is published before going on.
+                    let seen = calls.load(SeqCst);
+                    while calls.load(SeqCst) < seen + 8 && !runner.is_finished() {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            done.store(true, SeqCst);
+            runner.join().unwrap();
+            assert!(
+                calls.load(SeqCst) >= 31 * 8,
+                "{strategy}: the runner ran the code"
+            );
+            for (block, _) in blocks.into_iter().flatten() {
+                view.free(block).unwrap();
+            }
+            assert_eq!(view.stats().live_blocks, 0);
+        });
+    }
+}
