@@ -5,27 +5,13 @@
 //! also when a system call is refused midway.
 
 use codeheap::vm::SysCall;
-use codeheap::{Block, Error, Heap, HeapConfig, PageAllocatorConfig, SimOs, SimRules, WxStrategy};
+use codeheap::{Block, Error, Heap, SimOs, SimRules, WxStrategy};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseResult, TestRunner};
 
 #[path = "common/sim.rs"]
 mod sim;
-use sim::{read, run};
-
-/// Segments of 8 pages, so that the runs stay quick under miri.
-fn heap(os: SimOs, strategy: Option<WxStrategy>) -> Heap<SimOs> {
-    let defaults = HeapConfig::default();
-    let config = HeapConfig {
-        strategy,
-        pages: PageAllocatorConfig {
-            segment_pages: 8,
-            ..defaults.pages
-        },
-        ..defaults
-    };
-    Heap::with_config(os, config).expect("a simulated heap")
-}
+use sim::{heap, read, run};
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -3,27 +3,13 @@
 //! patches refused with nothing written.
 
 use codeheap::{
-    Arch, Error, FrameDescription, Heap, HeapConfig, PageAllocatorConfig, SimOs, SimRules,
-    ThreadMode, WxStrategy, current_mode, enter_permanent_write_mode, leave_permanent_write_mode,
+    Arch, Error, FrameDescription, Heap, SimOs, SimRules, ThreadMode, WxStrategy, current_mode,
+    enter_permanent_write_mode, leave_permanent_write_mode,
 };
 
 #[path = "common/sim.rs"]
 mod sim;
-use sim::{read, run};
-
-/// Segments of 8 pages, so that these tests stay quick under miri.
-fn heap(os: SimOs, strategy: Option<WxStrategy>) -> Heap<SimOs> {
-    let defaults = HeapConfig::default();
-    let config = HeapConfig {
-        strategy,
-        pages: PageAllocatorConfig {
-            segment_pages: 8,
-            ..defaults.pages
-        },
-        ..defaults
-    };
-    Heap::with_config(os, config).expect("a simulated heap")
-}
+use sim::{heap, read, run};
 
 /// Apple Silicon (16 KiB pages, MAP_JIT), every strategy of the simulated x86-64 Linux, and
 /// aarch64 Linux under `DualMap` (its icache needs the flush a patch makes).
