@@ -19,6 +19,11 @@ const AARCH64_BRK_BYTES: [u8; 4] = AARCH64_BRK.to_le_bytes();
 /// `int3`.
 pub const X86_INT3: u8 = 0xCC;
 
+/// Bytes [`Arch::is_trap_filled`] compares at once: whole trap words on every arch, so each
+/// block but the last starts a word.
+const TRAP_BLOCK: usize = 256;
+const _: () = assert!(TRAP_BLOCK.is_multiple_of(AARCH64_BRK_BYTES.len()));
+
 const AARCH64_RET: u32 = 0xD65F_03C0;
 const AARCH64_MOVZ_W0: u32 = 0x5280_0000;
 const AARCH64_MOVK_W0_LSL16: u32 = 0x72A0_0000;
@@ -72,10 +77,16 @@ impl Arch {
     /// Whether every byte of `bytes` (starting instruction-aligned) is the trap pattern as
     /// [`fill_traps`](Arch::fill_traps) writes it.
     pub fn is_trap_filled(self, bytes: &[u8]) -> bool {
-        let pattern = self.trap_bytes();
-        let words = bytes.chunks_exact(pattern.len());
-        let tail_is_zero = words.remainder().iter().all(|&b| b == 0);
-        tail_is_zero && words.into_iter().all(|word| word == pattern)
+        // A block of traps at a time: slice equality is one `memcmp`, where a word at a time
+        // is a loop miri interprets step by step over every page the invariant checks read.
+        let mut traps = [0; TRAP_BLOCK];
+        self.fill_traps(&mut traps);
+        let whole = bytes.len() / self.trap_bytes().len() * self.trap_bytes().len();
+        let (body, tail) = bytes.split_at(whole);
+        tail.iter().all(|&b| b == 0)
+            && body
+                .chunks(TRAP_BLOCK)
+                .all(|chunk| chunk == &traps[..chunk.len()])
     }
 
     /// Machine code for `extern "C" fn() -> u32 { value }`:
@@ -161,6 +172,25 @@ mod tests {
         assert!(Arch::Aarch64.is_trap_filled(&buf));
         buf[9] = 1;
         assert!(!Arch::Aarch64.is_trap_filled(&buf));
+    }
+
+    /// Every byte counts, in the first block compared, the last, and across their seams.
+    #[test]
+    fn one_wrong_byte_anywhere_is_not_trap_filled() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            for len in [0, 1, 3, 4, 255, 256, 257, 511, 512, 515, 1031] {
+                let mut buf = vec![0; len];
+                arch.fill_traps(&mut buf);
+                assert!(arch.is_trap_filled(&buf), "{arch:?} {len}");
+                let seams = [255, 256, 257, 511, 512, 1024];
+                let spots = [0, len / 2, len.saturating_sub(1)].into_iter().chain(seams);
+                for spot in spots.filter(|&spot| spot < len) {
+                    let mut wrong = buf.clone();
+                    wrong[spot] ^= 0x10;
+                    assert!(!arch.is_trap_filled(&wrong), "{arch:?} {len} at {spot}");
+                }
+            }
+        }
     }
 
     #[test]
