@@ -30,7 +30,7 @@ pub enum ThreadMode {
     Write,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct ModeState {
     /// Live `WriteScope`s on this thread. A `u64` cannot overflow: each increment is a scope
     /// that was created (and possibly forgotten).
@@ -39,6 +39,13 @@ struct ModeState {
 }
 
 impl ModeState {
+    /// Where every thread starts: execute mode.
+    const START: ModeState = ModeState {
+        scope_depth: 0,
+        permanent: false,
+    };
+
+    #[inline]
     fn mode(self) -> ThreadMode {
         if self.permanent || self.scope_depth > 0 {
             ThreadMode::Write
@@ -48,10 +55,18 @@ impl ModeState {
     }
 }
 
+// Const-initialised: every write scope and entry point reads it, and a lazily initialised
+// thread-local checks its state on each access. (Loom's macro takes no `const` block.)
+#[cfg(not(loom))]
 crate::sync::thread_local! {
-    static MODE: Cell<ModeState> = Cell::new(ModeState::default());
+    static MODE: Cell<ModeState> = const { Cell::new(ModeState::START) };
+}
+#[cfg(loom)]
+crate::sync::thread_local! {
+    static MODE: Cell<ModeState> = Cell::new(ModeState::START);
 }
 
+#[inline]
 fn update(change: impl FnOnce(&mut ModeState)) {
     MODE.with(|cell| {
         let before = cell.get();
@@ -65,6 +80,7 @@ fn update(change: impl FnOnce(&mut ModeState)) {
 }
 
 /// The calling thread's mode.
+#[inline]
 pub fn current_mode() -> ThreadMode {
     MODE.with(|cell| cell.get().mode())
 }
@@ -75,6 +91,7 @@ pub fn is_permanent_write_mode() -> bool {
 }
 
 /// Returns `Ok` if the calling thread is in `required` mode, else `WrongThreadMode`.
+#[inline]
 pub fn require_mode(required: ThreadMode) -> Result<()> {
     let current = current_mode();
     if current == required {
@@ -112,6 +129,7 @@ static_assertions::assert_not_impl_any!(WriteScope: Send, Sync);
 
 impl WriteScope {
     /// Enters write mode on the calling thread.
+    #[inline]
     pub fn enter() -> WriteScope {
         update(|state| state.scope_depth += 1);
         WriteScope {
@@ -121,6 +139,7 @@ impl WriteScope {
 }
 
 impl Drop for WriteScope {
+    #[inline]
     fn drop(&mut self) {
         update(|state| state.scope_depth -= 1);
     }
