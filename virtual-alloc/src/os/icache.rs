@@ -11,6 +11,7 @@
 //! they run it: `Os::sync_cores` (`membarrier` on Linux) gives every thread one at once.
 
 #[cfg(any(target_arch = "x86_64", miri))]
+#[inline]
 pub(crate) unsafe fn flush(_addr: usize, _len: usize) {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }

@@ -135,6 +135,7 @@ pub(super) fn close(fd: libc::c_int) -> Result<()> {
 
 /// # Safety
 /// `addr..addr+bytes.len()` is mapped writable and not aliased by a reference.
+#[inline]
 pub(super) unsafe fn write(addr: usize, bytes: &[u8]) {
     // SAFETY: forwarded to the caller; `bytes` cannot overlap code memory the caller owns.
     unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
@@ -142,6 +143,7 @@ pub(super) unsafe fn write(addr: usize, bytes: &[u8]) {
 
 /// # Safety
 /// `addr..addr+word.len()` is mapped writable and not aliased by a reference.
+#[inline]
 pub(super) unsafe fn store(addr: usize, word: Word) -> Result<()> {
     if !addr.is_multiple_of(word.len()) {
         return Err(Error::Unaligned {
@@ -167,6 +169,7 @@ pub(super) unsafe fn store(addr: usize, word: Word) -> Result<()> {
 
 /// # Safety
 /// `addr..addr+len` is mapped writable and not aliased by a reference.
+#[inline]
 pub(super) unsafe fn fill(addr: usize, len: usize, pattern: &[u8]) {
     // SAFETY: forwarded to the caller: the range is writable and unaliased for its length.
     let buf = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) };
@@ -175,6 +178,7 @@ pub(super) unsafe fn fill(addr: usize, len: usize, pattern: &[u8]) {
 
 /// # Safety
 /// `addr..addr+buf.len()` is mapped readable.
+#[inline]
 pub(super) unsafe fn read(addr: usize, buf: &mut [u8]) {
     // SAFETY: forwarded to the caller.
     unsafe { ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
@@ -191,29 +195,34 @@ pub(super) unsafe fn call(entry: usize) -> u32 {
 /// The `Os` methods that reach memory directly: the same on every real OS.
 macro_rules! direct_memory_access {
     () => {
+        #[inline]
         unsafe fn flush_icache(&self, addr: usize, len: usize) -> Result<()> {
             // SAFETY: forwarded to the caller: the range is mapped and readable.
             unsafe { crate::os::icache::flush(addr, len) };
             Ok(())
         }
 
+        #[inline]
         unsafe fn write(&self, addr: usize, bytes: &[u8]) -> Result<()> {
             // SAFETY: forwarded to the caller.
             unsafe { crate::os::unix::write(addr, bytes) };
             Ok(())
         }
 
+        #[inline]
         unsafe fn store(&self, addr: usize, word: crate::Word) -> Result<()> {
             // SAFETY: forwarded to the caller.
             unsafe { crate::os::unix::store(addr, word) }
         }
 
+        #[inline]
         unsafe fn fill(&self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
             // SAFETY: forwarded to the caller.
             unsafe { crate::os::unix::fill(addr, len, pattern) };
             Ok(())
         }
 
+        #[inline]
         unsafe fn read(&self, addr: usize, buf: &mut [u8]) -> Result<()> {
             // SAFETY: forwarded to the caller.
             unsafe { crate::os::unix::read(addr, buf) };
