@@ -33,6 +33,7 @@ pub(crate) struct Records {
 
 impl Records {
     /// Records a block and says where.
+    #[inline]
     pub(crate) fn insert(&mut self, record: BlockRecord) -> Place {
         debug_assert_ne!(record.id, VACANT, "block ids start at 1");
         let place = match self.unused.pop() {
@@ -49,6 +50,7 @@ impl Records {
     }
 
     /// Forgets the live record at `place`.
+    #[inline]
     pub(crate) fn remove(&mut self, place: Place) -> BlockRecord {
         let record = &mut self.slab[place.0 as usize];
         debug_assert_ne!(record.id, VACANT, "a live record's place");
