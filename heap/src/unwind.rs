@@ -52,6 +52,8 @@ impl<O: Os> Heap<O> {
 impl<O: Os> HeapCore<O> {
     /// The frame and the size of its entry, checked (outside the heap's lock: building an
     /// entry to size it is not free), for a block that asks for unwind information.
+    /// Inlined: most blocks ask for none, and then it is a test of `frame`.
+    #[inline]
     pub(crate) fn unwind_room(
         &self,
         frame: Option<FrameDescription>,
@@ -65,7 +67,8 @@ impl<O: Os> HeapCore<O> {
     }
 
     /// The size of `frame`'s entry, after checking it fits a `size`-byte function of this
-    /// heap's architecture.
+    /// heap's architecture. Out of line, so that `unwind_room`'s test inlines alone.
+    #[inline(never)]
     pub(crate) fn entry_size(&self, frame: &FrameDescription, size: usize) -> Result<usize> {
         if frame.arch() != self.arch {
             return Err(codeheap_xdata::Error::ArchMismatch {
