@@ -91,6 +91,7 @@ impl Arch {
 
     /// Machine code for `extern "C" fn() -> u32 { value }`:
     /// x86-64 `mov eax, imm32; ret`; aarch64 `mov w0, #lo; [movk w0, #hi, lsl #16;] ret`.
+    #[inline]
     pub fn encode_return_u32(self, value: u32) -> TinyCode {
         let mut code = TinyCode::default();
         match self {
@@ -121,12 +122,14 @@ pub struct TinyCode {
 }
 
 impl TinyCode {
+    #[inline]
     fn push(&mut self, more: &[u8]) {
         self.bytes[self.len..self.len + more.len()].copy_from_slice(more);
         self.len += more.len();
     }
 
     /// The encoded bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
