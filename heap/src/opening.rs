@@ -103,6 +103,10 @@ impl<O: Os> HeapCore<O> {
     /// `Protect` the span is opened first and closed after, unless a session holds it open;
     /// the other strategies change nothing and count the open and close a `Protect` heap
     /// would have made. Gives `work`'s result and the close's.
+    ///
+    /// Always inlined: every emit and every free runs it, and out of line (as the compiler
+    /// leaves it) its closure and both results go through memory.
+    #[inline(always)]
     pub(crate) fn with_span_open<R>(
         &self,
         state: &mut HeapState,

@@ -339,6 +339,10 @@ impl<O: Os> HeapCore<O> {
     /// No other thread can see the block until this returns, so no session is recorded: its
     /// span is opened around the copy and closed again unless another thread's session is
     /// at work on it.
+    ///
+    /// Always inlined into its one caller, `emit_code_block`, which the compiler would
+    /// otherwise not do: every emit would pass the block and the results through memory.
+    #[inline(always)]
     fn copy_in(&self, state: &mut HeapState, block: &Block, code: &[u8]) -> Result<()> {
         let record = *state.blocks.at(block.place);
         let write_addr = self.write_addr_of(state, &record)?;
