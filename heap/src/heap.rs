@@ -755,6 +755,10 @@ impl<O: Os> HeapCore<O> {
     /// Fills what a block's code may have left from byte `from` on (its bytes up to its
     /// size, within its `capacity`) with traps, opening its pages under `Protect` if no
     /// write session has them open: all of a freed block, the cut-off end of a shrunk one.
+    ///
+    /// Always inlined (into the free and the shrink): the compiler keeps it out of line,
+    /// and every free then passes the record and the result through memory.
+    #[inline(always)]
     pub(crate) fn scrub(
         &self,
         state: &mut HeapState,
