@@ -308,6 +308,10 @@ impl<O: Os> HeapCore<O> {
     }
 
     /// [`Heap::emit_code`] (with `frame`, [`Heap::emit_code_with_unwind`]).
+    ///
+    /// Always inlined (into those two and the exclusive view's): out of line, as the
+    /// compiler leaves it, the block comes back through memory on every emit.
+    #[inline(always)]
     pub(crate) fn emit_code_block(
         &self,
         mut books: impl Books,
