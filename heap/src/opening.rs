@@ -51,10 +51,14 @@ fn status(state: &HeapState, span: Span) -> (usize, usize, u32, bool) {
     }
 }
 
-/// Whether the span is open for writing.
+/// Whether the span is open for writing: [`status`]'s last item, without a large block's
+/// page count (a lookup in the map of large blocks) that every emit and free would pay for.
 #[inline]
 fn is_open(state: &HeapState, span: Span) -> bool {
-    status(state, span).3
+    match span {
+        Span::Page(id) => state.pages.get(id).open,
+        Span::Large(place) => state.blocks.at(place).open,
+    }
 }
 
 fn set_open(state: &mut HeapState, span: Span, open: bool) {
