@@ -294,17 +294,32 @@ impl<O: Os> HeapCore<O> {
     /// What makes written code runnable, the session still open: past `size` the block
     /// holds the traps it was allocated with (nothing can write there), so only a partial
     /// instruction word after the code is zeroed; then the icache is flushed.
+    #[inline]
     fn seal(&self, state: &mut HeapState, block: &Block, write_addr: usize) -> Result<()> {
         let align = self.arch.instruction_alignment();
         let partial = block.size.next_multiple_of(align).min(block.capacity) - block.size;
         if partial > 0 {
-            let (addr, write_addr) = (block.addr + block.size, write_addr + block.size);
-            self.fill_traps(state, addr, write_addr, partial)?;
+            self.seal_partial_word(state, block, write_addr, partial)?;
         }
         // SAFETY: the block's bytes are committed and readable (its session is open).
         unsafe { self.vm().os().flush_icache(block.addr, block.size) }?;
         state.counters.icache_flushes += 1;
         Ok(())
+    }
+
+    /// Zeroes the `partial` bytes of the instruction word the code ends in. Cold, and out of
+    /// line so that `seal` inlines: never on x86-64 (its instructions align to a byte), and
+    /// on aarch64 only for code that is not a whole number of instructions.
+    #[cold]
+    fn seal_partial_word(
+        &self,
+        state: &mut HeapState,
+        block: &Block,
+        write_addr: usize,
+        partial: usize,
+    ) -> Result<()> {
+        let (addr, write_addr) = (block.addr + block.size, write_addr + block.size);
+        self.fill_traps(state, addr, write_addr, partial)
     }
 
     /// [`Heap::emit_code`] (with `frame`, [`Heap::emit_code_with_unwind`]).
