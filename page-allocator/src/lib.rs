@@ -9,7 +9,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod allocator;
-pub mod bitmap;
+/// The bitmaps the page allocator keeps its segments' and secondary areas' pages in (they
+/// live in the OS layer, whose simulator keeps its icache lines in them too).
+pub use codeheap_virtual_alloc::bitmap;
 mod by_room;
 mod config;
 mod error;

@@ -22,6 +22,7 @@
 compile_error!("codeheap supports x86-64 and aarch64 hosts only");
 
 mod arch;
+pub mod bitmap;
 mod error;
 pub mod os;
 mod protection;

@@ -6,6 +6,8 @@
 use core::ops::Range;
 use std::collections::BTreeMap;
 
+use crate::bitmap::BitVec;
+
 /// Bytes per simulated cache line: the unit of icache staleness.
 pub(super) const LINE: usize = 64;
 
@@ -15,8 +17,10 @@ pub(super) type FrameId = usize;
 #[derive(Debug)]
 pub(super) struct Frame {
     pub(super) bytes: Box<[u8]>,
-    /// Lines written since the last flush.
-    stale: LineBits,
+    /// Lines written since the last flush, set and cleared a word at a time: a fill or flush
+    /// of a whole 16 KiB page touches four words rather than 256 bits, which matters under
+    /// miri, where every step of a loop is interpreted.
+    stale: BitVec,
     /// Lines changed only by single aligned stores since the last flush, with the bytes the
     /// icache still holds for them. Hardware lets a core running such a line see the old
     /// word or the new until the flush; the simulator fetches the old, so a patch whose flush
@@ -29,7 +33,7 @@ impl Frame {
         let lines = page_size / LINE;
         Frame {
             bytes: vec![0; page_size].into_boxed_slice(),
-            stale: LineBits::new(lines),
+            stale: BitVec::zeroed(lines),
             held: BTreeMap::new(),
         }
     }
@@ -42,7 +46,8 @@ impl Frame {
     }
 
     pub(super) fn mark_stale(&mut self, offset: usize, len: usize) {
-        self.stale.set(Frame::lines(offset, len));
+        let lines = Frame::lines(offset, len);
+        self.stale.set_range(lines.start, lines.len());
     }
 
     /// Keeps what the icache holds for the lines a store is about to change: their bytes
@@ -64,7 +69,7 @@ impl Frame {
     /// An icache flush of the lines: fetches see their bytes from now on.
     pub(super) fn flush_lines(&mut self, offset: usize, len: usize) {
         let lines = Frame::lines(offset, len);
-        self.stale.clear(lines.clone());
+        self.stale.clear_range(lines.start, lines.len());
         if !self.held.is_empty() {
             self.held.retain(|line, _| !lines.contains(line));
         }
@@ -87,48 +92,8 @@ impl Frame {
     }
 
     pub(super) fn is_stale(&self, offset: usize, len: usize) -> bool {
-        self.stale.any(Frame::lines(offset, len))
-    }
-}
-
-/// One bit per line of a frame, changed and read a word at a time: a fill or flush of a
-/// whole 16 KiB page touches four words rather than 256 bits, which matters under miri,
-/// where every step of a loop is interpreted.
-#[derive(Debug)]
-struct LineBits(Box<[u64]>);
-
-impl LineBits {
-    fn new(lines: usize) -> LineBits {
-        LineBits(vec![0; lines.div_ceil(64)].into_boxed_slice())
-    }
-
-    /// Each word `lines` touches, with the mask of its bits among them.
-    fn words(lines: Range<usize>) -> impl Iterator<Item = (usize, u64)> {
-        (lines.start / 64..lines.end.div_ceil(64)).map(move |word| {
-            let base = word * 64;
-            let low = lines.start.max(base) - base;
-            let high = lines.end.min(base + 64) - base;
-            let ones = u64::MAX
-                .checked_shr((64 - (high - low)) as u32)
-                .unwrap_or(0);
-            (word, ones << low)
-        })
-    }
-
-    fn set(&mut self, lines: Range<usize>) {
-        for (word, mask) in LineBits::words(lines) {
-            self.0[word] |= mask;
-        }
-    }
-
-    fn clear(&mut self, lines: Range<usize>) {
-        for (word, mask) in LineBits::words(lines) {
-            self.0[word] &= !mask;
-        }
-    }
-
-    fn any(&self, lines: Range<usize>) -> bool {
-        LineBits::words(lines).any(|(word, mask)| self.0[word] & mask != 0)
+        let lines = Frame::lines(offset, len);
+        self.stale.any_set(lines.start, lines.len())
     }
 }
 
@@ -210,36 +175,7 @@ impl SharedObject {
 
 #[cfg(test)]
 mod tests {
-    use super::{Frame, LINE, LineBits};
-
-    /// Word-at-a-time ranges against a line-at-a-time model, across word seams.
-    #[test]
-    fn line_bits_set_clear_and_read_exactly_their_range() {
-        let edges = [0, 1, 63, 64, 65, 127, 128, 200, 255, 256];
-        for &start in &edges {
-            for &end in edges.iter().filter(|&&end| end >= start) {
-                let mut bits = LineBits::new(256);
-                bits.set(start..end);
-                let cut_start = (start + end) / 2;
-                let cut_end = end.min(cut_start + 70);
-                bits.clear(cut_start..cut_end);
-                let mut model = [0u64; 4];
-                for line in (start..end).filter(|line| !(cut_start..cut_end).contains(line)) {
-                    model[line / 64] |= 1 << (line % 64);
-                }
-                assert_eq!(*bits.0, model, "{start}..{end} less {cut_start}..{cut_end}");
-                let is_set = |line: usize| model[line / 64] & (1 << (line % 64)) != 0;
-                let lines = start.saturating_sub(1)..(end + 1).min(256);
-                assert_eq!(bits.any(lines.clone()), lines.clone().any(is_set));
-                for line in [lines.start, start, cut_start, cut_end, end] {
-                    if line < 256 {
-                        assert_eq!(bits.any(line..line + 1), is_set(line), "line {line}");
-                    }
-                }
-                assert!(!bits.any(start..start), "an empty range holds nothing");
-            }
-        }
-    }
+    use super::{Frame, LINE};
 
     #[test]
     fn a_fetch_sees_held_lines_as_they_were_and_the_rest_as_they_are() {
