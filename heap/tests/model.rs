@@ -37,7 +37,7 @@ use codeheap::{
     Arch, Block, BlockInfo, CHUNK, CodeRangeConfig, Error, Heap, HeapConfig, Os, Protection,
     SPARE_PAGES, SimOs, SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
-use codeheap_test_support::proptest_config;
+use codeheap_test_support::{proptest_config, sim_proptest_config};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{TestCaseResult, TestRunner};
@@ -1420,8 +1420,13 @@ fn call_verified<O: Inspect>(heap: &Heap<O>, block: &Block, value: u32) -> Resul
 
 // ---- runs ---------------------------------------------------------------------------------
 
-fn run_model<O: Inspect>(name: &str, make: impl Fn() -> Heap<O>, cases: u32, ops: usize) {
-    let mut runner = TestRunner::new(proptest_config(cases, 1));
+fn run_model<O: Inspect>(
+    name: &str,
+    make: impl Fn() -> Heap<O>,
+    config: ProptestConfig,
+    ops: usize,
+) {
+    let mut runner = TestRunner::new(config);
     let result = runner.run(&prop::collection::vec(op(), ops * 3 / 4..=ops), |ops| {
         let heap = make();
         Driver::new(&heap).run(&ops)
@@ -1439,13 +1444,18 @@ fn sim(os: fn() -> SimOs, config: HeapConfig) -> impl Fn() -> Heap<SimOs> {
 fn apple_map_jit() {
     let make = sim(SimOs::apple, HeapConfig::default());
     assert_eq!(make().strategy(), WxStrategy::MapJit);
-    run_model("apple MapJit", make, 48, 40);
+    run_model("apple MapJit", make, sim_proptest_config(48, 1), 40);
 }
 
 #[test]
 fn linux_dual_map() {
     let config = HeapConfig::with_strategy(WxStrategy::DualMap);
-    run_model("linux DualMap", sim(SimOs::linux, config), 48, 40);
+    run_model(
+        "linux DualMap",
+        sim(SimOs::linux, config),
+        sim_proptest_config(48, 1),
+        40,
+    );
 }
 
 /// Every free straight back to its page, as ChakraCore does (the other models keep freed
@@ -1459,7 +1469,7 @@ fn linux_dual_map_keeping_nothing() {
     run_model(
         "linux DualMap, keeping no freed blocks",
         sim(SimOs::linux, config),
-        48,
+        sim_proptest_config(48, 1),
         40,
     );
 }
@@ -1467,7 +1477,12 @@ fn linux_dual_map_keeping_nothing() {
 #[test]
 fn linux_protect() {
     let config = HeapConfig::with_strategy(WxStrategy::Protect);
-    run_model("linux Protect", sim(SimOs::linux, config), 48, 40);
+    run_model(
+        "linux Protect",
+        sim(SimOs::linux, config),
+        sim_proptest_config(48, 1),
+        40,
+    );
 }
 
 /// Every segment carved from a code range, and given back to it when released.
@@ -1480,7 +1495,7 @@ fn linux_dual_map_in_a_code_range() {
     run_model(
         "linux DualMap in a code range",
         sim(SimOs::linux, config),
-        48,
+        sim_proptest_config(48, 1),
         40,
     );
 }
@@ -1494,7 +1509,7 @@ fn apple_map_jit_in_a_code_range() {
     run_model(
         "apple MapJit in a code range",
         sim(SimOs::apple, config),
-        48,
+        sim_proptest_config(48, 1),
         40,
     );
 }
@@ -1508,7 +1523,7 @@ fn apple_map_jit_chunk_classes() {
     run_model(
         "apple MapJit, chunk classes",
         sim(SimOs::apple, config),
-        48,
+        sim_proptest_config(48, 1),
         40,
     );
 }
@@ -1522,7 +1537,7 @@ fn linux_protect_chunk_classes() {
     run_model(
         "linux Protect, chunk classes",
         sim(SimOs::linux, config),
-        48,
+        sim_proptest_config(48, 1),
         40,
     );
 }
@@ -1530,7 +1545,12 @@ fn linux_protect_chunk_classes() {
 #[test]
 fn linux_rwx() {
     let config = HeapConfig::with_strategy(WxStrategy::Rwx);
-    run_model("linux Rwx", sim(SimOs::linux, config), 48, 40);
+    run_model(
+        "linux Rwx",
+        sim(SimOs::linux, config),
+        sim_proptest_config(48, 1),
+        40,
+    );
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -1541,7 +1561,12 @@ mod native {
     fn run_native(strategy: WxStrategy) {
         let config = HeapConfig::with_strategy(strategy);
         let make = move || Heap::with_config(NativeOs::new(), config).expect("a native heap");
-        run_model(&format!("native {strategy}"), make, 12, 30);
+        run_model(
+            &format!("native {strategy}"),
+            make,
+            proptest_config(12, 1),
+            30,
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use codeheap_page_allocator::{
     Error, PageAllocator, PageAllocatorConfig, PageAllocatorStats, PageRun, SecondarySlot,
     SegmentList,
 };
-use codeheap_test_support::proptest_config;
+use codeheap_test_support::{proptest_config, sim_proptest_config};
 use codeheap_virtual_alloc::sim::{SimOs, SyscallCounts};
 use codeheap_virtual_alloc::{
     self as vm, Os, PageState, Protection, SysCall, VirtualAlloc, WriteScope, WxStrategy,
@@ -1521,7 +1521,7 @@ const LINUX_PAGE: usize = 4096;
 macro_rules! sim_tests {
     ($($name:ident: $os:expr, $strategy:expr, $config:expr;)*) => {
         proptest! {
-            #![proptest_config(proptest_config(64, 2))]
+            #![proptest_config(sim_proptest_config(64, 2))]
             $(
                 #[test]
                 fn $name(ops in ops($config, SIM_OPS)) {

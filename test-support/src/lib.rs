@@ -5,4 +5,4 @@ pub mod child;
 pub mod maps;
 mod proptest_config;
 
-pub use proptest_config::proptest_config;
+pub use proptest_config::{SIM_CASES_VAR, proptest_config, sim_proptest_config};

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use codeheap_test_support::proptest_config;
+use codeheap_test_support::{proptest_config, sim_proptest_config};
 use codeheap_virtual_alloc::sim::{SimOs, SimRules, SyscallCounts};
 use codeheap_virtual_alloc::{
     Access, Arch, Error, MemoryInfo, Os, PageState, Protection, RegionInfo, Result, SysCall,
@@ -1280,7 +1280,7 @@ fn run_sim(rules: SimRules, strategy: Option<WxStrategy>, ops: &[Op], release_al
 const SIM_OPS: usize = 40;
 
 proptest! {
-    #![proptest_config(proptest_config(64, 2))]
+    #![proptest_config(sim_proptest_config(64, 2))]
 
     #[test]
     fn sim_apple_map_jit(ops in ops(SIM_OPS), release_all in any::<bool>()) {
