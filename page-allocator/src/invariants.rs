@@ -10,11 +10,20 @@ fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
 }
 
-fn committed<O: Os>(vm: &VirtualAlloc<O>, addr: usize) -> Result<bool, String> {
-    match vm.query(addr) {
-        Ok(info) => Ok(info.state != PageState::Reserved),
-        Err(err) => Err(format!("page {addr:#x} unknown to the OS layer: {err}")),
+/// Whether each of the `count` pages from `base` is committed, as the OS layer says: one
+/// query per run of same-state pages, not per page (a query measures the run it starts).
+fn committed<O: Os>(vm: &VirtualAlloc<O>, base: usize, count: usize) -> Result<Vec<bool>, String> {
+    let page = vm.page_size();
+    let mut states = Vec::with_capacity(count);
+    while states.len() < count {
+        let addr = base + states.len() * page;
+        let info = vm
+            .query(addr)
+            .map_err(|err| format!("page {addr:#x} unknown to the OS layer: {err}"))?;
+        let run = (info.size / page).clamp(1, count - states.len());
+        states.resize(states.len() + run, info.state != PageState::Reserved);
     }
+    Ok(states)
 }
 
 pub(crate) fn check<O: Os>(
@@ -115,9 +124,9 @@ pub(crate) fn check<O: Os>(
         })?;
         free_pages += segment.free.count_ones();
         used_pages += segment.allocated_count();
-        for i in 0..segment.code_pages {
+        let backed = committed(vm, base, segment.code_pages + config.secondary_pages)?;
+        for (i, &is_committed) in backed[..segment.code_pages].iter().enumerate() {
             let addr = base + i * page;
-            let is_committed = committed(vm, addr)?;
             let unbacked = segment.decommitted.get(i) || segment.parked.get(i);
             ensure(is_committed != unbacked, || {
                 format!(
@@ -127,9 +136,9 @@ pub(crate) fn check<O: Os>(
             committed_pages += usize::from(is_committed);
         }
         let area_committed = segment.slots.as_ref().is_some_and(|s| s.committed);
-        for i in 0..config.secondary_pages {
+        for (i, &is_committed) in backed[segment.code_pages..].iter().enumerate() {
             let addr = base + (segment.code_pages + i) * page;
-            ensure(committed(vm, addr)? == area_committed, || {
+            ensure(is_committed == area_committed, || {
                 format!("secondary page {addr:#x}: committed should be {area_committed}")
             })?;
             committed_pages += usize::from(area_committed);
@@ -147,7 +156,10 @@ pub(crate) fn check<O: Os>(
             parked_pages += large.pages;
         }
         let area_committed = large.slots.as_ref().is_some_and(|s| s.committed);
-        for i in 0..large.size / page {
+        for (i, is_committed) in committed(vm, base, large.size / page)?
+            .into_iter()
+            .enumerate()
+        {
             let addr = base + i * page;
             // The secondary area is committed from its first slot on; the pages are
             // unless parked.
@@ -156,7 +168,7 @@ pub(crate) fn check<O: Os>(
             } else {
                 !large.parked
             };
-            ensure(committed(vm, addr)? == backed, || {
+            ensure(is_committed == backed, || {
                 format!("large page {addr:#x}: committed should be {backed}")
             })?;
             committed_pages += usize::from(backed);

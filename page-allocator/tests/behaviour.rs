@@ -929,3 +929,43 @@ fn a_refused_decommit_of_stale_pages_leaves_the_release_its_own_room() {
     assert_eq!(stats.free_bytes, 2 * page);
     assert_eq!(stats.refused_stale_decommits, 1, "the refusal is counted");
 }
+
+/// The check asks the OS layer about every page of every segment, a run of same-state
+/// pages at a time: a page committed or decommitted behind the allocator's back is found
+/// wherever it lies in a run, in a segment's code pages, its secondary pages or a large
+/// segment.
+#[test]
+fn the_check_finds_a_page_whose_state_the_books_do_not_give() {
+    let pages = linux(WxStrategy::DualMap, PageAllocatorConfig::default());
+    let page = pages.page_size();
+    let run = pages.alloc_pages(3).unwrap();
+    let config = *pages.config();
+    let large = pages.alloc_pages(config.segment_pages + 2).unwrap();
+    assert!(large.large);
+    checked(&pages);
+
+    let behind_the_back = [
+        (run.addr + 2 * page, true),
+        (run.addr, true),
+        (run.addr + 3 * page, false),
+        (run.segment + (config.segment_pages - 1) * page, false),
+        (large.addr + (large.pages - 1) * page, true),
+    ];
+    for (addr, decommit) in behind_the_back {
+        let changed = if decommit {
+            pages.vm().decommit(addr, page)
+        } else {
+            pages.vm().commit(addr, page, Protection::ReadWrite)
+        };
+        changed.unwrap();
+        let err = pages.check_invariants().unwrap_err();
+        assert!(err.contains(&format!("{addr:#x}")), "{addr:#x}: {err}");
+        let undone = if decommit {
+            pages.vm().commit(addr, page, Protection::ReadWrite)
+        } else {
+            pages.vm().decommit(addr, page)
+        };
+        undone.unwrap();
+        checked(&pages);
+    }
+}
