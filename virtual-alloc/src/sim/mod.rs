@@ -25,6 +25,7 @@
 mod cpu;
 mod fault;
 mod memory;
+mod page_table;
 mod rules;
 mod state;
 
@@ -129,14 +130,14 @@ impl SimOs {
     pub fn is_mapped(&self, addr: usize) -> bool {
         lock(&self.state)
             .pages
-            .contains_key(&(addr / self.rules.page_size))
+            .contains(addr / self.rules.page_size)
     }
 
     /// The page-table protection of the page holding `addr` (MAP_JIT pages report
     /// `ExecuteReadWrite`, as `vm_region` does on macOS).
     pub fn protection_at(&self, addr: usize) -> Option<Protection> {
         let state = lock(&self.state);
-        let pte = state.pages.get(&(addr / self.rules.page_size))?;
+        let pte = state.pages.get(addr / self.rules.page_size)?;
         Some(pte.protection)
     }
 
@@ -145,7 +146,7 @@ impl SimOs {
         let state = lock(&self.state);
         state
             .pages
-            .get(&(addr / self.rules.page_size))
+            .get(addr / self.rules.page_size)
             .is_some_and(|pte| pte.jit)
     }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::fault::{Fault, FaultKind};
 use super::memory::{FrameId, Frames, SharedObject};
+use super::page_table::PageTable;
 use super::rules::{MapJitSupport, SimRules};
 use crate::error::{Access, Error, Result};
 use crate::os::{JitRegion, SysCall};
@@ -50,7 +51,7 @@ pub(super) enum PlannedFailure {
 pub(super) struct SimState {
     pub(super) rules: SimRules,
     next_addr: usize,
-    pub(super) pages: BTreeMap<usize, Pte>,
+    pub(super) pages: PageTable,
     pub(super) frames: Frames,
     pub(super) shared: BTreeMap<i32, SharedObject>,
     next_fd: i32,
@@ -74,7 +75,7 @@ impl SimState {
         SimState {
             rules,
             next_addr: FIRST_ADDRESS,
-            pages: BTreeMap::new(),
+            pages: PageTable::default(),
             frames: Frames::new(rules.page_size),
             shared: BTreeMap::new(),
             next_fd: 3,
@@ -135,7 +136,7 @@ impl SimState {
     }
 
     fn require_mapped(&self, call: SysCall, pages: &core::ops::Range<usize>) -> Result<()> {
-        if pages.clone().all(|vpn| self.pages.contains_key(&vpn)) {
+        if pages.clone().all(|vpn| self.pages.contains(vpn)) {
             Ok(())
         } else {
             Err(Error::from_errno(call, libc::ENOMEM))
@@ -242,18 +243,21 @@ impl SimState {
         let addr = carved?;
         let first = addr / self.page_size();
         let new = (first..first + pages.len())
-            .filter(|vpn| !self.pages.contains_key(vpn))
+            .filter(|&vpn| !self.pages.contains(vpn))
             .count();
         if let Err(err) = self.room_for(SysCall::Mmap, new) {
             self.jit_region.give_back(addr, len);
             return Err(err);
         }
         for vpn in first..first + pages.len() {
-            self.pages.entry(vpn).or_insert(Pte {
-                protection: Protection::ExecuteReadWrite,
-                jit: true,
-                backing: Backing::Private(None),
-            });
+            self.pages.insert_if_absent(
+                vpn,
+                Pte {
+                    protection: Protection::ExecuteReadWrite,
+                    jit: true,
+                    backing: Backing::Private(None),
+                },
+            );
         }
         Ok(addr)
     }
@@ -273,7 +277,7 @@ impl SimState {
     pub(super) fn mapped_pages(&self) -> usize {
         let size = self.page_size();
         let idle: usize = (self.jit_region.free_ranges())
-            .map(|(start, len)| self.pages.range(start / size..(start + len) / size).count())
+            .map(|(start, len)| self.pages.count_in(start / size..(start + len) / size))
             .sum();
         self.pages.len() - idle
     }
@@ -353,7 +357,7 @@ impl SimState {
     pub(super) fn unmap(&mut self, addr: usize, len: usize) -> Result<()> {
         self.syscall(SysCall::Munmap)?;
         for vpn in self.page_span(SysCall::Munmap, addr, len)? {
-            if let Some(pte) = self.pages.remove(&vpn) {
+            if let Some(pte) = self.pages.remove(vpn) {
                 self.drop_backing(pte.backing);
             }
         }
@@ -369,8 +373,10 @@ impl SimState {
         self.syscall(SysCall::Mprotect)?;
         let pages = self.page_span(SysCall::Mprotect, addr, len)?;
         self.require_mapped(SysCall::Mprotect, &pages)?;
-        let ptes: Vec<Pte> = pages.clone().map(|vpn| self.pages[&vpn]).collect();
-        if ptes.iter().any(|pte| pte.jit) {
+        if pages
+            .clone()
+            .any(|vpn| self.pages.get(vpn).is_some_and(|pte| pte.jit))
+        {
             // Apple: MAP_JIT pages cannot be mprotected, not even to PROT_NONE.
             return Err(Error::from_errno(SysCall::Mprotect, libc::EPERM));
         }
@@ -379,7 +385,7 @@ impl SimState {
             return Err(Error::from_errno(SysCall::Mprotect, libc::EACCES));
         }
         for vpn in pages {
-            self.pages.get_mut(&vpn).expect("checked mapped").protection = protection;
+            self.pages.get_mut(vpn).expect("checked mapped").protection = protection;
         }
         Ok(())
     }
@@ -401,7 +407,10 @@ impl SimState {
         self.syscall(SysCall::Madvise)?;
         let pages = self.page_span(SysCall::Madvise, addr, len)?;
         self.require_mapped(SysCall::Madvise, &pages)?;
-        if pages.clone().all(|vpn| self.pages[&vpn].jit) {
+        if pages
+            .clone()
+            .all(|vpn| self.pages.get(vpn).is_some_and(|pte| pte.jit))
+        {
             Ok(pages)
         } else {
             Err(einval(SysCall::Madvise))
@@ -410,7 +419,7 @@ impl SimState {
 
     pub(super) fn decommit_jit(&mut self, addr: usize, len: usize) -> Result<()> {
         for vpn in self.jit_pages(addr, len)? {
-            let pte = self.pages.get_mut(&vpn).expect("checked mapped");
+            let pte = self.pages.get_mut(vpn).expect("checked mapped");
             let old = core::mem::replace(&mut pte.backing, Backing::Private(None));
             self.drop_backing(old);
         }
@@ -457,12 +466,12 @@ impl SimState {
 
     /// The frame holding page `vpn`, if it has one; with `allocate`, one is made.
     fn frame_of(&mut self, vpn: usize, allocate: bool) -> Option<FrameId> {
-        let backing = self.pages.get(&vpn)?.backing;
+        let backing = self.pages.get(vpn)?.backing;
         match backing {
             Backing::Private(Some(frame)) => Some(frame),
             Backing::Private(None) if allocate => {
                 let frame = self.frames.alloc();
-                self.pages.get_mut(&vpn).expect("present").backing = Backing::Private(Some(frame));
+                self.pages.get_mut(vpn).expect("present").backing = Backing::Private(Some(frame));
                 Some(frame)
             }
             Backing::Private(None) => None,
@@ -497,7 +506,7 @@ impl SimState {
         let mut page_start = addr - addr % size;
         while page_start < end {
             let at = page_start.max(addr);
-            let pte = self.pages.get(&(page_start / size)).ok_or(Fault {
+            let pte = self.pages.get(page_start / size).ok_or(Fault {
                 addr: at,
                 kind: FaultKind::Unmapped,
             })?;
@@ -573,10 +582,26 @@ impl SimState {
         Ok(())
     }
 
+    /// A write of what `fill_pattern` makes of `len` bytes: `pattern` repeated, a last
+    /// partial repetition zeroed. Each page's piece is one copy, from a tile a page and a
+    /// repetition long, at the piece's phase in the pattern: no buffer of the whole fill (a
+    /// large block's is megabytes) and no pattern doubling per page, both slow under miri.
     pub(super) fn fill(&mut self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
-        let mut bytes = vec![0; len];
-        crate::os::fill_pattern(&mut bytes, pattern);
-        self.write(addr, &bytes)
+        self.check_access(addr, len, Access::Write)?;
+        let period = pattern.len().max(1);
+        let repeated = len / period * period * usize::from(!pattern.is_empty());
+        let tile = pattern.repeat(len.min(self.page_size()).div_ceil(period) + 1);
+        self.for_each_piece(addr, len, true, |frames, frame, offset, range| {
+            let frame = frames.get_mut(frame.expect("allocated"));
+            let bytes = &mut frame.bytes[offset..offset + range.len()];
+            let (body, tail) =
+                bytes.split_at_mut(repeated.saturating_sub(range.start).min(range.len()));
+            let phase = range.start % period;
+            body.copy_from_slice(&tile[phase..phase + body.len()]);
+            tail.fill(0);
+            frame.mark_stale(offset, range.len());
+        });
+        Ok(())
     }
 
     pub(super) fn read(&mut self, addr: usize, buf: &mut [u8]) -> Result<()> {
@@ -630,6 +655,30 @@ impl SimState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fill across pages, from anywhere in a page, is what `fill_pattern` makes of it.
+    #[test]
+    fn a_fill_across_pages_is_the_pattern_repeated() {
+        let mut state = SimState::new(SimRules::linux());
+        let page = state.page_size();
+        let base = state.map_reserve(4 * page).unwrap();
+        state
+            .protect(base, 4 * page, Protection::ReadWrite)
+            .unwrap();
+        let patterns: [&[u8]; 4] = [&[], &[0xCC], &[1, 2, 3], &[0, 0, 0x20, 0xD4]];
+        for pattern in patterns {
+            for (start, len) in [(0, 4 * page), (5, page), (page - 2, 2 * page + 7), (1, 3)] {
+                state.write(base, &vec![0xAA; 4 * page]).unwrap();
+                state.fill(base + start, len, pattern).unwrap();
+                let mut expected = vec![0xAA; 4 * page];
+                crate::os::fill_pattern(&mut expected[start..start + len], pattern);
+                let mut found = vec![0; 4 * page];
+                state.read(base, &mut found).unwrap();
+                let wrong = (0..found.len()).find(|&i| found[i] != expected[i]);
+                assert_eq!(wrong, None, "{pattern:?} at {start}, {len} bytes");
+            }
+        }
+    }
 
     #[test]
     fn the_hardened_runtime_maps_one_map_jit_region() {
