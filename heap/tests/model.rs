@@ -37,7 +37,7 @@ use codeheap::{
     Arch, Block, BlockInfo, CHUNK, CodeRangeConfig, Error, Heap, HeapConfig, Os, Protection,
     SPARE_PAGES, SimOs, SizeClasses, ThreadMode, WxStrategy, current_mode,
 };
-use codeheap_test_support::{proptest_config, sim_proptest_config};
+use codeheap_test_support::sim_proptest_config;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{TestCaseResult, TestRunner};
@@ -1557,6 +1557,7 @@ fn linux_rwx() {
 mod native {
     use super::*;
     use codeheap::NativeOs;
+    use codeheap_test_support::proptest_config;
 
     fn run_native(strategy: WxStrategy) {
         let config = HeapConfig::with_strategy(strategy);

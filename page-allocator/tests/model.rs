@@ -17,7 +17,7 @@ use codeheap_page_allocator::{
     Error, PageAllocator, PageAllocatorConfig, PageAllocatorStats, PageRun, SecondarySlot,
     SegmentList,
 };
-use codeheap_test_support::{proptest_config, sim_proptest_config};
+use codeheap_test_support::sim_proptest_config;
 use codeheap_virtual_alloc::sim::{SimOs, SyscallCounts};
 use codeheap_virtual_alloc::{
     self as vm, Os, PageState, Protection, SysCall, VirtualAlloc, WriteScope, WxStrategy,
@@ -1599,6 +1599,7 @@ fn secondary_state_changes_counts_only_slot_releases() {
 #[cfg(all(target_os = "linux", not(miri)))]
 mod native {
     use super::*;
+    use codeheap_test_support::proptest_config;
     use codeheap_virtual_alloc::NativeOs;
     use std::sync::Mutex;
 

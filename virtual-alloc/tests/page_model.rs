@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use codeheap_test_support::{proptest_config, sim_proptest_config};
+use codeheap_test_support::sim_proptest_config;
 use codeheap_virtual_alloc::sim::{SimOs, SimRules, SyscallCounts};
 use codeheap_virtual_alloc::{
     Access, Arch, Error, MemoryInfo, Os, PageState, Protection, RegionInfo, Result, SysCall,
@@ -1318,6 +1318,7 @@ mod native {
     use std::sync::Mutex;
 
     use super::*;
+    use codeheap_test_support::proptest_config;
     use codeheap_virtual_alloc::NativeOs;
 
     /// The real-OS cases run one at a time: each checks at its end that no codeheap memfd
