@@ -186,13 +186,13 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(codeheap_test_support::proptest_config(128, 2))]
+        #![proptest_config(codeheap_test_support::proptest_config(128, 1))]
 
         /// Against an ordered map of pages, the layout it replaces.
         #[test]
         fn matches_a_map_of_pages(
             base_leaf in 0usize..1 << 20,
-            ops in proptest::collection::vec(op(), 1..200),
+            ops in proptest::collection::vec(op(), 1..120),
             ranges in proptest::collection::vec((0..SPAN, 0..SPAN), 4),
         ) {
             let base = base_leaf * LEAF_PAGES;
