@@ -1,5 +1,7 @@
 //! The proptest settings every crate's tests share.
 
+use std::ffi::OsStr;
+
 use proptest::prelude::ProptestConfig;
 
 /// The environment variable that sets how many cases each proptest over the simulated OS
@@ -26,8 +28,15 @@ pub fn proptest_config(cases: u32, miri_cases: u32) -> ProptestConfig {
 /// If the variable is set to anything but a positive whole number: a lane that asked for a
 /// count and got the default would run for far longer than it was given, silently.
 pub fn sim_proptest_config(cases: u32, miri_cases: u32) -> ProptestConfig {
-    let mut config = proptest_config(cases, miri_cases);
-    if let Some(value) = std::env::var_os(SIM_CASES_VAR) {
+    overridden(
+        proptest_config(cases, miri_cases),
+        std::env::var_os(SIM_CASES_VAR).as_deref(),
+    )
+}
+
+/// `config` with the case count `value` (the variable's), if there is one.
+fn overridden(mut config: ProptestConfig, value: Option<&OsStr>) -> ProptestConfig {
+    if let Some(value) = value {
         config.cases = parse_cases(&value.to_string_lossy())
             .unwrap_or_else(|| panic!("{SIM_CASES_VAR}={value:?} is not a positive number"));
     }
@@ -49,5 +58,15 @@ mod tests {
         for bad in ["", "0", "-3", "four", "2.5", "99999999999"] {
             assert_eq!(parse_cases(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_variable_overrides_the_count_and_a_bad_value_panics() {
+        let given = proptest_config(48, 1);
+        assert_eq!(overridden(given.clone(), None).cases, given.cases);
+        assert_eq!(overridden(given, Some(OsStr::new("4"))).cases, 4);
+        let bad =
+            std::panic::catch_unwind(|| overridden(proptest_config(48, 1), Some(OsStr::new("0"))));
+        assert!(bad.is_err(), "a count of 0 is refused");
     }
 }

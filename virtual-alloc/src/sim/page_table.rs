@@ -116,12 +116,11 @@ impl PageTable {
         if vpns.is_empty() {
             return 0;
         }
-        let (last, _) = split(vpns.end - 1);
-        let from = self
-            .leaves
-            .partition_point(|&(k, _)| k < split(vpns.start).0);
-        (self.leaves[from..].iter())
-            .take_while(|&&(key, _)| key <= last)
+        let (first_leaf, _) = split(vpns.start);
+        let (last_leaf, _) = split(vpns.end - 1);
+        let first = self.leaves.partition_point(|&(key, _)| key < first_leaf);
+        (self.leaves[first..].iter())
+            .take_while(|&&(key, _)| key <= last_leaf)
             .map(|(key, leaf)| {
                 let base = key * LEAF_PAGES;
                 let from = vpns.start.max(base) - base;

@@ -589,7 +589,12 @@ impl SimState {
     pub(super) fn fill(&mut self, addr: usize, len: usize, pattern: &[u8]) -> Result<()> {
         self.check_access(addr, len, Access::Write)?;
         let period = pattern.len().max(1);
-        let repeated = len / period * period * usize::from(!pattern.is_empty());
+        // The bytes that hold whole repetitions; the rest (all of it, for no pattern) zeros.
+        let repeated = if pattern.is_empty() {
+            0
+        } else {
+            len / period * period
+        };
         let tile = pattern.repeat(len.min(self.page_size()).div_ceil(period) + 1);
         self.for_each_piece(addr, len, true, |frames, frame, offset, range| {
             let frame = frames.get_mut(frame.expect("allocated"));
