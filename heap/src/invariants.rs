@@ -500,13 +500,31 @@ impl<O: Os> HeapCore<O> {
     }
 
     fn expect_page_state(&self, addr: usize, expected: PageState) -> Result<(), String> {
-        let info = self
-            .vm()
-            .query(addr)
-            .map_err(|err| format!("page {addr:#x} is unknown to the OS layer: {err}"))?;
-        ensure(info.state == expected, || {
-            format!("page {addr:#x} is {:?}, expected {expected:?}", info.state)
-        })
+        self.expect_pages_state(addr, 1, expected)
+    }
+
+    /// Each of the `pages` pages from `addr` is in state `expected`, as the OS layer says:
+    /// one query per run of same-state pages (a query measures the run it starts), so a
+    /// large block costs a query or two, not one per page.
+    fn expect_pages_state(
+        &self,
+        addr: usize,
+        pages: usize,
+        expected: PageState,
+    ) -> Result<(), String> {
+        let mut checked = 0;
+        while checked < pages {
+            let at = addr + checked * self.page;
+            let info = self
+                .vm()
+                .query(at)
+                .map_err(|err| format!("page {at:#x} is unknown to the OS layer: {err}"))?;
+            ensure(info.state == expected, || {
+                format!("page {at:#x} is {:?}, expected {expected:?}", info.state)
+            })?;
+            checked += (info.size / self.page).max(1);
+        }
+        Ok(())
     }
 
     /// What a block's code cannot have touched holds traps: everything past its size (to
@@ -668,9 +686,7 @@ impl<O: Os> HeapCore<O> {
                 BlockState::Parked => PageState::Reserved,
                 _ => PageState::Committed(self.protection(record.open)),
             };
-            for i in 0..pages {
-                self.expect_page_state(addr + i * self.page, expected)?;
-            }
+            self.expect_pages_state(addr, pages, expected)?;
             if record.state != BlockState::Parked {
                 let mut bytes = vec![0; capacity];
                 self.vm()
@@ -733,10 +749,8 @@ impl<O: Os> HeapCore<O> {
                     block.write_addr
                 )
             })?;
-            for i in 0..block.pages {
-                let committed = PageState::Committed(Protection::ExecuteRead);
-                self.expect_page_state(addr + i * self.page, committed)?;
-            }
+            let committed = PageState::Committed(Protection::ExecuteRead);
+            self.expect_pages_state(addr, block.pages, committed)?;
             let mut bytes = vec![0; bytes];
             self.vm()
                 .read(addr, &mut bytes)

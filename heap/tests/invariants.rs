@@ -3,7 +3,7 @@
 //! every strategy of the simulated OS, and catches a block whose chunk was marked free
 //! behind the heap's back.
 
-use codeheap::{Block, Error, Heap, HeapConfig, SimOs, WxStrategy};
+use codeheap::{Block, Error, Heap, HeapConfig, Protection, SimOs, WxStrategy};
 
 fn heaps() -> Vec<(&'static str, Heap<SimOs>)> {
     let linux = |strategy| Heap::with_config(SimOs::linux(), HeapConfig::with_strategy(strategy));
@@ -126,4 +126,54 @@ fn the_hook_refuses_what_is_not_a_small_block() {
     assert!(!heap.corrupt_chunk_bitmap_for_test(large.addr()));
     assert!(!heap.corrupt_chunk_bitmap_for_test(small.addr() + 128));
     heap.check_invariants().unwrap();
+}
+
+/// A page of a large block, live or kept after its free, whose state in the OS layer is
+/// changed behind the heap's back (decommitted, or opened for writing) is named by the
+/// check, wherever it lies in the block: the check asks per run of same-state pages, and
+/// the run from the block's start ends at the changed page.
+#[test]
+fn a_large_blocks_page_changed_behind_the_heaps_back_is_caught() {
+    let linux = || {
+        Heap::with_config(
+            SimOs::linux(),
+            HeapConfig::with_strategy(WxStrategy::DualMap),
+        )
+        .unwrap()
+    };
+    let pages = 5;
+    for kept in [false, true] {
+        for changed_page in [0, 2, pages - 1] {
+            for decommit in [true, false] {
+                let heap = linux();
+                let page = heap.page_size();
+                let block = heap.alloc(pages * page).unwrap();
+                let addr = block.addr();
+                let _live = if kept {
+                    heap.free(block).unwrap();
+                    assert_eq!(heap.stats().kept_large_blocks, 1);
+                    None
+                } else {
+                    Some(block)
+                };
+                check("dual-map", &heap, "before the change");
+
+                let at = addr + changed_page * page;
+                if decommit {
+                    heap.vm().decommit(at, page).unwrap();
+                } else {
+                    heap.vm().protect(at, page, Protection::ReadWrite).unwrap();
+                }
+                let err = heap.check_invariants().unwrap_err();
+                let case = format!("kept {kept}, page {changed_page}, decommit {decommit}");
+                assert!(err.contains(&format!("page {at:#x}")), "{case}: {err}");
+                if !decommit {
+                    heap.vm()
+                        .protect(at, page, Protection::ExecuteRead)
+                        .unwrap();
+                    check("dual-map", &heap, &format!("{case}, closed again"));
+                }
+            }
+        }
+    }
 }
