@@ -176,6 +176,91 @@ fn calls_into_the_program() -> Result<(), Error> {
     Ok(())
 }
 
+/// Under an address-space limit (`RLIMIT_AS`, set in a child process of its own) a heap
+/// asking for a 64 GiB code range that may shrink settles for a range that fits, under each
+/// strategy, and runs code in it; one whose minimum does not fit is refused with
+/// `OutOfMemory`. qemu-user does not apply the limit (it would constrain the emulator's
+/// own mappings): the child finds out by mapping more than the limit leaves, and there
+/// checks only that the range is between its bounds and runs code.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_range_settles_for_what_an_address_space_limit_leaves() {
+    use codeheap_test_support::child;
+    const TEST: &str = "a_range_settles_for_what_an_address_space_limit_leaves";
+    if child::role().as_deref() == Some("limited") {
+        under_an_address_space_limit();
+        std::process::exit(0);
+    }
+    let status = child::run(TEST, "limited", std::time::Duration::from_secs(120));
+    assert_eq!(status.and_then(|status| status.code()), Some(0));
+}
+
+/// The child's part of [`a_range_settles_for_what_an_address_space_limit_leaves`].
+#[cfg(all(target_os = "linux", not(miri)))]
+fn under_an_address_space_limit() {
+    use codeheap::NativeOs;
+    const MIB: usize = 1 << 20;
+    const HEADROOM: usize = 512 * MIB;
+    let asked = 64usize << 30;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mapped_kib: usize = (status.lines())
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    let limit = (mapped_kib * 1024 + HEADROOM) as libc::rlim_t;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit reads the struct passed; this process is the test's own child.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+    let enforced = {
+        // SAFETY: a fresh inaccessible anonymous mapping, unmapped again if made.
+        let probe = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                2 * HEADROOM,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if probe != libc::MAP_FAILED {
+            // SAFETY: the mapping just made, which nothing uses.
+            unsafe { libc::munmap(probe, 2 * HEADROOM) };
+        }
+        probe == libc::MAP_FAILED
+    };
+    let min = 16 * MIB;
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let config = |range| HeapConfig {
+            code_range: Some(range),
+            ..HeapConfig::with_strategy(strategy)
+        };
+        let range = CodeRangeConfig::new(asked).or_smaller_down_to(min);
+        let heap = Heap::with_config(NativeOs::new(), config(range)).unwrap();
+        let len = heap.code_range().unwrap().len();
+        assert!((min..=asked).contains(&len), "{strategy}: {len:#x}");
+        if enforced {
+            assert!(len <= HEADROOM, "{strategy}: {len:#x}");
+        }
+        let block = emit(&heap, 100, 77);
+        assert_eq!(native_call(&heap, &block), 77, "{strategy}");
+        heap.free(block).unwrap();
+        drop(heap);
+        if enforced {
+            let too_large = CodeRangeConfig::new(asked).or_smaller_down_to(2 * HEADROOM);
+            let refused = Heap::with_config(NativeOs::new(), config(too_large));
+            assert!(
+                matches!(refused, Err(Error::Vm(VmError::OutOfMemory { .. }))),
+                "{strategy}: {:?}",
+                refused.map(drop)
+            );
+        }
+    }
+}
+
 fn sim_heaps(range: usize) -> Vec<Heap<SimOs>> {
     let config = |strategy| HeapConfig {
         code_range: Some(CodeRangeConfig::new(range)),

@@ -285,6 +285,92 @@ fn bad_sizes_are_typed_errors() {
     ));
 }
 
+/// The system calls an allocator makes to probe for `strategy` on the simulated Linux.
+fn probe_calls(strategy: WxStrategy) -> u64 {
+    let os = Arc::new(SimOs::linux());
+    drop(VirtualAlloc::with_strategy(Arc::clone(&os), strategy));
+    os.syscalls().total()
+}
+
+/// A range the OS has no room for is tried again at half the size, down to its minimum:
+/// each refused try leaves nothing mapped, the range reserved is the first size that fit,
+/// and its regions run code. Without a minimum, or for another error, nothing smaller is
+/// tried.
+#[test]
+fn a_range_without_room_is_halved_down_to_its_minimum() {
+    let asked = 4 * RANGE;
+    let config = CodeRangeConfig::new(asked).or_smaller_down_to(RANGE / 2);
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let probe = probe_calls(strategy);
+        // One try refused per planned failure (its first system call after the strategy's
+        // probe): 4, 2, 1 and 1/2 MiB, then no more.
+        for refused in 0..5 {
+            let os = Arc::new(SimOs::linux());
+            let before = (os.mapped_pages(), os.shared_objects());
+            for _ in 0..refused {
+                os.fail_after(probe, libc::ENOMEM);
+            }
+            let made = VirtualAlloc::with_code_range(Arc::clone(&os), Some(strategy), config);
+            let case = format!("{strategy}, {refused} refused");
+            if refused == 4 {
+                assert!(matches!(made, Err(Error::OutOfMemory { .. })), "{case}");
+                assert_eq!((os.mapped_pages(), os.shared_objects()), before, "{case}");
+                continue;
+            }
+            let alloc = made.unwrap_or_else(|err| panic!("{case}: {err}"));
+            let range = alloc.code_range().unwrap();
+            assert_eq!(range.len(), asked >> refused, "{case}");
+            assert_eq!(alloc.code_range_free_bytes(), Some(range.len()), "{case}");
+            let region = alloc.reserve(64 * KIB).unwrap();
+            assert!(range.contains(&region.base), "{case}");
+            assert_eq!(run_code_in(&alloc, &region, refused), refused, "{case}");
+            // Only the span that fit is mapped: as much as a range made at that size.
+            let control = Arc::new(SimOs::linux());
+            let fitted = CodeRangeConfig::new(range.len());
+            let made = VirtualAlloc::with_code_range(Arc::clone(&control), Some(strategy), fitted);
+            let control_alloc = made.unwrap();
+            control_alloc.reserve(64 * KIB).unwrap();
+            assert_eq!(os.mapped_pages(), control.mapped_pages(), "{case}");
+        }
+
+        // Without a minimum nothing smaller is tried; nor for an error other than no room:
+        // the one refused call is the last.
+        for (config, errno) in [
+            (CodeRangeConfig::new(asked), libc::ENOMEM),
+            (config, libc::EACCES),
+        ] {
+            let os = Arc::new(SimOs::linux());
+            os.fail_after(probe, errno);
+            let made = VirtualAlloc::with_code_range(Arc::clone(&os), Some(strategy), config);
+            let case = format!("{strategy}, errno {errno}");
+            let refused = match made {
+                Err(Error::OutOfMemory { .. }) => errno == libc::ENOMEM,
+                Err(Error::Os { errno: found, .. }) => found == errno,
+                _ => false,
+            };
+            assert!(refused, "{case}: {:?}", made.map(drop));
+            assert_eq!(os.syscalls().total(), probe + 1, "{case}");
+            assert_eq!((os.mapped_pages(), os.shared_objects()), (0, 0), "{case}");
+        }
+    }
+
+    // MAP_JIT: a range larger than what is left of the process's region settles for the
+    // largest half that fits, as a range asked for at that size alone would.
+    let apple = || SimOs::new(SimRules::apple().with_jit_region_size(RANGE));
+    let fits = |size| VirtualAlloc::with_code_range(apple(), None, CodeRangeConfig::new(size));
+    let largest = [asked, asked / 2, RANGE, RANGE / 2]
+        .into_iter()
+        .find(|&size| fits(size).is_ok());
+    assert!(largest.is_some_and(|size| size < asked), "{largest:?}");
+    let alloc = VirtualAlloc::with_code_range(apple(), None, config).unwrap();
+    assert_eq!(alloc.code_range().map(|range| range.len()), largest);
+    let apple = SimOs::new(SimRules::apple().with_jit_region_size(RANGE / 4));
+    assert!(matches!(
+        VirtualAlloc::with_code_range(apple, None, config).map(drop),
+        Err(Error::MapJitRegionFull { .. })
+    ));
+}
+
 /// Each system call a code range makes, refused in turn: the call fails with the OS's
 /// error and the allocator (and the simulated OS) are as they were.
 #[test]

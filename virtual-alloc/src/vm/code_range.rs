@@ -33,12 +33,47 @@ pub struct CodeRangeConfig {
     /// together fit in [`Arch::call_reach`](crate::Arch::call_reach) bytes. Typically a
     /// function of the engine's own that its JIT code calls directly. `None`: anywhere.
     pub near: Option<usize>,
+    /// The smallest span to settle for when there is no room for `size` bytes
+    /// (`OutOfMemory`: the OS ran out of address space, as under a `RLIMIT_AS` limit;
+    /// `MapJitRegionFull`: more than is left of the process's MAP_JIT region;
+    /// `CodeRangeOutOfReach`: no place that large within reach of `near`): the size is halved
+    /// until a span is reserved or the next half would be smaller than this. Equal to
+    /// `size` (or larger), nothing smaller is tried.
+    pub min_size: usize,
 }
 
 impl CodeRangeConfig {
-    /// A range of `size` bytes, anywhere.
+    /// A range of `size` bytes, anywhere, not smaller.
     pub const fn new(size: usize) -> CodeRangeConfig {
-        CodeRangeConfig { size, near: None }
+        CodeRangeConfig {
+            size,
+            near: None,
+            min_size: size,
+        }
+    }
+
+    /// The same range, or a smaller one down to `min_size` bytes if the OS runs out of
+    /// address space for it, as JavaScriptCore shrinks its pool under `RLIMIT_AS`.
+    pub const fn or_smaller_down_to(self, min_size: usize) -> CodeRangeConfig {
+        CodeRangeConfig { min_size, ..self }
+    }
+
+    /// The sizes to try, largest first: `size` (rounded up to `granularity`), then halves
+    /// of it (each rounded up) while they are at least `min_size`. `ZeroSize` or
+    /// `SizeOverflow` if `size` is 0 or cannot be rounded.
+    pub(crate) fn sizes(&self, granularity: usize) -> Result<impl Iterator<Item = usize>> {
+        if self.size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        let size = (self.size)
+            .checked_next_multiple_of(granularity)
+            .ok_or(Error::SizeOverflow { size: self.size })?;
+        let min_size = self.min_size.max(1);
+        let halves = core::iter::successors(Some(size), move |&size| {
+            let half = (size / 2).next_multiple_of(granularity);
+            (half < size && half >= min_size).then_some(half)
+        });
+        Ok(halves)
     }
 
     /// The same range, within call reach of `addr`.
@@ -240,6 +275,36 @@ mod tests {
             write_base: base,
             strategy: WxStrategy::Protect,
         }
+    }
+
+    #[test]
+    fn sizes_halve_rounded_up_to_the_granularity_down_to_the_minimum() {
+        let sizes =
+            |config: CodeRangeConfig| -> Vec<usize> { config.sizes(GRANULE).unwrap().collect() };
+        let new = CodeRangeConfig::new;
+        assert_eq!(sizes(new(MIB)), [MIB]);
+        assert_eq!(sizes(new(MIB).or_smaller_down_to(2 * MIB)), [MIB]);
+        assert_eq!(
+            sizes(new(MIB).or_smaller_down_to(MIB / 4)),
+            [MIB, MIB / 2, MIB / 4]
+        );
+        // Each size rounded up: 100 KiB is 128, then 64; 32 would be 64 again.
+        assert_eq!(
+            sizes(new(100 << 10).or_smaller_down_to(0)),
+            [2 * GRANULE, GRANULE]
+        );
+        assert_eq!(
+            sizes(new(3 * GRANULE).or_smaller_down_to(GRANULE)),
+            [3 * GRANULE, 2 * GRANULE, GRANULE]
+        );
+        assert!(matches!(
+            new(0).sizes(GRANULE).map(drop),
+            Err(Error::ZeroSize)
+        ));
+        assert!(matches!(
+            new(usize::MAX).sizes(GRANULE).map(drop),
+            Err(Error::SizeOverflow { size: usize::MAX })
+        ));
     }
 
     #[test]

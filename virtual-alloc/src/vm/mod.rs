@@ -148,7 +148,11 @@ impl<O: Os> VirtualAlloc<O> {
     /// MAP_JIT region is. A reservation that no free part of the span fits is refused with
     /// `CodeRangeFull`; a released region's span is reserved again for the next. Regions
     /// reserved with another strategy ([`reserve_with`](Self::reserve_with)) are mapped
-    /// outside it.
+    /// outside it. A span there is no room for (`OutOfMemory`: the OS ran out of address
+    /// space; `MapJitRegionFull`; `CodeRangeOutOfReach`) is tried
+    /// again at half the size, down to `range.min_size`
+    /// ([`or_smaller_down_to`](CodeRangeConfig::or_smaller_down_to)); [`code_range`](Self::code_range)
+    /// says what was reserved.
     pub fn with_code_range(
         os: O,
         strategy: Option<WxStrategy>,
@@ -158,22 +162,25 @@ impl<O: Os> VirtualAlloc<O> {
             Some(strategy) => Self::with_strategy(os, strategy)?,
             None => Self::new(os),
         };
-        let size = range.size;
-        if size == 0 {
-            return Err(Error::ZeroSize);
-        }
-        let size = size
-            .checked_next_multiple_of(alloc.granularity)
-            .ok_or(Error::SizeOverflow { size })?;
         let near = range.near.map(|near| (near, alloc.arch().call_reach()));
         let (os, strategy, granularity) = (&alloc.os, alloc.strategy, alloc.granularity);
-        alloc.code_range = Some(CodeRange::reserve_near(
-            os,
-            strategy,
-            size,
-            granularity,
-            near,
-        )?);
+        // `sizes` yields at least one size, so this error is always replaced.
+        let mut reserved = Err(Error::ZeroSize);
+        for size in range.sizes(granularity)? {
+            reserved = CodeRange::reserve_near(os, strategy, size, granularity, near);
+            // Out of address space, of the MAP_JIT region's or of room near `near`: a
+            // smaller span may fit.
+            let no_room = matches!(
+                reserved,
+                Err(Error::OutOfMemory { .. }
+                    | Error::MapJitRegionFull { .. }
+                    | Error::CodeRangeOutOfReach { .. })
+            );
+            if !no_room {
+                break;
+            }
+        }
+        alloc.code_range = Some(reserved?);
         Ok(alloc)
     }
 
