@@ -258,6 +258,15 @@ fn a_range_near_an_address_lies_within_call_reach_of_it_or_is_refused() {
             Err(Error::CodeRangeOutOfReach { near, size: reach })
         );
         assert_eq!(os.syscalls().since(&calls).total(), probe, "{strategy}");
+        // Allowed to shrink, it settles for a half that fits, within reach.
+        let config = config.or_smaller_down_to(RANGE);
+        let alloc = VirtualAlloc::with_code_range(Arc::clone(&os), Some(strategy), config);
+        let range = alloc.as_ref().unwrap().code_range().unwrap();
+        assert!(
+            (RANGE..reach).contains(&range.len()),
+            "{strategy}: {range:x?}"
+        );
+        assert!(range.end.max(near + 1) - range.start.min(near) <= reach);
     }
 }
 
