@@ -460,15 +460,12 @@ impl Driver {
                 Some(protection) => PageState::Committed(protection),
                 None => PageState::Reserved,
             };
-            for i in 0..run.pages {
-                let addr = run.addr + i * self.page;
-                let info = self
-                    .pages
-                    .vm()
-                    .query(addr)
-                    .map_err(|err| format!("page {addr:#x} of a live run: {err}"))?;
+            let states = (self.pages.vm())
+                .query_range(run.addr, run.pages * self.page)
+                .map_err(|err| format!("live run {:#x}: {err}", run.addr))?;
+            for info in states {
                 ensure(info.state == expected, || {
-                    format!("page {addr:#x} is {:?}, expected {expected:?}", info.state)
+                    format!("page {:#x} is {:?}, expected {expected:?}", info.base, info.state)
                 })?;
             }
         }

@@ -503,26 +503,25 @@ impl<O: Os> HeapCore<O> {
         self.expect_pages_state(addr, 1, expected)
     }
 
-    /// Each of the `pages` pages from `addr` is in state `expected`, as the OS layer says:
-    /// one query per run of same-state pages (a query measures the run it starts), so a
-    /// large block costs a query or two, not one per page.
+    /// Each of the `pages` pages from `addr` is in state `expected`, as the OS layer says
+    /// (its runs of same-state pages: a large block costs one walk, not a query per page).
     fn expect_pages_state(
         &self,
         addr: usize,
         pages: usize,
         expected: PageState,
     ) -> Result<(), String> {
-        let mut checked = 0;
-        while checked < pages {
-            let at = addr + checked * self.page;
-            let info = self
-                .vm()
-                .query(at)
-                .map_err(|err| format!("page {at:#x} is unknown to the OS layer: {err}"))?;
-            ensure(info.state == expected, || {
-                format!("page {at:#x} is {:?}, expected {expected:?}", info.state)
+        let runs = self
+            .vm()
+            .query_range(addr, pages * self.page)
+            .map_err(|err| format!("page {addr:#x} is unknown to the OS layer: {err}"))?;
+        for run in runs {
+            ensure(run.state == expected, || {
+                format!(
+                    "page {:#x} is {:?}, expected {expected:?}",
+                    run.base, run.state
+                )
             })?;
-            checked += (info.size / self.page).max(1);
         }
         Ok(())
     }

@@ -10,18 +10,19 @@ fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
 }
 
-/// Whether each of the `count` pages from `base` is committed, as the OS layer says: one
-/// query per run of same-state pages, not per page (a query measures the run it starts).
+/// Whether each of the `count` pages from `base` is committed, as the OS layer says (its
+/// runs of same-state pages, not a query per page).
 fn committed<O: Os>(vm: &VirtualAlloc<O>, base: usize, count: usize) -> Result<Vec<bool>, String> {
     let page = vm.page_size();
+    let runs = vm
+        .query_range(base, count * page)
+        .map_err(|err| format!("page {base:#x} unknown to the OS layer: {err}"))?;
     let mut states = Vec::with_capacity(count);
-    while states.len() < count {
-        let addr = base + states.len() * page;
-        let info = vm
-            .query(addr)
-            .map_err(|err| format!("page {addr:#x} unknown to the OS layer: {err}"))?;
-        let run = (info.size / page).clamp(1, count - states.len());
-        states.resize(states.len() + run, info.state != PageState::Reserved);
+    for run in runs {
+        states.resize(
+            states.len() + run.size / page,
+            run.state != PageState::Reserved,
+        );
     }
     Ok(states)
 }

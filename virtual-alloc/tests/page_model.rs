@@ -231,6 +231,22 @@ impl Model {
         })
     }
 
+    /// `query` of each run of same-state pages from `addr`'s page to the one holding the
+    /// range's last byte, the last run cut there.
+    fn query_range(&self, addr: usize, size: usize) -> Expected<Vec<MemoryInfo>> {
+        self.region_for(addr, size)?;
+        let end = (addr + size).next_multiple_of(self.page_size);
+        let mut at = addr - addr % self.page_size;
+        let mut runs = Vec::new();
+        while at < end {
+            let mut info = self.query(at)?;
+            info.size = info.size.min(end - at);
+            at += info.size;
+            runs.push(info);
+        }
+        Ok(runs)
+    }
+
     fn write_bytes(&mut self, index: usize, addr: usize, bytes: &[u8]) {
         let page_size = self.page_size;
         let region = &mut self.regions[index];
@@ -910,6 +926,15 @@ impl<O: Os> Harness<'_, O> {
                 let expected = self.model.query(addr);
                 let got = self.alloc.query(addr);
                 assert_eq!(got, expected, "step {step}: query({addr:#x})");
+                // From there to the end of a page or two on: past a region's end, or from
+                // outside any, the same errors as the other range calls.
+                let size = 2 * page_size - addr % page_size;
+                let expected = self.model.query_range(addr, size);
+                let got = self.alloc.query_range(addr, size);
+                assert_eq!(
+                    got, expected,
+                    "step {step}: query_range({addr:#x}, {size:#x})"
+                );
                 Calls::None
             }
             Op::Flush { at, offset, span } => {
@@ -1140,6 +1165,15 @@ impl<O: Os> Harness<'_, O> {
                     "step {step}: {addr:#x}"
                 );
                 assert!(self.alloc.is_jit_address(addr));
+            }
+            // The whole region, and from inside its first page to inside its last.
+            let inner = (info.base + 1, info.size - 2);
+            for (addr, size) in [(info.base, info.size), inner] {
+                assert_eq!(
+                    self.alloc.query_range(addr, size),
+                    model.query_range(addr, size),
+                    "step {step}: query_range({addr:#x}, {size:#x})"
+                );
             }
             for (page, state) in region.pages.iter().enumerate() {
                 let addr = model.page_addr(index, page);

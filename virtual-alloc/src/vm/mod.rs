@@ -594,6 +594,34 @@ impl<O: Os> VirtualAlloc<O> {
         })
     }
 
+    /// What [`query`](Self::query) says of each run of same-state pages in `addr..addr +
+    /// size` (which must lie in one region), in address order, the last run cut at the
+    /// range's end: one walk of the region's pages, where a query per page would measure
+    /// each page's run to the region's end. `ZeroSize`, `NotInRegion` and
+    /// `RangeOutsideRegion` as for the other range calls.
+    pub fn query_range(&self, addr: usize, size: usize) -> Result<Vec<MemoryInfo>> {
+        self.with_region(addr, size, |region, state| {
+            let pages = region.page_indices(addr, size);
+            let mut first = pages.start;
+            let runs = (state.pages[pages])
+                .chunk_by(|a, b| a == b)
+                .map(|run| {
+                    let info = MemoryInfo {
+                        allocation_base: region.info.base,
+                        allocation_size: region.info.size,
+                        base: region.page_address(first),
+                        size: run.len() * region.page_size,
+                        state: run[0],
+                        strategy: region.info.strategy,
+                    };
+                    first += run.len();
+                    info
+                })
+                .collect();
+            Ok(runs)
+        })
+    }
+
     /// The region holding `addr`, if it is one of this allocator's.
     pub fn region(&self, addr: usize) -> Option<RegionInfo> {
         self.regions.lookup(addr).map(|(_, region)| region.info)
