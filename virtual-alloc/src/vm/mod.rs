@@ -149,10 +149,9 @@ impl<O: Os> VirtualAlloc<O> {
     /// `CodeRangeFull`; a released region's span is reserved again for the next. Regions
     /// reserved with another strategy ([`reserve_with`](Self::reserve_with)) are mapped
     /// outside it. A span there is no room for (`OutOfMemory`: the OS ran out of address
-    /// space; `MapJitRegionFull`; `CodeRangeOutOfReach`) is tried
-    /// again at half the size, down to `range.min_size`
-    /// ([`or_smaller_down_to`](CodeRangeConfig::or_smaller_down_to)); [`code_range`](Self::code_range)
-    /// says what was reserved.
+    /// space; `MapJitRegionFull`; `CodeRangeOutOfReach`) is tried again at half the size,
+    /// down to `range.min_size` ([`or_smaller_down_to`](CodeRangeConfig::or_smaller_down_to));
+    /// [`code_range`](Self::code_range) says what was reserved.
     pub fn with_code_range(
         os: O,
         strategy: Option<WxStrategy>,
