@@ -393,14 +393,7 @@ fn refused_system_calls_change_nothing() {
             CodeRangeConfig::new(RANGE),
         )
     };
-    let probe = {
-        let os = Arc::new(SimOs::linux());
-        drop(VirtualAlloc::with_strategy(
-            Arc::clone(&os),
-            WxStrategy::DualMap,
-        ));
-        os.syscalls().total()
-    };
+    let probe = probe_calls(WxStrategy::DualMap);
     let made = {
         let os = Arc::new(SimOs::linux());
         let alloc = make(&os).unwrap();
