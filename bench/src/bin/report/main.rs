@@ -16,6 +16,7 @@
 //! which start once every row has run alone long enough to reach its steady state.
 //! W4's cases run in rounds as well, one child process per case (`w4.rs`).
 
+mod args;
 mod plot;
 mod rounds;
 mod w4;
@@ -32,6 +33,7 @@ use codeheap_bench::race::{self, Race, Writer};
 use codeheap_bench::sizes::Sizes;
 use codeheap_bench::workload::{EMIT_BYTES, MakeStepper, Stepper, W1, Workload};
 
+use args::Invocation;
 use codeheap_bench::{Row, workload};
 use rounds::time_rows;
 
@@ -85,19 +87,18 @@ impl Plan {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        return child(&args[1..]);
+    match args::parse(&args) {
+        Ok(Invocation::Report { smoke, plots }) => {
+            let plan = if smoke { Plan::smoke() } else { Plan::full() };
+            report(plan, plots.as_deref());
+        }
+        Ok(Invocation::Child(work)) => child(&work),
+        Ok(Invocation::Help) => println!("{}", args::USAGE),
+        Err(refused) => {
+            eprintln!("bench-report: {refused}\n\n{}", args::USAGE);
+            std::process::exit(2);
+        }
     }
-    let plan = if args.iter().any(|a| a == "--smoke") {
-        Plan::smoke()
-    } else {
-        Plan::full()
-    };
-    let plots = args
-        .iter()
-        .position(|a| a == "--plots")
-        .map(|i| args.get(i + 1).cloned().unwrap_or_else(|| "docs".into()));
-    report(plan, plots.as_deref());
 }
 
 // ---- child processes ------------------------------------------------------------------
