@@ -745,7 +745,9 @@ impl<O: Os> HeapCore<O> {
             _ => return false,
         };
         while !state.kept_large.has_room_for(pages) {
-            if self.release_oldest_kept_large(state).is_err() {
+            // Nothing left to give back (the budget is smaller than the block) or a refusal:
+            // the block is not kept, rather than looping on.
+            if !matches!(self.release_oldest_kept_large(state), Ok(true)) {
                 return false;
             }
         }
