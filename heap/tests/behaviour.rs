@@ -873,6 +873,51 @@ fn under_protect_only_written_pages_are_writable_and_never_executable() {
     let _ = (b, other_page);
 }
 
+/// What the other strategies count as skipped is what `Protect` makes for the same calls,
+/// a page that a session holds open included: a free and an emit inside a session on their
+/// page change no protection under `Protect`, so the others skip none either.
+#[test]
+fn skipped_protect_calls_mirror_what_protect_makes() {
+    let changes = |heap: &Heap<SimOs>| {
+        let stats = heap.stats();
+        stats.protect_calls_made + stats.protect_calls_skipped
+    };
+    let mut seen = Vec::new();
+    for heap in every_strategy() {
+        let page = heap.page_size();
+        let mut a = heap.alloc(128).unwrap();
+        let mut b = heap.alloc(128).unwrap();
+        let c = heap.alloc(128).unwrap();
+        assert_eq!(a.addr() / page, c.addr() / page, "one page");
+        emit(&heap, &mut b, 2);
+        let before = changes(&heap);
+        let mut inside = Vec::new();
+        heap.write(&mut a, |w| {
+            let opened = changes(&heap);
+            heap.free(c).unwrap();
+            let emitted = heap.emit_code(heap.arch().encode_return_u32(3).as_bytes());
+            inside.push(changes(&heap) - opened);
+            w.write(0, heap.arch().encode_return_u32(1).as_bytes())
+                .map(|()| emitted.unwrap())
+        })
+        .map(|emitted| assert_eq!(run(&heap, &emitted), Ok(3)))
+        .unwrap();
+        assert_eq!(
+            inside,
+            [0],
+            "{}: the page was open already",
+            heap.strategy()
+        );
+        assert_eq!(run(&heap, &a), Ok(1));
+        seen.push((heap.strategy(), changes(&heap) - before));
+    }
+    let counted = |strategy| seen.iter().find(|&&(s, _)| s == strategy).unwrap().1;
+    assert_eq!(counted(WxStrategy::Protect), 2, "opened and closed once");
+    for (strategy, n) in &seen {
+        assert_eq!(*n, counted(WxStrategy::Protect), "{strategy}");
+    }
+}
+
 #[test]
 fn map_jit_and_dual_map_never_change_protections() {
     for heap in [apple(), linux(WxStrategy::DualMap)] {
