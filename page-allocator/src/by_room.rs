@@ -100,5 +100,11 @@ mod tests {
         assert_eq!(filed.unfile(a), None, "b, now alone, leaves an empty list");
         assert_eq!(filed.at_least(2).collect::<Vec<_>>(), [0xd000]);
         assert_eq!(filed.len(), 2);
+        // An emptied length leaves the set the search walks, or every search from below it
+        // would step through the empty list.
+        let lengths: Vec<u32> = (0..u128::BITS)
+            .filter(|&len| filed.nonempty >> len & 1 == 1)
+            .collect();
+        assert_eq!(lengths, [1, MAX_SEGMENT_PAGES as u32]);
     }
 }
