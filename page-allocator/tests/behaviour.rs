@@ -969,3 +969,32 @@ fn the_check_finds_a_page_whose_state_the_books_do_not_give() {
         checked(&pages);
     }
 }
+
+/// An empty segment the OS refuses to take back stays, on the decommitted list and filed by
+/// its room, so the next request it fits reuses it rather than reserving another; emptied
+/// again with the OS willing, it goes. (Linux: the simulated MAP_JIT region hands its
+/// spans back without a system call that could be refused.)
+#[test]
+fn a_segment_the_os_refuses_to_take_back_is_reused() {
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let pages = linux(strategy, PageAllocatorConfig::default());
+        let run = pages.alloc_pages(2).unwrap();
+        let reserved = checked(&pages).reserved_bytes;
+        pages.vm().os().fail_next(SysCall::Munmap, libc::EINVAL);
+        pages.release_pages(run.addr, 2).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(stats.segments_released, 0, "refused");
+        assert_eq!((stats.reserved_bytes, stats.committed_bytes), (reserved, 0));
+
+        let again = pages.alloc_pages(4).unwrap();
+        assert_eq!(
+            checked(&pages).reserved_bytes,
+            reserved,
+            "the kept segment, not a new one"
+        );
+        pages.release_pages(again.addr, 4).unwrap();
+        let stats = checked(&pages);
+        assert_eq!(stats.segments_released, 1);
+        assert_eq!(pages.vm().os().mapped_pages(), 0);
+    }
+}
