@@ -131,3 +131,52 @@ pub(crate) struct LargeSegment {
     pub(crate) parked: bool,
     pub(crate) slots: Option<SlotAllocator>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment whose pages are as `pages` says, one letter each: `f` free, `d`
+    /// decommitted, `a` allocated.
+    fn segment(pages: &str) -> Segment {
+        let n = pages.len();
+        let (mut free, mut decommitted) = (Bitmap::new(n), Bitmap::new(n));
+        for (i, page) in pages.bytes().enumerate() {
+            match page {
+                b'f' => free.set_range(i, 1),
+                b'd' => decommitted.set_range(i, 1),
+                _ => {}
+            }
+        }
+        Segment {
+            code_pages: n,
+            free,
+            decommitted,
+            parked: Bitmap::new(n),
+            slots: None,
+            list: SegmentList::Decommitted,
+            filed: None,
+            serial: 0,
+            write_base: 0,
+            last_kept: 0,
+        }
+    }
+
+    #[test]
+    fn the_fullest_window_needs_the_fewest_commits() {
+        // Every window of a long run is weighed, its last one included.
+        assert_eq!(segment("addddddffa").fullest_window(2), Some((7, 2)));
+        assert_eq!(segment("adfdddddda").fullest_window(3), Some((1, 1)));
+        assert_eq!(
+            segment("addfdda").fullest_window(6),
+            None,
+            "no run that long"
+        );
+    }
+
+    #[test]
+    fn among_equal_windows_the_lowest_is_taken() {
+        assert_eq!(segment("adfadfa").fullest_window(1), Some((2, 1)));
+        assert_eq!(segment("dddadda").fullest_window(2), Some((0, 0)));
+    }
+}
