@@ -193,11 +193,17 @@ fn regions_of_another_strategy_are_mapped_outside_the_range() {
     let os = Arc::new(SimOs::linux());
     let alloc = with_range(WxStrategy::DualMap, &os);
     let range = alloc.code_range().unwrap();
+    let mapped = os.mapped_pages();
     let outside = alloc.reserve_with(64 * KIB, WxStrategy::Protect).unwrap();
     assert!(outside.end() <= range.start || range.end <= outside.base);
     assert_eq!(alloc.code_range_free_bytes(), Some(RANGE));
     alloc.release(outside.base).unwrap();
     assert_eq!(alloc.code_range_free_bytes(), Some(RANGE));
+    assert_eq!(
+        os.mapped_pages(),
+        mapped,
+        "unmapped, not handed to the range"
+    );
 }
 
 #[test]
