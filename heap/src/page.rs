@@ -302,6 +302,17 @@ impl Pages {
             .filter_map(|(id, page)| Some((id as PageId, page.as_ref()?)))
     }
 
+    /// For the invariant check: entries in the page table, words of chunk bitmaps and chunk
+    /// places, and the words and places each entry has (the last two grow with the table).
+    pub(crate) fn book_lengths(&self) -> ([usize; 3], [usize; 2]) {
+        let lengths = [
+            self.table.len(),
+            self.chunk_bits.len(),
+            self.chunk_places.len(),
+        ];
+        (lengths, [2 * self.words, self.chunks])
+    }
+
     /// The vector of a list; full pages have none.
     #[inline]
     fn list_mut(&mut self, list: PageList, bucket: usize) -> Option<&mut Vec<PageId>> {
