@@ -461,3 +461,52 @@ impl Pages {
             .expect("removed pages are live")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Books for pages of 32 chunks with lists `0..=32` (chunk classes' longest free runs),
+    /// and a page on each of `lists`: its kind and index.
+    fn pages_on(lists: &[(PageList, usize)]) -> (Pages, Vec<PageId>) {
+        let mut pages = Pages::new(33, 32);
+        let ids = (lists.iter().enumerate())
+            .map(|(i, &(list, index))| {
+                let addr = 0x10_0000 + i * 0x1000;
+                let id = pages.insert(Page::new(addr, addr, 32, index));
+                pages.relist(id, list, index);
+                id
+            })
+            .collect();
+        (pages, ids)
+    }
+
+    #[test]
+    fn the_lowest_listed_index_wins_and_a_bucket_list_a_tie() {
+        use PageList::{Bucket, NoUnwindRoom};
+        let (pages, ids) = pages_on(&[(Bucket, 5), (NoUnwindRoom, 3)]);
+        assert_eq!(pages.first_listed_from(2, true), Some(ids[1]), "3 before 5");
+        assert_eq!(
+            pages.first_listed_from(2, false),
+            Some(ids[0]),
+            "no-room lists left out"
+        );
+        assert_eq!(pages.first_listed_from(4, true), Some(ids[0]));
+        let (pages, ids) = pages_on(&[(NoUnwindRoom, 2), (Bucket, 4)]);
+        assert_eq!(pages.first_listed_from(1, true), Some(ids[0]), "2 before 4");
+        let (pages, ids) = pages_on(&[(NoUnwindRoom, 4), (Bucket, 4)]);
+        assert_eq!(pages.first_listed_from(4, true), Some(ids[1]), "the tie");
+        assert_eq!(pages.first_listed_from(5, true), None);
+    }
+
+    #[test]
+    fn a_list_recorded_as_empty_or_not_wrongly_is_named() {
+        let (mut pages, _) = pages_on(&[(PageList::Bucket, 2)]);
+        assert_eq!(pages.misrecorded_list(), None);
+        pages.mark(PageList::Bucket, 2, false);
+        assert_eq!(pages.misrecorded_list(), Some((PageList::Bucket, 2)));
+        pages.mark(PageList::Bucket, 2, true);
+        pages.mark(PageList::NoUnwindRoom, 7, true);
+        assert_eq!(pages.misrecorded_list(), Some((PageList::NoUnwindRoom, 7)));
+    }
+}
