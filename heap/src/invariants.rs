@@ -233,16 +233,12 @@ impl<O: Os> HeapCore<O> {
                 state.page_index.len()
             )
         })?;
-        let ([entries, words, places], [words_each, places_each]) = state.pages.book_lengths();
-        ensure(
-            words == entries * words_each && places == entries * places_each,
-            || {
-                format!(
-                    "{entries} page table entries with {words} bitmap words and {places} chunk \
-                     places ({words_each} and {places_each} each)"
-                )
-            },
-        )
+        match state.pages.missized_books() {
+            Some([entries, words, places]) => Err(format!(
+                "{entries} page table entries with {words} bitmap words and {places} chunk places"
+            )),
+            None => Ok(()),
+        }
     }
 
     fn check_page(

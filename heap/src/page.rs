@@ -302,15 +302,13 @@ impl Pages {
             .filter_map(|(id, page)| Some((id as PageId, page.as_ref()?)))
     }
 
-    /// For the invariant check: entries in the page table, words of chunk bitmaps and chunk
-    /// places, and the words and places each entry has (the last two grow with the table).
-    pub(crate) fn book_lengths(&self) -> ([usize; 3], [usize; 2]) {
-        let lengths = [
-            self.table.len(),
-            self.chunk_bits.len(),
-            self.chunk_places.len(),
-        ];
-        (lengths, [2 * self.words, self.chunks])
+    /// The page table's length, and its chunk bitmaps' and chunk places', if those two are
+    /// not the size the table calls for (for the invariant check).
+    pub(crate) fn missized_books(&self) -> Option<[usize; 3]> {
+        let entries = self.table.len();
+        let sized = self.chunk_bits.len() == entries * 2 * self.words
+            && self.chunk_places.len() == entries * self.chunks;
+        (!sized).then_some([entries, self.chunk_bits.len(), self.chunk_places.len()])
     }
 
     /// The vector of a list; full pages have none.
