@@ -189,24 +189,32 @@ fn kept_free_pages_are_reused_without_a_system_call() {
         pages.vm().query(reused.addr).unwrap().state,
         PageState::Committed(Protection::ExecuteRead)
     );
-    let other = pages.alloc_pages(2).unwrap();
+    // Its first page executable, so that the run cannot be judged by its first page alone,
+    // and its last too, so that the whole run must be made read-write.
+    pages.release_pages(reused.addr, 2).unwrap();
+    let other = pages.alloc_pages(4).unwrap();
+    assert_eq!(other.protection, Protection::ExecuteRead);
     pages
         .protect_pages(
-            other.addr,
+            other.addr + page,
             1,
             Protection::ReadWrite,
             Protection::ExecuteRead,
         )
         .unwrap();
-    pages.release_pages(other.addr, 2).unwrap();
-    let mixed = pages.alloc_pages(2).unwrap();
+    pages.release_pages(other.addr, 4).unwrap();
+    let mixed = pages.alloc_pages(3).unwrap();
     assert_eq!(mixed.addr, other.addr);
     assert_eq!(mixed.protection, Protection::ReadWrite);
-    assert_eq!(
-        pages.vm().query(mixed.addr).unwrap().state,
-        PageState::Committed(Protection::ReadWrite)
-    );
-    pages.release_pages(mixed.addr, 2).unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            pages.vm().query(mixed.addr + i * page).unwrap().state,
+            PageState::Committed(Protection::ReadWrite),
+            "page {i} of the run"
+        );
+    }
+    pages.release_pages(mixed.addr, 3).unwrap();
+    let reused = pages.alloc_pages(2).unwrap();
     checked(&pages);
 
     assert_eq!(pages.decommit_free_pages(), Ok(2));
@@ -673,6 +681,32 @@ fn pages_with_secondary_come_from_a_segment_with_room() {
     assert_eq!(checked(&pages), stats, "a refused request changes nothing");
 }
 
+/// A segment's code pages, all of them, are still a shared segment's to give, with or
+/// without secondary data; one page more needs a large segment.
+#[test]
+fn a_request_for_every_code_page_of_a_segment_takes_a_segment() {
+    let config = PageAllocatorConfig {
+        secondary_pages: 1,
+        ..PageAllocatorConfig::default()
+    };
+    let pages = linux(WxStrategy::DualMap, config);
+    let whole = config.code_pages();
+    let (run, slot) = pages.alloc_pages_with_secondary(whole, 100).unwrap();
+    assert!(!run.large);
+    assert_eq!((run.addr, slot.segment), (run.segment, run.segment));
+    let plain = pages.alloc_pages(whole).unwrap();
+    assert!(!plain.large);
+    assert_ne!(plain.segment, run.segment);
+    let (beyond, _) = pages.alloc_pages_with_secondary(whole + 1, 100).unwrap();
+    assert!(beyond.large);
+    let stats = checked(&pages);
+    assert_eq!(
+        (stats.segments.full, stats.segments.large),
+        (2, 1),
+        "{stats:?}"
+    );
+}
+
 /// The secondary area is committed with its first slot; if the OS refuses, the pages taken
 /// for `alloc_pages_with_secondary` go back and nothing changes.
 #[test]
@@ -909,6 +943,27 @@ fn over_the_cap_the_free_pages_kept_longest_ago_are_decommitted_first() {
     pages.release_pages(c + 2 * page, 1).unwrap();
     assert!(committed(&pages, c) && committed(&pages, c + page));
     assert!(!committed(&pages, c + 2 * page));
+    assert_eq!(checked(&pages).free_bytes, 2 * page);
+}
+
+/// Room is made a free run at a time, and no more runs are decommitted than the release
+/// needs, even where the stale segment has more.
+#[test]
+fn stale_free_runs_are_decommitted_only_as_far_as_the_release_needs() {
+    let config = PageAllocatorConfig {
+        segment_pages: 4,
+        max_free_pages: 2,
+        ..PageAllocatorConfig::without_secondary()
+    };
+    let pages = linux(WxStrategy::DualMap, config);
+    let page = pages.page_size();
+    let [a, c] = [(); 2].map(|()| pages.alloc_pages(4).unwrap().addr);
+    pages.release_pages(a, 1).unwrap();
+    pages.release_pages(a + 2 * page, 1).unwrap();
+    pages.release_pages(c, 1).unwrap();
+    assert!(!committed(&pages, a), "the first of a's runs made the room");
+    assert!(committed(&pages, a + 2 * page), "the second was not needed");
+    assert!(committed(&pages, c));
     assert_eq!(checked(&pages).free_bytes, 2 * page);
 }
 

@@ -52,6 +52,12 @@ pub mod aarch64 {
     pub const fn x(n: u16) -> Register {
         Register(n)
     }
+
+    /// `v0`..`v31`: the SIMD and floating-point registers, whose low halves `d8`..`d15` a
+    /// function must preserve, so a frame that saves them describes `v(8)`..`v(15)`.
+    pub const fn v(n: u16) -> Register {
+        Register(64 + n)
+    }
 }
 
 pub(crate) const DW_CFA_ADVANCE_LOC: u8 = 0x40;

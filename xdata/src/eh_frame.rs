@@ -269,6 +269,33 @@ mod tests {
     }
 
     #[test]
+    fn aarch64_standard_entry_bytes() {
+        let entry =
+            EhFrameEntry::build(&FrameDescription::standard(Arch::Aarch64), 0x1000, 0x40).unwrap();
+        let b = entry.bytes();
+        // CIE: length 12, id 0, version 1, "", code 4, data -8 (as compilers emit, so that
+        // saves below the CFA take the one-byte DW_CFA_offset), ra x30, def_cfa sp+0.
+        assert_eq!(
+            &b[..16],
+            &[12, 0, 0, 0, 0, 0, 0, 0, 1, 0, 4, 0x78, 30, 0x0C, 31, 0]
+        );
+        assert_eq!(entry.fde_offset(), 16);
+        // FDE: CIE pointer 20 back, pc, range, then advance 1 (4 bytes); def_cfa_offset 16;
+        // offset x29 at cfa-16, x30 at cfa-8; advance 1; def_cfa_register x29; nops.
+        assert_eq!(&b[16..20], &36u32.to_le_bytes());
+        assert_eq!(&b[20..24], &20u32.to_le_bytes());
+        assert_eq!(&b[24..32], &0x1000u64.to_le_bytes());
+        assert_eq!(&b[32..40], &0x40u64.to_le_bytes());
+        assert_eq!(
+            &b[40..56],
+            &[
+                0x41, 0x0E, 16, 0x9D, 2, 0x9E, 1, 0x41, 0x0D, 29, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(&b[56..], &[0, 0, 0, 0], "terminator");
+    }
+
+    #[test]
     fn bad_rows_are_refused() {
         let out_of_order = FrameDescription::new(Arch::X86_64)
             .row(4, CfaOp::DefCfaOffset(16))

@@ -26,22 +26,28 @@ fn registers(arch: Arch) -> Vec<Register> {
             aarch64::FP,
             aarch64::LR,
             aarch64::SP,
+            // The first register past DW_CFA_offset's and DW_CFA_restore's 6-bit field.
+            aarch64::v(0),
+            aarch64::v(8),
         ],
     }
 }
 
 /// Random valid rows: offsets in order and aligned, register offsets multiples of 8,
-/// remember/restore nested at most three deep.
+/// remember/restore nested at most three deep. Most rows follow the last within a few
+/// instructions; some are far enough on for each of the longer advance encodings (a
+/// factored distance of 64 or more, 256 or more, 65,536 or more).
 fn frame(arch: Arch) -> impl Strategy<Value = (FrameDescription, u64)> {
     let align = if arch == Arch::Aarch64 { 4u32 } else { 1 };
     let regs = registers(arch);
     let op = (0..7u8, 0..regs.len(), 0i64..64, 0u64..64);
-    (prop::collection::vec((0u32..200, op), 0..24), 0u32..50).prop_map(move |(raw, tail)| {
+    let step = prop_oneof![8 => 0u32..40, 1 => 40u32..300, 1 => 300u32..70_000];
+    (prop::collection::vec((step, op), 0..24), 0u32..50).prop_map(move |(raw, tail)| {
         let mut frame = FrameDescription::new(arch);
         let mut at = 0u32;
         let mut depth = 0;
         for (step, (kind, reg, signed, unsigned)) in raw {
-            at += step % 40 * align;
+            at += step * align;
             let register = regs[reg];
             let op = match kind {
                 0 => CfaOp::DefCfa {
