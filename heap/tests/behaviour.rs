@@ -753,6 +753,11 @@ fn emit_code_copies_a_finished_function() {
         let second = heap.emit_code(code.as_bytes()).unwrap();
         assert_eq!(heap.stats().icache_flushes, before.icache_flushes + 1);
         heap.free(second).unwrap();
+        assert_eq!(
+            heap.stats().icache_flushes,
+            before.icache_flushes + 2,
+            "and one for the traps its free wrote"
+        );
         // A large function too.
         let mut big = vec![0x90u8; 3 * heap.page_size()];
         let ret = arch.encode_return_u32(9);
@@ -909,10 +914,17 @@ fn skipped_protect_calls_mirror_what_protect_makes() {
             heap.strategy()
         );
         assert_eq!(run(&heap, &a), Ok(1));
+        // Fresh pages for a large block: made executable once.
+        let large = heap.alloc(2 * page).unwrap();
         seen.push((heap.strategy(), changes(&heap) - before));
+        heap.free(large).unwrap();
     }
     let counted = |strategy| seen.iter().find(|&&(s, _)| s == strategy).unwrap().1;
-    assert_eq!(counted(WxStrategy::Protect), 2, "opened and closed once");
+    assert_eq!(
+        counted(WxStrategy::Protect),
+        3,
+        "opened and closed once, fresh pages made executable once"
+    );
     for (strategy, n) in &seen {
         assert_eq!(*n, counted(WxStrategy::Protect), "{strategy}");
     }

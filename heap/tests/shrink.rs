@@ -177,6 +177,29 @@ fn under_chunk_classes_the_chunks_past_the_new_size_go_back() {
     }
 }
 
+/// A cut inside the last instruction word of a block that fills its chunk zeroes that
+/// word's tail and goes no further: the next block, right after it, is untouched.
+#[test]
+fn a_cut_inside_a_full_block_s_last_word_leaves_the_next_block_alone() {
+    for heap in every_strategy(SizeClasses::Chunks) {
+        let mut block = heap.alloc(CHUNK).unwrap();
+        let mut next = heap.alloc(CHUNK).unwrap();
+        assert_eq!(next.addr(), block.addr() + CHUNK);
+        emit_padded(&heap, &mut block, 3);
+        emit_padded(&heap, &mut next, 4);
+        let neighbour = read(&heap, next.addr(), CHUNK);
+
+        heap.shrink(&mut block, CHUNK - 2).unwrap();
+        assert_cut_off(&heap, block.addr(), CHUNK - 2, CHUNK);
+        assert_eq!(read(&heap, next.addr(), CHUNK), neighbour);
+        assert_eq!((run(&heap, &block), run(&heap, &next)), (Ok(3), Ok(4)));
+        heap.check_invariants().unwrap();
+        for block in [block, next] {
+            heap.free(block).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_large_block_gives_back_the_pages_past_its_new_size() {
     for heap in every_strategy(SizeClasses::PowerOfTwo) {

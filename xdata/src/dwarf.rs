@@ -134,4 +134,25 @@ mod tests {
         assert_eq!(s(-128), [0x80, 0x7F]);
         assert_eq!(s(-8), [0x78]);
     }
+
+    #[test]
+    fn register_numbers_follow_the_abis() {
+        // DWARF for the Arm 64-bit Architecture (AADWARF64), section 4.1: x0-x30 are 0-30,
+        // sp 31, v0-v31 64-95.
+        assert_eq!([aarch64::x(0), aarch64::x(30)], [Register(0), Register(30)]);
+        assert_eq!(
+            [aarch64::X19, aarch64::FP, aarch64::LR],
+            [aarch64::x(19), aarch64::x(29), aarch64::x(30)]
+        );
+        assert_eq!(aarch64::SP, Register(31));
+        assert_eq!(
+            [aarch64::v(0), aarch64::v(8), aarch64::v(31)],
+            [Register(64), Register(72), Register(95)]
+        );
+        // System V x86-64 psABI, figure 3.36: the return address is column 16.
+        assert_eq!(
+            [x86_64::RBP, x86_64::RSP, x86_64::RA],
+            [Register(6), Register(7), Register(16)]
+        );
+    }
 }
