@@ -41,6 +41,12 @@ static NEXT_BLOCK_ID: IdCounter = IdCounter::new(1);
 /// allocations instead of one each.
 const BLOCK_ID_BATCH: u64 = 1 << 16;
 
+/// A batch of [`BLOCK_ID_BATCH`] ids that no other heap holds.
+fn take_id_batch() -> core::ops::Range<u64> {
+    let first = NEXT_BLOCK_ID.fetch_add(BLOCK_ID_BATCH, core::sync::atomic::Ordering::Relaxed);
+    first..first + BLOCK_ID_BATCH
+}
+
 /// An executable-memory heap for a JIT compiler.
 ///
 /// * **Small blocks** (up to a page) come from buckets of 128-byte chunks, one per power of
@@ -485,11 +491,7 @@ impl<O: Os> HeapCore<O> {
                 }
             }
         };
-        let id = state.next_block_id(|| {
-            let first =
-                NEXT_BLOCK_ID.fetch_add(BLOCK_ID_BATCH, core::sync::atomic::Ordering::Relaxed);
-            first..first + BLOCK_ID_BATCH
-        });
+        let id = state.next_block_id(take_id_batch);
         let record = BlockRecord {
             id,
             addr,
@@ -1125,3 +1127,19 @@ impl<O: Os> Heap<O> {
 }
 
 static_assertions::assert_impl_all!(Heap<codeheap_virtual_alloc::sim::SimOs>: Send, Sync);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches taken one after another (other heaps may take theirs in between) are whole
+    /// and never overlap, so ids stay unique in the process.
+    #[test]
+    fn id_batches_are_whole_and_apart() {
+        let (first, second) = (take_id_batch(), take_id_batch());
+        assert_eq!(first.end - first.start, BLOCK_ID_BATCH);
+        assert_eq!(second.end - second.start, BLOCK_ID_BATCH);
+        assert!(first.start > 0, "0 marks a vacant record");
+        assert!(first.end <= second.start, "{first:?} then {second:?}");
+    }
+}

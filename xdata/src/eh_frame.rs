@@ -304,6 +304,9 @@ mod tests {
             EhFrameEntry::build(&out_of_order, 0, 16),
             Err(Error::RowsOutOfOrder { code_offset: 2 })
         );
+        // A row at the end itself is not past it (it holds for no byte of the function).
+        let at_end = FrameDescription::new(Arch::X86_64).row(16, CfaOp::DefCfaOffset(16));
+        assert!(EhFrameEntry::build(&at_end, 0, 16).is_ok());
         let past_end = FrameDescription::new(Arch::X86_64).row(17, CfaOp::DefCfaOffset(16));
         assert_eq!(
             EhFrameEntry::build(&past_end, 0, 16),

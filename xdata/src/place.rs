@@ -33,3 +33,50 @@ pub fn write_entry<O: Os>(
         len,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use codeheap_virtual_alloc::sim::SimOs;
+    use codeheap_virtual_alloc::{Arch, Protection};
+
+    use super::*;
+    use crate::frame::FrameDescription;
+
+    /// An entry fills a slot of exactly its size; one byte less is refused, with nothing
+    /// written.
+    #[test]
+    fn an_entry_fits_a_slot_of_its_own_size_and_no_less() {
+        let vm = VirtualAlloc::new(SimOs::linux());
+        let region = vm
+            .reserve_and_commit(vm.page_size(), Protection::ReadWrite)
+            .unwrap();
+        let frame = FrameDescription::standard(Arch::X86_64);
+        let entry = EhFrameEntry::build(&frame, 0x1000, 64).unwrap();
+        let size = entry.bytes().len();
+        let slot = |size| SecondarySlot {
+            addr: region.base,
+            size,
+            segment: region.base,
+        };
+
+        assert_eq!(
+            write_entry(&vm, &slot(size - 1), &entry, 0x1000, 64),
+            Err(Error::SlotTooSmall {
+                needed: size,
+                slot: size - 1
+            })
+        );
+        let mut written = vec![0xFF; size];
+        vm.read(region.base, &mut written).unwrap();
+        assert_eq!(written, vec![0; size], "nothing written");
+
+        let placed = write_entry(&vm, &slot(size), &entry, 0x1000, 64).unwrap();
+        assert_eq!(
+            (placed.addr, placed.fde),
+            (region.base, region.base + entry.fde_offset())
+        );
+        assert_eq!((placed.pc, placed.len), (0x1000, 64));
+        vm.read(region.base, &mut written).unwrap();
+        assert_eq!(written, entry.bytes());
+    }
+}
