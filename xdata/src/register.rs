@@ -203,3 +203,57 @@ impl Registrar for RecordingRegistrar {
         lock(&self.log).push((false, entry));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(addr: usize, pc: usize, len: usize) -> WrittenEntry {
+        WrittenEntry {
+            addr,
+            fde: addr + 24,
+            pc,
+            len,
+        }
+    }
+
+    #[test]
+    fn an_entry_covers_its_code_and_nothing_else() {
+        let e = entry(0x9000, 0x1000, 0x40);
+        assert!(e.covers(0x1000) && e.covers(0x103F));
+        for outside in [0, 0xFFF, 0x1040, 0x2000, usize::MAX] {
+            assert!(!e.covers(outside), "{outside:#x}");
+        }
+        assert!(!entry(0x9000, 0x1000, 0).covers(0x1000), "empty code");
+    }
+
+    /// What an unwinder would find: the newest registered entry covering the pc, and
+    /// after its deregistration the one it hid.
+    #[test]
+    fn the_recording_registrar_finds_the_newest_covering_entry() {
+        let registrar = RecordingRegistrar::new();
+        let (old, new, apart) = (
+            entry(0x9000, 0x1000, 0x100),
+            entry(0x9040, 0x1080, 0x40),
+            entry(0x9080, 0x4000, 0x10),
+        );
+        // SAFETY: a recording registrar reads nothing at the entries' addresses.
+        unsafe {
+            for e in [old, new, apart] {
+                registrar.register(e);
+            }
+        }
+        assert_eq!(registrar.lookup(0x1090), Some(new));
+        assert_eq!(registrar.lookup(0x1010), Some(old));
+        assert_eq!(registrar.lookup(0x4000), Some(apart));
+        assert_eq!(registrar.lookup(0x3000), None);
+        // SAFETY: as above; `new` was registered.
+        unsafe { registrar.deregister(new) };
+        assert_eq!(registrar.lookup(0x1090), Some(old));
+        assert_eq!(registrar.live(), [old, apart]);
+        assert_eq!(
+            registrar.log(),
+            [(true, old), (true, new), (true, apart), (false, new)]
+        );
+    }
+}
