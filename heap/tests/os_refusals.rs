@@ -3,7 +3,7 @@
 //! target.
 
 use codeheap::vm::{Protection, SysCall};
-use codeheap::{Heap, HeapConfig, SimOs, WxStrategy};
+use codeheap::{Error, Heap, HeapConfig, SimOs, WxStrategy};
 
 fn linux(strategy: WxStrategy) -> Heap<SimOs> {
     Heap::with_config(SimOs::linux(), HeapConfig::with_strategy(strategy)).unwrap()
@@ -129,4 +129,37 @@ fn a_free_whose_mprotect_is_refused_is_undone_or_finished() {
     heap.free(again).unwrap();
     heap.free(kept).unwrap();
     assert_eq!(heap.check_invariants(), Ok(()));
+}
+
+/// The OS refuses to unmap a large block's own mapping: the free fails, and the block stays
+/// allocated, trap-filled and not runnable (its entry point refused, not handed out for
+/// traps); a second free goes through.
+#[test]
+fn a_large_block_whose_unmap_is_refused_stays_allocated_and_not_runnable() {
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let heap = linux(strategy);
+        let mut code = vec![0u8; 40 * heap.page_size()];
+        let ret = heap.arch().encode_return_u32(5);
+        code[..ret.as_bytes().len()].copy_from_slice(ret.as_bytes());
+        let block = heap.emit_code(&code).unwrap();
+        let (addr, live) = (block.addr(), heap.stats().live_blocks);
+        assert_eq!(heap.entry_point(&block), Ok(addr));
+
+        heap.vm().os().fail_next(SysCall::Munmap, libc::EPERM);
+        let refused = heap.free_address(addr);
+        heap.vm().os().clear_failures();
+        assert!(refused.is_err(), "{strategy}");
+        assert_eq!(heap.stats().live_blocks, live, "{strategy}");
+        assert_eq!(
+            heap.entry_point(&block),
+            Err(Error::NotFinalized { addr }),
+            "{strategy}"
+        );
+        assert_eq!(heap.check_invariants(), Ok(()));
+
+        heap.free(block).unwrap();
+        assert_eq!(heap.stats().live_blocks, live - 1);
+        assert_eq!(heap.find(addr), None);
+        assert_eq!(heap.check_invariants(), Ok(()));
+    }
 }
