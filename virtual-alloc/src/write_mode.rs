@@ -165,13 +165,49 @@ mod hardware {
 
 #[cfg(not(all(target_os = "macos", target_arch = "aarch64", not(miri))))]
 mod hardware {
-    /// No hardware switch here: the mode lives in software only.
-    pub(super) fn set_write_mode(_write: bool) {}
+    /// No hardware switch here: the mode lives in software only. The unit tests see what
+    /// Apple Silicon's switch would have been asked.
+    pub(super) fn set_write_mode(write: bool) {
+        #[cfg(all(test, not(loom)))]
+        super::tests::SWITCHED.with(|asked| asked.borrow_mut().push(write));
+        let _ = write;
+    }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
+
+    std::thread_local! {
+        /// What the hardware switch was asked on this thread, in order.
+        pub(super) static SWITCHED: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn switched() -> Vec<bool> {
+        SWITCHED.with(RefCell::take)
+    }
+
+    /// The per-thread switch of Apple Silicon is flipped when the thread's mode changes, to
+    /// the new mode, and never otherwise: nested scopes and permanent mode inside a scope
+    /// ask nothing of it.
+    #[test]
+    fn the_hardware_switch_follows_the_mode_only_when_it_changes() {
+        assert!(switched().is_empty());
+        {
+            let _outer = WriteScope::enter();
+            let _inner = WriteScope::enter();
+            enter_permanent_write_mode();
+        }
+        assert_eq!(switched(), [true], "one flip into write mode");
+        leave_permanent_write_mode();
+        assert_eq!(switched(), [false]);
+        leave_permanent_write_mode();
+        assert_eq!(switched(), [], "no change, no flip");
+        with_write_mode(|| ());
+        assert_eq!(switched(), [true, false]);
+    }
 
     #[test]
     fn scopes_nest_and_restore() {
@@ -194,6 +230,7 @@ mod tests {
 
     #[test]
     fn permanent_mode_outlives_scopes() {
+        assert!(!is_permanent_write_mode());
         enter_permanent_write_mode();
         {
             let _scope = WriteScope::enter();
@@ -202,6 +239,7 @@ mod tests {
         assert!(is_permanent_write_mode());
         leave_permanent_write_mode();
         assert_eq!(current_mode(), ThreadMode::Execute);
+        assert!(!is_permanent_write_mode());
     }
 
     #[test]
