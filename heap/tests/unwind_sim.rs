@@ -242,6 +242,40 @@ fn pages_whose_segment_is_out_of_slots_are_asked_once() {
     heap.check_invariants().unwrap();
 }
 
+/// A page set aside for want of slots goes back to its bucket when a block with an entry
+/// on it is freed, not when one without: that frees no slot, and the next block with an
+/// entry would ask its segment in vain.
+#[test]
+fn a_free_that_frees_no_slot_leaves_a_page_without_room_aside() {
+    let (heap, _registrar) = heap_with(HeapConfig {
+        keep_freed_blocks: false,
+        ..four_slots_per_segment()
+    });
+    let frame = FrameDescription::standard(Arch::Aarch64);
+    let page = |addr: usize| addr & !(heap.page_size() - 1);
+    let full: Vec<Block> = (0..4).map(|i| emit(&heap, 64, frame.clone(), i)).collect();
+    let plain = heap.alloc(64).unwrap();
+    let first = page(plain.addr());
+    assert!(full.iter().all(|block| page(block.addr()) == first));
+    // Its segment's four slots are taken: the page is asked, refused and set aside; the
+    // block goes to a page of a new segment, whose slot comes with it.
+    let probes = heap.stats().secondary_probes;
+    let elsewhere = emit(&heap, 64, frame.clone(), 4);
+    assert_ne!(page(elsewhere.addr()), first);
+    assert_eq!(heap.stats().secondary_probes, probes + 1);
+
+    heap.free(plain).unwrap();
+    let probes = heap.stats().secondary_probes;
+    let next = emit(&heap, 64, frame, 5);
+    assert_eq!(page(next.addr()), page(elsewhere.addr()));
+    assert_eq!(
+        heap.stats().secondary_probes,
+        probes + 1,
+        "the page without room was not asked again"
+    );
+    heap.check_invariants().unwrap();
+}
+
 /// A block with an entry, freed, is kept like any other and taken back by the next block
 /// of its size with an entry if its segment has a slot for it: its old entry is gone from
 /// the unwinder, the new one registered at the same address. A kept block whose segment
