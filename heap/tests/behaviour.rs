@@ -1183,3 +1183,45 @@ fn heaps_of_one_process_share_its_map_jit_region() {
     drop(heaps);
     assert_eq!(os.mapped_pages(), 0, "every range went back to the region");
 }
+
+/// The bytes the heap says it has reserved and committed are what the OS has mapped and
+/// backs with memory for it (the simulator counts them), after allocations small and large
+/// and frees.
+#[test]
+fn reserved_and_committed_bytes_are_what_the_os_holds() {
+    for strategy in [WxStrategy::DualMap, WxStrategy::Protect, WxStrategy::Rwx] {
+        let heap = linux(strategy);
+        let page = heap.page_size();
+        let mut blocks: Vec<_> = (0..20)
+            .map(|i| heap.alloc(100 + 300 * i).unwrap())
+            .collect();
+        blocks.push(heap.alloc(40 * page).unwrap());
+        let mut live = Vec::new();
+        for (i, block) in blocks.into_iter().enumerate() {
+            if i % 3 == 0 {
+                heap.free(block).unwrap();
+            } else {
+                live.push(block);
+            }
+        }
+        let stats = heap.stats();
+        let os = heap.vm().os();
+        // A dual-mapped page is mapped twice, backed once.
+        let views = if strategy == WxStrategy::DualMap {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            os.mapped_pages() * page,
+            views * stats.reserved_bytes,
+            "{strategy}"
+        );
+        assert_eq!(
+            os.resident_frames() * page,
+            stats.committed_bytes,
+            "{strategy}"
+        );
+        assert!(stats.committed_bytes < stats.reserved_bytes, "{strategy}");
+    }
+}
