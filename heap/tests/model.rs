@@ -694,7 +694,7 @@ impl<'h, O: Inspect> Driver<'h, O> {
         let result = heap.write(&mut live.block, |writer| {
             ran = true;
             violation = session_violations(heap, addr, capacity);
-            if writer.addr() != addr || writer.len() != size {
+            if writer.addr() != addr || writer.len() != size || writer.is_empty() {
                 violation = Some(format!(
                     "writer covers {:#x}+{}, block is {addr:#x}+{size}",
                     writer.addr(),

@@ -1454,3 +1454,37 @@ fn the_simulator_refuses_reservations_beyond_its_page_table() {
         assert_eq!(alloc.os().shared_objects(), 0);
     }
 }
+
+/// `writable_address` is where a raw write to a code address must go: the address itself,
+/// or, under `DualMap`, its place in the writable view, where bytes written show at the
+/// address. Outside every region there is none.
+#[test]
+fn the_writable_address_is_where_writes_show_at_the_code_address() {
+    let linux = |strategy| VirtualAlloc::with_strategy(SimOs::linux(), strategy).unwrap();
+    for alloc in [
+        VirtualAlloc::new(SimOs::apple()),
+        linux(WxStrategy::DualMap),
+        linux(WxStrategy::Protect),
+        linux(WxStrategy::Rwx),
+    ] {
+        let page = alloc.page_size();
+        let region = alloc
+            .reserve_and_commit(2 * page, Protection::ReadWrite)
+            .unwrap();
+        let addr = region.base + page + 24;
+        let write = alloc.writable_address(addr).unwrap();
+        let dual = alloc.strategy() == WxStrategy::DualMap;
+        assert_eq!(write != addr, dual, "{}", alloc.strategy());
+        assert_eq!(write - addr, region.write_base.wrapping_sub(region.base));
+        // In write mode, as MAP_JIT pages need.
+        let written = codeheap_virtual_alloc::with_write_mode(|| {
+            // SAFETY: the simulator's memory is written, no process memory.
+            unsafe { alloc.os().write(write, &[1, 2, 3]) }
+        });
+        written.unwrap();
+        let mut read = [0; 3];
+        alloc.read(addr, &mut read).unwrap();
+        assert_eq!(read, [1, 2, 3], "{}", alloc.strategy());
+        assert!(alloc.writable_address(region.base + 2 * page).is_err());
+    }
+}
