@@ -1225,3 +1225,30 @@ fn reserved_and_committed_bytes_are_what_the_os_holds() {
         assert!(stats.committed_bytes < stats.reserved_bytes, "{strategy}");
     }
 }
+
+/// A writer's `fill` and `write` land at their offsets in the block, and nowhere else: the
+/// block before it keeps its bytes.
+#[test]
+fn a_writer_fills_and_writes_at_its_offsets() {
+    for heap in every_strategy() {
+        let mut before = heap.alloc(256).unwrap();
+        let mut block = heap.alloc(256).unwrap();
+        assert_eq!(block.addr(), before.addr() + 256);
+        heap.write(&mut before, |w| w.fill(0, 256, &[0x44]))
+            .unwrap();
+        heap.write(&mut block, |w| {
+            w.fill(0, 256, &[0x11])?;
+            w.fill(100, 20, &[0x22, 0x33])?;
+            w.write(200, &[0x55; 4])
+        })
+        .unwrap();
+        let bytes = read(&heap, block.addr(), 256);
+        let mut want = vec![0x11; 256];
+        for (i, byte) in want[100..120].iter_mut().enumerate() {
+            *byte = if i % 2 == 0 { 0x22 } else { 0x33 };
+        }
+        want[200..204].fill(0x55);
+        assert_eq!(bytes, want, "{}", heap.strategy());
+        assert_eq!(read(&heap, before.addr(), 256), vec![0x44; 256]);
+    }
+}

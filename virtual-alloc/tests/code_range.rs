@@ -213,7 +213,16 @@ fn dropping_the_allocator_unmaps_the_range_and_closes_its_memfd() {
         let alloc = with_range(strategy, &os);
         let region = alloc.reserve(64 * KIB).unwrap();
         assert_eq!(run_code_in(&alloc, &region, 3), 3);
+        let calls = os.syscalls();
         drop(alloc);
+        // The span goes whole (each of its views once), not region by region.
+        let unmaps = os.syscalls().since(&calls).get(SysCall::Munmap);
+        let views = match strategy {
+            WxStrategy::DualMap => 2,
+            WxStrategy::MapJit => 0,
+            _ => 1,
+        };
+        assert_eq!(unmaps, views, "{strategy}");
         assert_eq!(os.shared_objects(), 0, "{strategy}");
         assert_eq!(os.resident_frames(), 0, "{strategy}");
         if strategy != WxStrategy::MapJit {
