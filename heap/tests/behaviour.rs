@@ -1239,7 +1239,11 @@ fn a_writer_fills_and_writes_at_its_offsets() {
         heap.write(&mut block, |w| {
             w.fill(0, 256, &[0x11])?;
             w.fill(100, 20, &[0x22, 0x33])?;
-            w.write(200, &[0x55; 4])
+            w.write(200, &[0x55; 4])?;
+            let mut back = [0; 4];
+            w.read(118, &mut back)?;
+            assert_eq!(back, [0x22, 0x33, 0x11, 0x11], "read back in the session");
+            Ok(())
         })
         .unwrap();
         let bytes = read(&heap, block.addr(), 256);

@@ -396,3 +396,31 @@ fn rwx_code_range_runs_code() {
     let _serial = serial();
     code_range_round_trip(WxStrategy::Rwx);
 }
+
+/// A dual-mapped region's memfd is closed on `exec`: a child program the JIT starts must
+/// not inherit a writable handle on the parent's code.
+#[test]
+fn dual_map_memfds_are_closed_on_exec() {
+    let _serial = serial();
+    let alloc = alloc_for(WxStrategy::DualMap);
+    let region = alloc.reserve(alloc.allocation_granularity()).unwrap();
+    let link = |fd: &str| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+    let mut seen = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(target) = link(&name) else { continue };
+        if !target.to_string_lossy().starts_with("/memfd:codeheap") {
+            continue;
+        }
+        let fd: libc::c_int = name.parse().unwrap();
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // Judged only if the descriptor is still that memfd (another test may close one).
+        if flags >= 0 && link(&name) == Some(target) {
+            assert_ne!(flags & libc::FD_CLOEXEC, 0, "fd {fd} survives exec");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 1, "the region's memfd is open");
+    alloc.release(region.base).unwrap();
+}
