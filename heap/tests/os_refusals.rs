@@ -3,7 +3,9 @@
 //! target.
 
 use codeheap::vm::{Protection, SysCall};
-use codeheap::{Error, Heap, HeapConfig, SimOs, WxStrategy};
+use std::sync::Arc;
+
+use codeheap::{Error, FrameDescription, Heap, HeapConfig, RecordingRegistrar, SimOs, WxStrategy};
 
 fn linux(strategy: WxStrategy) -> Heap<SimOs> {
     Heap::with_config(SimOs::linux(), HeapConfig::with_strategy(strategy)).unwrap()
@@ -161,5 +163,36 @@ fn a_large_block_whose_unmap_is_refused_stays_allocated_and_not_runnable() {
         assert_eq!(heap.stats().live_blocks, live - 1);
         assert_eq!(heap.find(addr), None);
         assert_eq!(heap.check_invariants(), Ok(()));
+    }
+}
+
+/// `emit_code_with_unwind` whose copy is refused (under `Protect`, the `mprotect` that
+/// opens the page) fails and leaves nothing: no block, no entry registered for code that
+/// was never copied.
+#[test]
+fn an_emit_with_an_entry_whose_copy_is_refused_registers_nothing() {
+    let registrar = Arc::new(RecordingRegistrar::new());
+    let config = HeapConfig::with_strategy(WxStrategy::Protect);
+    let heap = Heap::with_registrar(SimOs::linux(), config, registrar.clone()).unwrap();
+    let code = heap.arch().encode_return_u32(6);
+    let frame = FrameDescription::standard(heap.arch());
+    let kept = heap
+        .emit_code_with_unwind(code.as_bytes(), frame.clone())
+        .unwrap();
+    let live = heap.stats().live_blocks;
+
+    heap.vm().os().fail_next(SysCall::Mprotect, libc::EPERM);
+    let refused = heap.emit_code_with_unwind(code.as_bytes(), frame.clone());
+    heap.vm().os().clear_failures();
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(heap.stats().live_blocks, live);
+    assert_eq!(registrar.live().len(), 1, "only the first block's entry");
+    assert_eq!(heap.check_invariants(), Ok(()));
+
+    let again = heap.emit_code_with_unwind(code.as_bytes(), frame).unwrap();
+    assert_eq!(registrar.live().len(), 2);
+    for block in [&kept, &again] {
+        // SAFETY: the simulator decodes `return 6`; nothing of the process runs.
+        assert_eq!(unsafe { heap.call(block) }, Ok(6));
     }
 }
