@@ -189,8 +189,9 @@ fn kept_free_pages_are_reused_without_a_system_call() {
         pages.vm().query(reused.addr).unwrap().state,
         PageState::Committed(Protection::ExecuteRead)
     );
-    // Its first page executable, so that the run cannot be judged by its first page alone,
-    // and its last too, so that the whole run must be made read-write.
+    // A run that mixes protections comes back read-write, all of it: executable pages first
+    // and last, read-write between, so that neither its first page's protection nor a
+    // change short of its end would do.
     pages.release_pages(reused.addr, 2).unwrap();
     let other = pages.alloc_pages(4).unwrap();
     assert_eq!(other.protection, Protection::ExecuteRead);

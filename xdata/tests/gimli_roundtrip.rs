@@ -26,7 +26,7 @@ fn registers(arch: Arch) -> Vec<Register> {
             aarch64::FP,
             aarch64::LR,
             aarch64::SP,
-            // The first register past DW_CFA_offset's and DW_CFA_restore's 6-bit field.
+            // v0: the first register past DW_CFA_offset's and DW_CFA_restore's 6-bit field.
             aarch64::v(0),
             aarch64::v(8),
         ],
