@@ -43,7 +43,7 @@ const BLOCK_ID_BATCH: u64 = 1 << 16;
 
 /// A batch of [`BLOCK_ID_BATCH`] ids that no other heap holds.
 fn take_id_batch() -> core::ops::Range<u64> {
-    let first = NEXT_BLOCK_ID.fetch_add(BLOCK_ID_BATCH, core::sync::atomic::Ordering::Relaxed);
+    let first = NEXT_BLOCK_ID.fetch_add(BLOCK_ID_BATCH, Ordering::Relaxed);
     first..first + BLOCK_ID_BATCH
 }
 

@@ -274,17 +274,13 @@ mod tests {
                 let free = taken.iter().filter(|t| !**t).count() * GRANULE;
                 proptest::prop_assert_eq!(region.free_bytes(), free);
                 // The free ranges are the model's runs of free granules: merged, none empty.
-                let mut runs = Vec::new();
-                let mut g = 0;
-                while g < 64 {
-                    let start = g;
-                    while g < 64 && !taken[g] {
-                        g += 1;
+                let mut runs: Vec<(usize, usize)> = Vec::new();
+                for g in (0..64).filter(|&g| !taken[g]) {
+                    let at = BASE + g * GRANULE;
+                    match runs.last_mut() {
+                        Some((start, len)) if *start + *len == at => *len += GRANULE,
+                        _ => runs.push((at, GRANULE)),
                     }
-                    if g > start {
-                        runs.push((BASE + start * GRANULE, (g - start) * GRANULE));
-                    }
-                    g += 1;
                 }
                 let ranges: Vec<(usize, usize)> = region.free_ranges().collect();
                 proptest::prop_assert_eq!(ranges, runs);
